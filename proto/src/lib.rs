@@ -31,3 +31,22 @@ pub use time::{from_timestamp, to_timestamp};
 
 /// The encoded `FileDescriptorSet` of every FARO package, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("faro_descriptor");
+
+/// Redis names shared by more than one service: the pub/sub contract between
+/// ingest (publisher) and stream (subscriber).
+pub mod redis_keys {
+    /// The channel a tenant's live events are published on.
+    pub fn events_channel(prefix: &str, tenant_id: &str) -> String {
+        format!("{prefix}events:{tenant_id}")
+    }
+
+    /// The one pattern a stream process subscribes to.
+    pub fn events_pattern(prefix: &str) -> String {
+        format!("{prefix}events:*")
+    }
+
+    /// The tenant id of a channel named by [`events_channel`].
+    pub fn tenant_of_channel<'a>(prefix: &str, channel: &'a str) -> Option<&'a str> {
+        channel.strip_prefix(prefix)?.strip_prefix("events:")
+    }
+}

@@ -1,1 +1,58 @@
-//! faro-conversations
+//! The conversations service: the only owner of Postgres.
+//!
+//! It threads normalized inbound events into conversations per (tenant,
+//! location, channel, customer), stores each exactly once (a unique key on
+//! (tenant_id, channel, channel_message_id) and `ON CONFLICT`), and answers the
+//! edge's webhook-routing lookups. Every query runs as a role that neither owns
+//! the tables nor bypasses row-level security, with the tenant set per
+//! transaction (see [`db::tenant_tx`]); the routing lookups go through two
+//! narrow `SECURITY DEFINER` functions instead.
+
+mod admin;
+mod config;
+mod crypto;
+mod db;
+mod error;
+mod grpc;
+mod rows;
+mod store;
+
+use std::sync::Arc;
+
+use faro_proto::{
+    GrpcServer,
+    conversations::v1::{
+        admin_service_server::AdminServiceServer,
+        conversations_service_server::ConversationsServiceServer,
+    },
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use crypto::SecretBox;
+pub use db::{APP_ROLE, app_connect_options, migrate};
+pub use error::Error;
+
+/// Serves the conversations and admin gRPC services on `listener` until
+/// `shutdown` fires, then drains in-flight calls and closes the pool.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let secrets = SecretBox::from_specs(&config.encryption_keys)?;
+    let pool = db::connect_app(&config).await?;
+    let service = grpc::Service {
+        pool: pool.clone(),
+        secrets: Arc::new(secrets),
+    };
+    tracing::info!(addr = ?listener.local_addr().ok(), "conversations service listening");
+    let served = GrpcServer::new()
+        .add_service(ConversationsServiceServer::new(service.clone()))
+        .add_service(AdminServiceServer::new(service))
+        .serve(listener, shutdown)
+        .await;
+    pool.close().await;
+    served.map_err(|e| Error::Serve(e.to_string()))
+}

@@ -1,0 +1,88 @@
+//! Connections, migrations and the per-transaction tenant.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    PgPool, Postgres, Transaction,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use uuid::Uuid;
+
+use crate::{Config, Error};
+
+/// The role the service queries as. Created by the first migration.
+pub const APP_ROLE: &str = "faro_app";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Runs the embedded migrations as the database owner.
+pub async fn migrate(owner_url: &str) -> Result<(), Error> {
+    let options = PgConnectOptions::from_str(owner_url)
+        .map_err(|e| Error::Config(format!("DATABASE_URL is not a valid Postgres URL: {e}")))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// The options the service connects with: the explicit app URL, or the owner
+/// URL with the user replaced by [`APP_ROLE`] (and no password).
+pub fn app_connect_options(config: &Config) -> Result<PgConnectOptions, Error> {
+    match &config.app_database_url {
+        Some(url) => PgConnectOptions::from_str(url).map_err(|e| {
+            Error::Config(format!(
+                "FARO_APP_DATABASE_URL is not a valid Postgres URL: {e}"
+            ))
+        }),
+        None => PgConnectOptions::from_str(&config.database_url)
+            .map(|o| o.username(APP_ROLE).password(""))
+            .map_err(|e| Error::Config(format!("DATABASE_URL is not a valid Postgres URL: {e}"))),
+    }
+}
+
+/// Connects as the app role and refuses to start if that role could see past
+/// row-level security: a superuser, a BYPASSRLS role, or the tables' owner.
+pub(crate) async fn connect_app(config: &Config) -> Result<PgPool, Error> {
+    let options = app_connect_options(config)?.application_name("faro-conversations");
+    let pool = PgPoolOptions::new()
+        .max_connections(config.db_max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    let (role, superuser, bypass, owns): (String, bool, bool, bool) = sqlx::query_as(
+        "SELECT current_user::text, r.rolsuper, r.rolbypassrls,
+                EXISTS (SELECT 1 FROM pg_class c
+                        WHERE c.relname = 'messages' AND c.relowner = r.oid)
+         FROM pg_roles r WHERE r.rolname = current_user",
+    )
+    .fetch_one(&pool)
+    .await?;
+    if superuser || bypass || owns {
+        return Err(Error::UnsafeRole(format!(
+            "role {role:?} is a superuser, bypasses RLS or owns the tables; \
+             connect as {APP_ROLE} (see FARO_APP_DATABASE_URL)"
+        )));
+    }
+    Ok(pool)
+}
+
+/// Begins a transaction scoped to one tenant: every row it reads or writes is
+/// filtered by the `tenant_isolation` policies through `faro.tenant_id`.
+pub(crate) async fn tenant_tx(
+    pool: &PgPool,
+    tenant: Uuid,
+) -> Result<Transaction<'static, Postgres>, Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('faro.tenant_id', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+pub(crate) fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(value).map_err(|_| Error::invalid(format!("{field} must be a UUID")))
+}

@@ -1,0 +1,63 @@
+use tonic::{Code, Status};
+
+/// Every failure of the conversations crate; mapped once to `tonic::Status`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("unsafe database role: {0}")]
+    UnsafeRole(String),
+    #[error("sealed secret cannot be opened: {0}")]
+    Crypto(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("grpc server: {0}")]
+    Serve(String),
+}
+
+impl Error {
+    pub(crate) fn invalid(what: impl Into<String>) -> Self {
+        Self::InvalidArgument(what.into())
+    }
+}
+
+/// Postgres error codes FARO answers as a caller mistake rather than a fault.
+fn database_code(e: &sqlx::Error) -> Option<Code> {
+    let code = e.as_database_error()?.code()?;
+    match code.as_ref() {
+        "23505" => Some(Code::AlreadyExists),
+        "23503" | "23514" | "22P02" | "23502" => Some(Code::InvalidArgument),
+        _ => None,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match &e {
+            Error::InvalidArgument(m) => Status::invalid_argument(m.clone()),
+            Error::NotFound(m) => Status::not_found(m.clone()),
+            Error::AlreadyExists(m) => Status::already_exists(m.clone()),
+            Error::Database(db) if database_code(db).is_some() => {
+                let code = database_code(db).unwrap_or(Code::InvalidArgument);
+                // The constraint name tells the caller what was wrong, not the data.
+                let constraint = db
+                    .as_database_error()
+                    .and_then(|d| d.constraint())
+                    .unwrap_or("a constraint");
+                Status::new(code, format!("rejected by {constraint}"))
+            }
+            _ => {
+                tracing::error!(error = %e, "conversations internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

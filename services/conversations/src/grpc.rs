@@ -1,0 +1,244 @@
+//! The gRPC surface: thin handlers over the modules that do the work.
+
+use std::sync::Arc;
+
+use faro_proto::conversations::v1::{
+    self as pb, admin_service_server::AdminService,
+    conversations_service_server::ConversationsService,
+};
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    Error, SecretBox, admin,
+    db::{parse_uuid, tenant_tx},
+    rows::{CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MessageRow, require_channel},
+    store,
+};
+
+const MAX_IDS_PER_LOOKUP: usize = 1000;
+const MAX_BATCH: usize = 5000;
+
+#[derive(Clone)]
+pub(crate) struct Service {
+    pub pool: PgPool,
+    pub secrets: Arc<SecretBox>,
+}
+
+fn limit(requested: u32, default: i64, max: i64) -> i64 {
+    match requested {
+        0 => default,
+        n => i64::from(n).min(max),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RouteRow {
+    external_account_id: String,
+    tenant_id: Uuid,
+    location_id: Uuid,
+    channel_account_id: Uuid,
+    app_id: Uuid,
+    meta_app_id: String,
+    key_id: String,
+    app_secret_enc: Vec<u8>,
+}
+
+impl Service {
+    async fn resolve(
+        &self,
+        req: pb::ResolveChannelAccountsRequest,
+    ) -> Result<pb::ResolveChannelAccountsResponse, Error> {
+        let channel = require_channel(req.channel)?;
+        if req.external_account_ids.len() > MAX_IDS_PER_LOOKUP {
+            return Err(Error::invalid(format!(
+                "at most {MAX_IDS_PER_LOOKUP} external_account_ids per call"
+            )));
+        }
+        let rows: Vec<RouteRow> =
+            sqlx::query_as("SELECT * FROM faro_resolve_channel_accounts($1, $2)")
+                .bind(channel)
+                .bind(&req.external_account_ids)
+                .fetch_all(&self.pool)
+                .await?;
+        let routes = rows
+            .into_iter()
+            .map(|r| {
+                let secret = self.secrets.open(
+                    &r.key_id,
+                    &r.app_secret_enc,
+                    &admin::aad(r.app_id, "app_secret"),
+                )?;
+                Ok(pb::ChannelRoute {
+                    external_account_id: r.external_account_id,
+                    tenant_id: r.tenant_id.to_string(),
+                    location_id: r.location_id.to_string(),
+                    channel_account_id: r.channel_account_id.to_string(),
+                    channel: req.channel,
+                    app_id: r.app_id.to_string(),
+                    meta_app_id: r.meta_app_id,
+                    app_secret: String::from_utf8(secret)
+                        .map_err(|_| Error::Crypto("app secret is not UTF-8".into()))?,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(pb::ResolveChannelAccountsResponse { routes })
+    }
+
+    async fn check_verify_token(&self, req: pb::CheckVerifyTokenRequest) -> Result<bool, Error> {
+        if req.verify_token.is_empty() || req.verify_token.len() > 512 {
+            return Ok(false);
+        }
+        let rows: Vec<(Uuid, String, Vec<u8>)> =
+            sqlx::query_as("SELECT * FROM faro_apps_by_verify_token($1)")
+                .bind(admin::verify_token_hash(&req.verify_token))
+                .fetch_all(&self.pool)
+                .await?;
+        let presented = req.verify_token.as_bytes();
+        let mut matched = false;
+        for (app_id, key_id, sealed) in rows {
+            let stored =
+                self.secrets
+                    .open(&key_id, &sealed, &admin::aad(app_id, "verify_token"))?;
+            matched |= bool::from(stored.ct_eq(presented));
+        }
+        Ok(matched)
+    }
+
+    async fn list_conversations(
+        &self,
+        req: pb::ListConversationsRequest,
+    ) -> Result<Vec<pb::Conversation>, Error> {
+        let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
+        let locations = req
+            .location_ids
+            .iter()
+            .map(|l| parse_uuid("location_ids", l))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations c
+             WHERE c.tenant_id = $1 AND (cardinality($2::uuid[]) = 0 OR c.location_id = ANY($2))
+             ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC LIMIT $3"
+        );
+        let mut tx = tenant_tx(&self.pool, tenant).await?;
+        let rows: Vec<ConversationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(&locations)
+            .bind(limit(req.limit, 50, 500))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn list_messages(&self, req: pb::ListMessagesRequest) -> Result<Vec<pb::Message>, Error> {
+        let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
+        let conversation = parse_uuid("conversation_id", &req.conversation_id)?;
+        // The newest `limit` messages, returned oldest first.
+        let sql = format!(
+            "SELECT * FROM (
+                 SELECT {MESSAGE_COLUMNS} FROM messages m
+                 JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
+                 WHERE m.tenant_id = $1 AND m.conversation_id = $2
+                 ORDER BY m.\"timestamp\" DESC, m.id DESC LIMIT $3
+             ) t ORDER BY t.\"timestamp\", t.id"
+        );
+        let mut tx = tenant_tx(&self.pool, tenant).await?;
+        let rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(conversation)
+            .bind(limit(req.limit, 100, 1000))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+}
+
+#[tonic::async_trait]
+impl ConversationsService for Service {
+    async fn resolve_channel_accounts(
+        &self,
+        request: Request<pb::ResolveChannelAccountsRequest>,
+    ) -> Result<Response<pb::ResolveChannelAccountsResponse>, Status> {
+        Ok(Response::new(self.resolve(request.into_inner()).await?))
+    }
+
+    async fn check_verify_token(
+        &self,
+        request: Request<pb::CheckVerifyTokenRequest>,
+    ) -> Result<Response<pb::CheckVerifyTokenResponse>, Status> {
+        let matched = Service::check_verify_token(self, request.into_inner()).await?;
+        Ok(Response::new(pb::CheckVerifyTokenResponse { matched }))
+    }
+
+    async fn store_inbound(
+        &self,
+        request: Request<pb::StoreInboundRequest>,
+    ) -> Result<Response<pb::StoreInboundResponse>, Status> {
+        let messages = request.into_inner().messages;
+        if messages.len() > MAX_BATCH {
+            return Err(Error::invalid(format!("at most {MAX_BATCH} messages per call")).into());
+        }
+        let stored = store::store_inbound(&self.pool, messages).await?;
+        Ok(Response::new(pb::StoreInboundResponse { stored }))
+    }
+
+    async fn list_conversations(
+        &self,
+        request: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        let conversations = Service::list_conversations(self, request.into_inner()).await?;
+        Ok(Response::new(pb::ListConversationsResponse {
+            conversations,
+        }))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let messages = Service::list_messages(self, request.into_inner()).await?;
+        Ok(Response::new(pb::ListMessagesResponse { messages }))
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Service {
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        Ok(Response::new(
+            admin::create_tenant(&self.pool, &request.into_inner().name).await?,
+        ))
+    }
+
+    async fn create_location(
+        &self,
+        request: Request<pb::CreateLocationRequest>,
+    ) -> Result<Response<pb::Location>, Status> {
+        Ok(Response::new(
+            admin::create_location(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn create_meta_app(
+        &self,
+        request: Request<pb::CreateMetaAppRequest>,
+    ) -> Result<Response<pb::MetaApp>, Status> {
+        let app = admin::create_meta_app(&self.pool, &self.secrets, request.into_inner()).await?;
+        Ok(Response::new(app))
+    }
+
+    async fn connect_channel(
+        &self,
+        request: Request<pb::ConnectChannelRequest>,
+    ) -> Result<Response<pb::ChannelAccount>, Status> {
+        Ok(Response::new(
+            admin::connect_channel(&self.pool, request.into_inner()).await?,
+        ))
+    }
+}

@@ -1,0 +1,153 @@
+//! Database rows and their protobuf forms, in one place.
+
+use chrono::{DateTime, Utc};
+use faro_proto::{
+    conversations::v1::{self as pb, Channel, Direction, SenderType},
+    to_timestamp,
+};
+use uuid::Uuid;
+
+use crate::Error;
+
+/// The text stored for a channel; `None` for unspecified.
+pub(crate) fn channel_name(c: Channel) -> Option<&'static str> {
+    Some(match c {
+        Channel::Unspecified => return None,
+        Channel::Whatsapp => "whatsapp",
+        Channel::FacebookMessenger => "facebook_messenger",
+        Channel::InstagramDm => "instagram_dm",
+        Channel::GoogleBusiness => "google_business",
+        Channel::Sms => "sms",
+        Channel::Email => "email",
+    })
+}
+
+pub(crate) fn channel_from_name(s: &str) -> Channel {
+    match s {
+        "whatsapp" => Channel::Whatsapp,
+        "facebook_messenger" => Channel::FacebookMessenger,
+        "instagram_dm" => Channel::InstagramDm,
+        "google_business" => Channel::GoogleBusiness,
+        "sms" => Channel::Sms,
+        "email" => Channel::Email,
+        _ => Channel::Unspecified,
+    }
+}
+
+pub(crate) fn require_channel(raw: i32) -> Result<&'static str, Error> {
+    Channel::try_from(raw)
+        .ok()
+        .and_then(channel_name)
+        .ok_or_else(|| Error::invalid("channel must be set"))
+}
+
+pub(crate) const CONVERSATION_COLUMNS: &str = "c.id, c.tenant_id, c.location_id, c.channel, \
+    c.customer_id, c.customer_name, c.customer_phone, c.customer_email, c.channel_conversation_id, \
+    c.source_type, c.status, c.assigned_to_user_id, c.lead_status, c.tags, c.last_message_at, \
+    c.created_at, c.updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ConversationRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub location_id: Uuid,
+    pub channel: String,
+    pub customer_id: String,
+    pub customer_name: Option<String>,
+    pub customer_phone: Option<String>,
+    pub customer_email: Option<String>,
+    pub channel_conversation_id: Option<String>,
+    pub source_type: String,
+    pub status: String,
+    pub assigned_to_user_id: Option<String>,
+    pub lead_status: Option<String>,
+    pub tags: Vec<String>,
+    pub last_message_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ConversationRow> for pb::Conversation {
+    fn from(r: ConversationRow) -> Self {
+        Self {
+            id: r.id.to_string(),
+            tenant_id: r.tenant_id.to_string(),
+            location_id: r.location_id.to_string(),
+            channel: channel_from_name(&r.channel).into(),
+            customer_id: r.customer_id,
+            customer_name: r.customer_name.unwrap_or_default(),
+            customer_phone: r.customer_phone.unwrap_or_default(),
+            customer_email: r.customer_email.unwrap_or_default(),
+            channel_conversation_id: r.channel_conversation_id.unwrap_or_default(),
+            source_type: r.source_type,
+            status: r.status,
+            assigned_to_user_id: r.assigned_to_user_id.unwrap_or_default(),
+            lead_status: r.lead_status.unwrap_or_default(),
+            tags: r.tags,
+            last_message_at: r.last_message_at.map(to_timestamp),
+            created_at: Some(to_timestamp(r.created_at)),
+            updated_at: Some(to_timestamp(r.updated_at)),
+        }
+    }
+}
+
+/// Message columns, with the location taken from the thread (alias `c`).
+pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.tenant_id, c.location_id, \
+    m.channel, m.channel_message_id, m.sender_type, m.direction, m.message_type, m.text, \
+    m.media_urls, m.sender_id, m.recipient_id, m.\"timestamp\", m.delivered_at, m.read_at, \
+    m.created_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct MessageRow {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub tenant_id: Uuid,
+    pub location_id: Uuid,
+    pub channel: String,
+    pub channel_message_id: String,
+    pub sender_type: String,
+    pub direction: String,
+    pub message_type: String,
+    pub text: Option<String>,
+    pub media_urls: Vec<String>,
+    pub sender_id: Option<String>,
+    pub recipient_id: Option<String>,
+    pub timestamp: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<MessageRow> for pb::Message {
+    fn from(r: MessageRow) -> Self {
+        let sender_type = match r.sender_type.as_str() {
+            "customer" => SenderType::Customer,
+            "agent" => SenderType::Agent,
+            _ => SenderType::Unspecified,
+        };
+        let direction = match r.direction.as_str() {
+            "inbound" => Direction::Inbound,
+            "outbound" => Direction::Outbound,
+            _ => Direction::Unspecified,
+        };
+        Self {
+            id: r.id.to_string(),
+            conversation_id: r.conversation_id.to_string(),
+            tenant_id: r.tenant_id.to_string(),
+            location_id: r.location_id.to_string(),
+            channel: channel_from_name(&r.channel).into(),
+            channel_message_id: r.channel_message_id,
+            sender_type: sender_type.into(),
+            direction: direction.into(),
+            message_type: r.message_type,
+            text: r.text.unwrap_or_default(),
+            media_urls: r.media_urls,
+            sender_id: r.sender_id.unwrap_or_default(),
+            recipient_id: r.recipient_id.unwrap_or_default(),
+            timestamp: Some(to_timestamp(r.timestamp)),
+            delivered_at: r.delivered_at.map(to_timestamp),
+            read_at: r.read_at.map(to_timestamp),
+            created_at: Some(to_timestamp(r.created_at)),
+        }
+    }
+}

@@ -1,0 +1,52 @@
+use std::sync::Arc;
+
+use faro_proto::ingest::v1::{
+    Job, Provider, SubmitRequest, SubmitResponse, ingest_service_server::IngestService,
+};
+use fred::clients::Client;
+use tonic::{Request, Response, Status};
+
+use crate::{Error, queue};
+
+/// Largest payload accepted; the edge enforces its own, smaller, body limit.
+const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
+
+pub(crate) struct Ingest {
+    pub redis: Client,
+    pub keys: Arc<queue::Keys>,
+}
+
+fn validate(req: &SubmitRequest) -> Result<(), Error> {
+    if Provider::try_from(req.provider).unwrap_or(Provider::Unspecified) == Provider::Unspecified {
+        return Err(Error::InvalidArgument("provider must be set".into()));
+    }
+    if req.payload.is_empty() || req.payload.len() > MAX_PAYLOAD {
+        return Err(Error::InvalidArgument(format!(
+            "payload must be 1..={MAX_PAYLOAD} bytes"
+        )));
+    }
+    if req.routes.is_empty() {
+        return Err(Error::InvalidArgument(
+            "at least one verified route is required".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl IngestService for Ingest {
+    async fn submit(
+        &self,
+        request: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        let submission = request.into_inner();
+        validate(&submission)?;
+        let job = Job {
+            submission: Some(submission),
+            attempt: 0,
+        };
+        let job_id = queue::enqueue(&self.redis, &self.keys, &job).await?;
+        tracing::debug!(%job_id, "job queued");
+        Ok(Response::new(SubmitResponse { job_id }))
+    }
+}

@@ -1,0 +1,202 @@
+//! The job stream in Redis: enqueue, read as a consumer group, reclaim, ack,
+//! dead-letter. Entries are XDEL'd once acknowledged, so the stream holds only
+//! work that is not done.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use faro_proto::ingest::v1::Job;
+use fred::{
+    clients::Client,
+    interfaces::{ClientLike, StreamsInterface},
+    prelude::{Builder, Config as RedisConfig, ReconnectPolicy},
+    types::Value,
+};
+use prost::Message;
+
+use crate::Error;
+
+pub(crate) const GROUP: &str = "workers";
+const JOB_FIELD: &str = "job";
+
+/// The Redis keys of one deployment (or one test), under its prefix.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub prefix: String,
+    /// The stream of jobs not yet done.
+    pub jobs: String,
+    /// Jobs no worker can process, kept whole with their error for re-drive.
+    pub dead: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            jobs: format!("{prefix}ingest:jobs"),
+            dead: format!("{prefix}ingest:dead"),
+        }
+    }
+}
+
+pub(crate) async fn connect(url: &str) -> Result<Client, Error> {
+    let config =
+        RedisConfig::from_url(url).map_err(|e| Error::Config(format!("REDIS_URL: {e}")))?;
+    let client = Builder::from_config(config)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()?;
+    client.init().await?;
+    Ok(client)
+}
+
+pub(crate) async fn quit(client: &Client) {
+    if let Err(e) = client.quit().await {
+        tracing::debug!(error = %e, "redis quit");
+    }
+}
+
+/// Creates the consumer group (and the stream) if missing. Also the recovery
+/// for NOGROUP after a Redis restart without persistence.
+pub(crate) async fn ensure_group(client: &Client, keys: &Keys) -> Result<(), Error> {
+    match client
+        .xgroup_create::<(), _, _, _>(&keys.jobs, GROUP, "0", true)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.details().starts_with("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn is_nogroup(e: &fred::error::Error) -> bool {
+    e.details().starts_with("NOGROUP")
+}
+
+pub(crate) async fn enqueue(client: &Client, keys: &Keys, job: &Job) -> Result<String, Error> {
+    let bytes = Bytes::from(job.encode_to_vec());
+    let id: String = client
+        .xadd(&keys.jobs, false, None, "*", vec![(JOB_FIELD, bytes)])
+        .await?;
+    Ok(id)
+}
+
+/// One stream entry: its id and its job, or why the job could not be decoded.
+pub(crate) struct Entry {
+    pub id: String,
+    pub job: Result<Job, String>,
+}
+
+fn entry(id: String, mut fields: HashMap<String, Bytes>) -> Entry {
+    let job = match fields.remove(JOB_FIELD) {
+        Some(b) => Job::decode(b).map_err(|e| format!("undecodable job: {e}")),
+        None => Err("entry has no job field".to_owned()),
+    };
+    Entry { id, job }
+}
+
+/// New entries for this consumer, waiting up to `block_ms` for some.
+pub(crate) async fn read_new(
+    client: &Client,
+    keys: &Keys,
+    consumer: &str,
+    count: usize,
+    block_ms: u64,
+) -> Result<Vec<Entry>, fred::error::Error> {
+    let response: HashMap<String, Vec<(String, HashMap<String, Bytes>)>> = client
+        .xreadgroup_map(
+            GROUP,
+            consumer,
+            Some(count as u64),
+            Some(block_ms),
+            false,
+            &keys.jobs,
+            ">",
+        )
+        .await?;
+    Ok(response
+        .into_values()
+        .flatten()
+        .map(|(id, fields)| entry(id, fields))
+        .collect())
+}
+
+/// Takes over entries another consumer left pending longer than `min_idle_ms`.
+/// Redis measures idleness from the last delivery, so a slow but live worker
+/// keeps its entries as long as it finishes within `min_idle_ms`.
+pub(crate) async fn claim_stale(
+    client: &Client,
+    keys: &Keys,
+    consumer: &str,
+    min_idle_ms: u64,
+    count: usize,
+) -> Result<Vec<Entry>, fred::error::Error> {
+    let reply: Value = client
+        .xautoclaim(
+            &keys.jobs,
+            GROUP,
+            consumer,
+            min_idle_ms,
+            "0-0",
+            Some(count as u64),
+            false,
+        )
+        .await?;
+    // Redis 7: [next-cursor, [[id, [field, value, ...]], ...], [deleted ids]].
+    let mut parts = reply.into_array().into_iter();
+    let entries = parts.nth(1).map(Value::into_array).unwrap_or_default();
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| {
+            let mut pair = e.into_array().into_iter();
+            let id = pair.next()?.as_string()?;
+            let flat = pair.next()?.into_array();
+            let mut fields = HashMap::new();
+            let mut it = flat.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                if let (Some(k), Some(v)) = (k.as_string(), v.as_bytes()) {
+                    fields.insert(k, Bytes::copy_from_slice(v));
+                }
+            }
+            Some(entry(id, fields))
+        })
+        .collect())
+}
+
+/// Acknowledges and deletes done entries.
+pub(crate) async fn ack(client: &Client, keys: &Keys, ids: &[String]) -> Result<(), Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let _: i64 = client.xack(&keys.jobs, GROUP, ids.to_vec()).await?;
+    let _: i64 = client.xdel(&keys.jobs, ids.to_vec()).await?;
+    Ok(())
+}
+
+/// Keeps a job no worker can process, whole and with its error, then acks it.
+/// Dying between the two leaves the job pending: it is dead-lettered again, a
+/// duplicate in the dead-letter stream rather than a loss.
+pub(crate) async fn dead_letter(
+    client: &Client,
+    keys: &Keys,
+    id: &str,
+    raw: Option<&Job>,
+    error: &str,
+) -> Result<(), Error> {
+    let job = raw
+        .map(|j| Bytes::from(j.encode_to_vec()))
+        .unwrap_or_default();
+    let _: String = client
+        .xadd(
+            &keys.dead,
+            false,
+            None,
+            "*",
+            vec![
+                ("source_id", Bytes::from(id.to_owned())),
+                ("error", Bytes::from(error.to_owned())),
+                (JOB_FIELD, job),
+            ],
+        )
+        .await?;
+    ack(client, keys, &[id.to_owned()]).await
+}

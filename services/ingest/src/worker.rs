@@ -1,0 +1,259 @@
+//! One worker: read a batch, parse, store, publish, ack. In that order, so
+//! nothing is acknowledged before it is stored and announced.
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
+
+use faro_proto::{
+    conversations::v1::{InboundMessage, StoreInboundRequest, StoredMessage},
+    from_timestamp,
+    ingest::v1::Provider,
+};
+use fred::clients::Client;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+use crate::{
+    ConversationsClient, parse,
+    publish::{message_event, publish_all},
+    queue::{self, Entry, Keys},
+};
+
+/// The most messages sent to conversations in one call.
+const STORE_CHUNK: usize = 1000;
+const BLOCK_MS: u64 = 1000;
+const STORE_ATTEMPTS: u32 = 5;
+
+pub(crate) struct Worker {
+    pub redis: Client,
+    pub publisher: Client,
+    pub conversations: ConversationsClient,
+    pub keys: Keys,
+    pub consumer: String,
+    pub batch: usize,
+    pub claim_idle: Duration,
+}
+
+/// A decoded, parsed job awaiting storage.
+struct Ready {
+    id: String,
+    messages: Vec<InboundMessage>,
+}
+
+enum StoreError {
+    /// The request itself is wrong: retrying cannot help.
+    Rejected(String),
+    /// Conversations or Postgres is unavailable: retry later.
+    Transient(String),
+}
+
+impl Worker {
+    pub(crate) async fn run(mut self, stop: CancellationToken) {
+        tracing::info!(consumer = %self.consumer, "ingest worker started");
+        let mut last_claim = Instant::now() - self.claim_idle;
+        let mut failures = 0u32;
+        while !stop.is_cancelled() {
+            let result = if last_claim.elapsed() >= self.claim_idle / 2 {
+                last_claim = Instant::now();
+                self.claim_and_process(&stop).await
+            } else {
+                self.read_and_process(&stop).await
+            };
+            match result {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if queue::is_nogroup(&e) {
+                        tracing::warn!("consumer group missing (redis restarted?): recreating");
+                        let _ = queue::ensure_group(&self.redis, &self.keys).await;
+                    } else {
+                        tracing::warn!(error = %e, consumer = %self.consumer, "worker redis error");
+                    }
+                    let pause = backoff(failures);
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+        queue::quit(&self.redis).await;
+        tracing::info!(consumer = %self.consumer, "ingest worker stopped");
+    }
+
+    async fn read_and_process(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Result<(), fred::error::Error> {
+        let entries = queue::read_new(
+            &self.redis,
+            &self.keys,
+            &self.consumer,
+            self.batch,
+            BLOCK_MS,
+        )
+        .await?;
+        self.process(entries, false, stop).await;
+        Ok(())
+    }
+
+    async fn claim_and_process(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Result<(), fred::error::Error> {
+        let idle_ms = u64::try_from(self.claim_idle.as_millis()).unwrap_or(u64::MAX);
+        let entries =
+            queue::claim_stale(&self.redis, &self.keys, &self.consumer, idle_ms, self.batch)
+                .await?;
+        if !entries.is_empty() {
+            tracing::info!(count = entries.len(), consumer = %self.consumer, "reclaimed abandoned jobs");
+        }
+        self.process(entries, true, stop).await;
+        Ok(())
+    }
+
+    /// Processes a batch. Entries that fail transiently stay pending and are
+    /// reclaimed later; entries that can never succeed are dead-lettered.
+    async fn process(&mut self, entries: Vec<Entry>, redelivered: bool, stop: &CancellationToken) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut ready = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match self.prepare(entry) {
+                Ok(r) => ready.push(r),
+                Err((id, job, error)) => self.dead_letter(&id, job.as_ref(), &error).await,
+            }
+        }
+        let all: Vec<InboundMessage> = ready.iter().flat_map(|r| r.messages.clone()).collect();
+        match self.store_with_retry(all, stop).await {
+            Ok(stored) => self.publish_and_ack(&ready, stored, redelivered).await,
+            Err(StoreError::Rejected(_)) if ready.len() > 1 => {
+                // Find the job at fault rather than failing its neighbours.
+                for r in &ready {
+                    match self.store_with_retry(r.messages.clone(), stop).await {
+                        Ok(stored) => {
+                            self.publish_and_ack(std::slice::from_ref(r), stored, redelivered)
+                                .await;
+                        }
+                        Err(StoreError::Rejected(e)) => self.dead_letter(&r.id, None, &e).await,
+                        Err(StoreError::Transient(_)) => {}
+                    }
+                }
+            }
+            Err(StoreError::Rejected(e)) => {
+                for r in &ready {
+                    self.dead_letter(&r.id, None, &e).await;
+                }
+            }
+            Err(StoreError::Transient(e)) => {
+                tracing::warn!(error = %e, jobs = ready.len(), "store failed; jobs stay pending");
+            }
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn prepare(
+        &self,
+        entry: Entry,
+    ) -> Result<Ready, (String, Option<faro_proto::ingest::v1::Job>, String)> {
+        let id = entry.id;
+        let job = match entry.job {
+            Ok(job) => job,
+            Err(e) => return Err((id, None, e)),
+        };
+        let Some(sub) = job.submission.as_ref() else {
+            return Err((id, Some(job), "job has no submission".into()));
+        };
+        let provider = Provider::try_from(sub.provider).unwrap_or(Provider::Unspecified);
+        let received_at = from_timestamp(sub.received_at.as_ref()).unwrap_or_else(chrono::Utc::now);
+        match parse::parse(provider, &sub.payload, &sub.routes, received_at) {
+            Ok(parsed) => {
+                if parsed.untrusted > 0 {
+                    tracing::warn!(job = %id, count = parsed.untrusted,
+                        "ignored events for accounts not verified with this payload");
+                }
+                Ok(Ready {
+                    id,
+                    messages: parsed.messages,
+                })
+            }
+            Err(e) => {
+                let error = e.to_string();
+                Err((id, Some(job), error))
+            }
+        }
+    }
+
+    async fn store_with_retry(
+        &mut self,
+        messages: Vec<InboundMessage>,
+        stop: &CancellationToken,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut stored = Vec::with_capacity(messages.len());
+        for chunk in messages.chunks(STORE_CHUNK) {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let request = StoreInboundRequest {
+                    messages: chunk.to_vec(),
+                };
+                match self.conversations.store_inbound(request).await {
+                    Ok(r) => {
+                        stored.extend(r.into_inner().stored);
+                        break;
+                    }
+                    Err(s) if matches!(s.code(), Code::InvalidArgument | Code::AlreadyExists) => {
+                        return Err(StoreError::Rejected(s.message().to_owned()));
+                    }
+                    Err(s) if attempt >= STORE_ATTEMPTS || stop.is_cancelled() => {
+                        return Err(StoreError::Transient(s.to_string()));
+                    }
+                    Err(s) => {
+                        tracing::debug!(code = ?s.code(), attempt, "store failed; retrying");
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                }
+            }
+        }
+        Ok(stored)
+    }
+
+    async fn publish_and_ack(&self, jobs: &[Ready], stored: Vec<StoredMessage>, redelivered: bool) {
+        // A redelivered job may have been stored but not announced before its
+        // worker died: announce everything again (clients dedupe by message id).
+        let events = stored
+            .into_iter()
+            .filter(|s| s.inserted || redelivered)
+            .filter_map(message_event)
+            .collect();
+        if let Err(e) = publish_all(&self.publisher, &self.keys, events).await {
+            tracing::warn!(error = %e, "publish failed; jobs stay pending");
+            return;
+        }
+        let ids: Vec<String> = jobs
+            .iter()
+            .map(|j| j.id.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if let Err(e) = queue::ack(&self.redis, &self.keys, &ids).await {
+            tracing::warn!(error = %e, "ack failed; jobs will be redelivered and deduplicated");
+        }
+    }
+
+    async fn dead_letter(&self, id: &str, job: Option<&faro_proto::ingest::v1::Job>, error: &str) {
+        tracing::error!(job = %id, error, "job cannot be processed; dead-lettered");
+        if let Err(e) = queue::dead_letter(&self.redis, &self.keys, id, job, error).await {
+            tracing::warn!(error = %e, job = %id, "dead-lettering failed; job stays pending");
+        }
+    }
+}
+
+/// Exponential backoff with full jitter, capped at 5 s.
+fn backoff(attempt: u32) -> Duration {
+    let cap = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    Duration::from_millis(rand::random_range(cap / 2..=cap))
+}

@@ -23,9 +23,11 @@ pub mod stream {
     }
 }
 
+mod names;
 mod serve;
 mod time;
 
+pub use names::{channel_from_name, channel_name, direction_name, sender_type_name};
 pub use serve::{GrpcServer, reflection_service};
 pub use time::{from_timestamp, to_timestamp};
 

@@ -2,37 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use faro_proto::{
+    channel_from_name, channel_name,
     conversations::v1::{self as pb, Channel, Direction, SenderType},
     to_timestamp,
 };
 use uuid::Uuid;
 
 use crate::Error;
-
-/// The text stored for a channel; `None` for unspecified.
-pub(crate) fn channel_name(c: Channel) -> Option<&'static str> {
-    Some(match c {
-        Channel::Unspecified => return None,
-        Channel::Whatsapp => "whatsapp",
-        Channel::FacebookMessenger => "facebook_messenger",
-        Channel::InstagramDm => "instagram_dm",
-        Channel::GoogleBusiness => "google_business",
-        Channel::Sms => "sms",
-        Channel::Email => "email",
-    })
-}
-
-pub(crate) fn channel_from_name(s: &str) -> Channel {
-    match s {
-        "whatsapp" => Channel::Whatsapp,
-        "facebook_messenger" => Channel::FacebookMessenger,
-        "instagram_dm" => Channel::InstagramDm,
-        "google_business" => Channel::GoogleBusiness,
-        "sms" => Channel::Sms,
-        "email" => Channel::Email,
-        _ => Channel::Unspecified,
-    }
-}
 
 pub(crate) fn require_channel(raw: i32) -> Result<&'static str, Error> {
     Channel::try_from(raw)

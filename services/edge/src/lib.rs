@@ -1,1 +1,76 @@
-//! faro-edge
+//! The edge: FARO's only public surface, on hyper 1 without a web framework.
+//!
+//! - `GET|POST /api/v1/webhooks/whatsapp`: Meta's subscription handshake and
+//!   signed webhook deliveries. A delivery is answered 200 only once ingest
+//!   confirms the raw payload is in Redis.
+//! - `GET /api/v1/messages/stream`: a WebSocket of live events for the tenant
+//!   of a JWT, validated before the upgrade.
+//! - `GET /healthz`: liveness.
+//!
+//! The edge holds no state of its own: routing data comes from conversations,
+//! queueing from ingest and live events from stream, all over gRPC.
+
+pub mod auth;
+mod config;
+mod error;
+mod events;
+mod server;
+mod signature;
+mod webhook;
+mod ws;
+
+use std::sync::Arc;
+
+use faro_proto::{
+    conversations::v1::conversations_service_client::ConversationsServiceClient,
+    ingest::v1::ingest_service_client::IngestServiceClient,
+    stream::v1::stream_service_client::StreamServiceClient,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+pub use config::Config;
+pub use error::Error;
+pub use signature::sign as sign_meta_payload;
+
+/// What every request handler shares.
+pub(crate) struct State {
+    pub config: Config,
+    pub jwt: auth::JwtKeys,
+    pub conversations: ConversationsServiceClient<Channel>,
+    pub ingest: IngestServiceClient<Channel>,
+    pub stream: StreamServiceClient<Channel>,
+    pub shutdown: CancellationToken,
+}
+
+fn channel(name: &str, url: &str) -> Result<Channel, Error> {
+    Ok(Endpoint::from_shared(url.to_owned())
+        .map_err(|e| Error::Config(format!("{name} url {url:?}: {e}")))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Serves HTTP and WebSocket on `listener` until `shutdown` fires, then stops
+/// accepting, closes WebSockets with 1001 and drains requests in flight.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    config.validate()?;
+    let state = Arc::new(State {
+        jwt: auth::JwtKeys::new(config.jwt_secret.as_bytes())?,
+        conversations: ConversationsServiceClient::new(channel(
+            "conversations",
+            &config.conversations_url,
+        )?),
+        ingest: IngestServiceClient::new(channel("ingest", &config.ingest_url)?),
+        stream: StreamServiceClient::new(channel("stream", &config.stream_url)?),
+        shutdown: shutdown.clone(),
+        config,
+    });
+    tracing::info!(addr = ?listener.local_addr().ok(), "edge listening");
+    server::serve(state, listener, shutdown).await
+}

@@ -1,1 +1,93 @@
-//! faro-stream
+//! The stream service: live events to connected agents.
+//!
+//! One Redis pattern subscription per process (not one per client) receives
+//! every tenant's events; the [`hub::Hub`] fans each one out to the gRPC
+//! `Subscribe` streams of that tenant whose location filter matches. A
+//! subscriber that cannot keep up, or events lost while Redis was unreachable,
+//! end the affected streams with `DATA_LOSS` rather than leaving a silent gap:
+//! the client reloads from the conversations API and subscribes again.
+
+mod config;
+mod error;
+mod grpc;
+mod hub;
+
+use std::sync::Arc;
+
+use faro_proto::{GrpcServer, redis_keys, stream::v1::stream_service_server::StreamServiceServer};
+use fred::{
+    interfaces::{ClientLike, EventInterface, PubsubInterface},
+    prelude::{Builder, Config as RedisConfig, ReconnectPolicy},
+};
+use tokio::{net::TcpListener, sync::broadcast::error::RecvError};
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::Error;
+
+/// Serves `Subscribe` on `listener` until `shutdown` fires.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    config.validate()?;
+    let redis_config = RedisConfig::from_url(&config.redis_url)
+        .map_err(|e| Error::Config(format!("REDIS_URL: {e}")))?;
+    let subscriber = Builder::from_config(redis_config)
+        .with_performance_config(|p| p.broadcast_channel_capacity = 16 * 1024)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build_subscriber_client()?;
+    let hub = Arc::new(hub::Hub::new(config.subscriber_buffer));
+
+    // Every (re)connection after the first may have missed events.
+    let mut reconnects = subscriber.reconnect_rx();
+    let mut messages = subscriber.message_rx();
+    subscriber.init().await?;
+    let _resubscribe = subscriber.manage_subscriptions();
+    let pattern = redis_keys::events_pattern(&config.key_prefix);
+    subscriber.psubscribe(pattern.clone()).await?;
+
+    let fanout = {
+        let hub = hub.clone();
+        let prefix = config.key_prefix.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut connections = 0u64;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    r = reconnects.recv() => {
+                        connections += 1;
+                        if connections > 1 || r.is_err() {
+                            hub.fail_all("redis reconnected; live events may have been missed");
+                        }
+                    }
+                    m = messages.recv() => match m {
+                        Ok(m) => hub.dispatch_raw(&prefix, &m.channel, &m.value),
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!(dropped = n, "stream fan-out fell behind redis");
+                            hub.fail_all("stream service fell behind; live events were dropped");
+                        }
+                        Err(RecvError::Closed) => break,
+                    },
+                }
+            }
+        })
+    };
+
+    tracing::info!(addr = ?listener.local_addr().ok(), %pattern, "stream service listening");
+    let service = grpc::Stream { hub: hub.clone() };
+    let served = GrpcServer::new()
+        .add_service(StreamServiceServer::new(service))
+        .serve(listener, shutdown.clone())
+        .await;
+    shutdown.cancel();
+    tracing::info!(subscribers = hub.subscribers(), "closing live streams");
+    hub.close_all();
+    let _ = fanout.await;
+    if let Err(e) = subscriber.quit().await {
+        tracing::debug!(error = %e, "redis quit");
+    }
+    served.map_err(|e| Error::Serve(e.to_string()))
+}

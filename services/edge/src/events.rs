@@ -1,0 +1,82 @@
+//! Live events as the JSON text frames browsers receive.
+
+use chrono::SecondsFormat;
+use faro_proto::{
+    channel_name,
+    conversations::v1::{Channel, Conversation, Direction, Message, SenderType},
+    direction_name, from_timestamp, sender_type_name,
+    stream::v1::{Event, event::Kind},
+};
+use prost_types::Timestamp;
+use serde_json::{Value, json};
+
+fn time(t: Option<&Timestamp>) -> Value {
+    from_timestamp(t).map_or(Value::Null, |t| {
+        Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    })
+}
+
+fn channel(raw: i32) -> &'static str {
+    Channel::try_from(raw)
+        .ok()
+        .and_then(channel_name)
+        .unwrap_or("unspecified")
+}
+
+fn message(m: &Message) -> Value {
+    json!({
+        "id": m.id,
+        "conversation_id": m.conversation_id,
+        "location_id": m.location_id,
+        "channel": channel(m.channel),
+        "channel_message_id": m.channel_message_id,
+        "direction": direction_name(Direction::try_from(m.direction).unwrap_or_default()),
+        "sender_type": sender_type_name(SenderType::try_from(m.sender_type).unwrap_or_default()),
+        "message_type": m.message_type,
+        "text": m.text,
+        "media_urls": m.media_urls,
+        "sender_id": m.sender_id,
+        "recipient_id": m.recipient_id,
+        "timestamp": time(m.timestamp.as_ref()),
+        "delivered_at": time(m.delivered_at.as_ref()),
+        "read_at": time(m.read_at.as_ref()),
+        "created_at": time(m.created_at.as_ref()),
+    })
+}
+
+fn conversation(c: &Conversation) -> Value {
+    json!({
+        "id": c.id,
+        "location_id": c.location_id,
+        "channel": channel(c.channel),
+        "customer_id": c.customer_id,
+        "customer_name": c.customer_name,
+        "customer_phone": c.customer_phone,
+        "status": c.status,
+        "last_message_at": time(c.last_message_at.as_ref()),
+    })
+}
+
+/// The JSON frame for one event; `None` for kinds this edge does not know.
+pub(crate) fn to_json(e: &Event) -> Option<String> {
+    let (kind, body) = match e.kind.as_ref()? {
+        Kind::MessageCreated(mc) => (
+            "message.created",
+            json!({
+                "message": mc.message.as_ref().map(message),
+                "conversation": mc.conversation.as_ref().map(conversation),
+            }),
+        ),
+    };
+    let mut frame = json!({
+        "type": kind,
+        "id": e.id,
+        "tenant_id": e.tenant_id,
+        "location_id": e.location_id,
+        "published_at": time(e.published_at.as_ref()),
+    });
+    if let (Value::Object(f), Value::Object(b)) = (&mut frame, body) {
+        f.extend(b);
+    }
+    Some(frame.to_string())
+}

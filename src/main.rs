@@ -1,1 +1,83 @@
-fn main() {}
+//! `faro`: the thin shell around FARO's four service libraries.
+//!
+//! `faro all` runs every service in one process, each on its own port and
+//! talking to the others over gRPC exactly as when they run apart;
+//! `faro edge|ingest|conversations|stream` runs one; `faro run --service ..`
+//! runs any set. `faro dev` is the one-command demo. The remaining
+//! subcommands are operator tools that print JSON.
+
+mod admin;
+mod dev;
+mod serve;
+mod telemetry;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "faro", version, about = "Meta webhooks in, live inbox out")]
+struct Cli {
+    #[command(flatten)]
+    log: telemetry::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run all four services in this process.
+    All(serve::ServeArgs),
+    /// Run any set of services in this process.
+    Run {
+        /// A service to run; repeat for several.
+        #[arg(long = "service", value_enum, required = true)]
+        services: Vec<serve::Service>,
+        #[command(flatten)]
+        args: serve::ServeArgs,
+    },
+    /// Run the edge (webhooks and WebSockets).
+    Edge(serve::ServeArgs),
+    /// Run the ingest service and its workers.
+    Ingest(serve::ServeArgs),
+    /// Run the conversations service (Postgres).
+    Conversations(serve::ServeArgs),
+    /// Run the stream service (live events).
+    Stream(serve::ServeArgs),
+    /// Apply the database migrations as the database owner.
+    Migrate {
+        #[arg(long = "database-url", env = "DATABASE_URL")]
+        database_url: String,
+    },
+    /// Migrate, create demo data if absent, run everything, print how to try it.
+    Dev(dev::DevArgs),
+    /// Operator actions against a running conversations service; print JSON.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    /// Issue an agent JWT for a tenant; prints JSON.
+    Token(admin::TokenArgs),
+    /// Print the live events of a tenant from the edge's WebSocket.
+    Watch(admin::WatchArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _guard = telemetry::init(&cli.log)?;
+    use serve::Service::*;
+    match cli.command {
+        Command::All(args) => serve::run(&[Edge, Ingest, Conversations, Stream], args).await,
+        Command::Run { services, args } => serve::run(&services, args).await,
+        Command::Edge(args) => serve::run(&[Edge], args).await,
+        Command::Ingest(args) => serve::run(&[Ingest], args).await,
+        Command::Conversations(args) => serve::run(&[Conversations], args).await,
+        Command::Stream(args) => serve::run(&[Stream], args).await,
+        Command::Migrate { database_url } => {
+            faro_conversations::migrate(&database_url).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Dev(args) => dev::run(args).await,
+        Command::Admin(cmd) => admin::run(cmd).await,
+        Command::Token(args) => admin::token(args),
+        Command::Watch(args) => admin::watch(args).await,
+    }
+}

@@ -1,43 +1,21 @@
 use std::time::Duration;
 
-use clap::Args;
-
 use crate::Error;
 
 /// Configuration of the edge.
-#[derive(Args, Clone)]
+#[derive(Clone)]
 pub struct Config {
-    #[arg(
-        long = "conversations-url",
-        env = "FARO_CONVERSATIONS_URL",
-        default_value = "http://127.0.0.1:7102"
-    )]
     pub conversations_url: String,
-
-    #[arg(
-        long = "ingest-url",
-        env = "FARO_INGEST_URL",
-        default_value = "http://127.0.0.1:7101"
-    )]
     pub ingest_url: String,
-
-    #[arg(
-        long = "stream-url",
-        env = "FARO_STREAM_URL",
-        default_value = "http://127.0.0.1:7103"
-    )]
     pub stream_url: String,
 
     /// HS256 secret for agents' JWTs; at least 32 bytes.
-    #[arg(long = "jwt-secret", env = "FARO_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: String,
 
     /// Largest webhook body accepted, in bytes (413 beyond).
-    #[arg(long = "max-body-bytes", env = "FARO_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
     /// How long shutdown waits for requests in flight, in milliseconds.
-    #[arg(long = "drain-ms", env = "FARO_DRAIN_MS", default_value_t = 10_000)]
     pub drain_ms: u64,
 }
 

@@ -1,58 +1,29 @@
 use std::time::Duration;
 
-use clap::Args;
-
 use crate::Error;
 
 /// Configuration of the ingest service.
-#[derive(Args, Clone, Debug)]
+#[derive(Clone, Debug)]
 pub struct Config {
-    #[arg(
-        long = "redis-url",
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
     pub redis_url: String,
 
     /// Prefix of every Redis key FARO uses, so deployments (and tests) can share a Redis.
-    #[arg(
-        long = "redis-prefix",
-        env = "FARO_REDIS_PREFIX",
-        default_value = "faro:"
-    )]
     pub key_prefix: String,
 
     /// gRPC URL of the conversations service.
-    #[arg(
-        long = "conversations-url",
-        env = "FARO_CONVERSATIONS_URL",
-        default_value = "http://127.0.0.1:7102"
-    )]
     pub conversations_url: String,
 
     /// Worker tasks in this process; each has its own Redis connection.
-    #[arg(
-        long = "ingest-workers",
-        env = "FARO_INGEST_WORKERS",
-        default_value_t = 2
-    )]
     pub workers: usize,
 
     /// Jobs read per batch; their messages are stored in one call.
-    #[arg(long = "ingest-batch", env = "FARO_INGEST_BATCH", default_value_t = 64)]
     pub batch_size: usize,
 
     /// A pending job idle this long (milliseconds) is presumed abandoned by a dead
     /// worker and reclaimed. Must exceed the longest time a batch can take.
-    #[arg(
-        long = "claim-idle-ms",
-        env = "FARO_CLAIM_IDLE_MS",
-        default_value_t = 30_000
-    )]
     pub claim_idle_ms: u64,
 
     /// Consumer name in the group; default: a random one per process.
-    #[arg(long = "consumer-name", env = "FARO_CONSUMER_NAME")]
     pub consumer_name: Option<String>,
 }
 

@@ -94,6 +94,26 @@ fn entry(id: String, mut fields: HashMap<String, Bytes>) -> Entry {
     Entry { id, job }
 }
 
+/// `[[id, [field, value, ...]], ...]` as returned inside XREADGROUP and XAUTOCLAIM.
+fn parse_entries(entries: Value) -> Vec<Entry> {
+    entries
+        .into_array()
+        .into_iter()
+        .filter_map(|e| {
+            let mut pair = e.into_array().into_iter();
+            let id = pair.next()?.as_string()?;
+            let mut fields = HashMap::new();
+            let mut flat = pair.next()?.into_array().into_iter();
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                if let (Some(k), Some(v)) = (k.as_string(), v.as_bytes()) {
+                    fields.insert(k, Bytes::copy_from_slice(v));
+                }
+            }
+            Some(entry(id, fields))
+        })
+        .collect()
+}
+
 /// New entries for this consumer, waiting up to `block_ms` for some.
 pub(crate) async fn read_new(
     client: &Client,
@@ -102,8 +122,8 @@ pub(crate) async fn read_new(
     count: usize,
     block_ms: u64,
 ) -> Result<Vec<Entry>, fred::error::Error> {
-    let response: HashMap<String, Vec<(String, HashMap<String, Bytes>)>> = client
-        .xreadgroup_map(
+    let reply: Value = client
+        .xreadgroup(
             GROUP,
             consumer,
             Some(count as u64),
@@ -113,11 +133,21 @@ pub(crate) async fn read_new(
             ">",
         )
         .await?;
-    Ok(response
-        .into_values()
-        .flatten()
-        .map(|(id, fields)| entry(id, fields))
-        .collect())
+    // Nil on timeout; otherwise [[stream, entries]] (one stream asked for).
+    Ok(match reply {
+        Value::Null => Vec::new(),
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .flat_map(|(_, v)| parse_entries(v))
+            .collect(),
+        other => other
+            .into_array()
+            .into_iter()
+            .flat_map(|stream| stream.into_array().into_iter().nth(1).map(parse_entries))
+            .flatten()
+            .collect(),
+    })
 }
 
 /// Takes over entries another consumer left pending longer than `min_idle_ms`.
@@ -141,25 +171,13 @@ pub(crate) async fn claim_stale(
             false,
         )
         .await?;
-    // Redis 7: [next-cursor, [[id, [field, value, ...]], ...], [deleted ids]].
-    let mut parts = reply.into_array().into_iter();
-    let entries = parts.nth(1).map(Value::into_array).unwrap_or_default();
-    Ok(entries
+    // Redis 7: [next-cursor, entries, [deleted ids]].
+    Ok(reply
+        .into_array()
         .into_iter()
-        .filter_map(|e| {
-            let mut pair = e.into_array().into_iter();
-            let id = pair.next()?.as_string()?;
-            let flat = pair.next()?.into_array();
-            let mut fields = HashMap::new();
-            let mut it = flat.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                if let (Some(k), Some(v)) = (k.as_string(), v.as_bytes()) {
-                    fields.insert(k, Bytes::copy_from_slice(v));
-                }
-            }
-            Some(entry(id, fields))
-        })
-        .collect())
+        .nth(1)
+        .map(parse_entries)
+        .unwrap_or_default())
 }
 
 /// Acknowledges and deletes done entries.

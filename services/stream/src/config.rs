@@ -1,31 +1,14 @@
-use clap::Args;
-
 use crate::Error;
 
 /// Configuration of the stream service.
-#[derive(Args, Clone, Debug)]
+#[derive(Clone, Debug)]
 pub struct Config {
-    #[arg(
-        long = "redis-url",
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
     pub redis_url: String,
 
     /// Prefix of every Redis key FARO uses.
-    #[arg(
-        long = "redis-prefix",
-        env = "FARO_REDIS_PREFIX",
-        default_value = "faro:"
-    )]
     pub key_prefix: String,
 
     /// Events buffered per subscriber before it counts as too slow and is cut off.
-    #[arg(
-        long = "subscriber-buffer",
-        env = "FARO_SUBSCRIBER_BUFFER",
-        default_value_t = 1024
-    )]
     pub subscriber_buffer: usize,
 }
 

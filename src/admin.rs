@@ -1,0 +1,240 @@
+//! Operator tools: admin RPCs, JWTs, and a WebSocket watcher. All print JSON.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use faro_proto::conversations::v1::{
+    self as pb, Channel, admin_service_client::AdminServiceClient,
+};
+use futures::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+use uuid::Uuid;
+
+#[derive(Args)]
+pub struct Target {
+    /// gRPC URL of the conversations service.
+    #[arg(
+        long = "conversations-url",
+        env = "FARO_CONVERSATIONS_URL",
+        default_value = "http://127.0.0.1:7102"
+    )]
+    pub conversations_url: String,
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Create a tenant (an agency).
+    CreateTenant {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Create a location of a tenant.
+    CreateLocation {
+        #[arg(long)]
+        tenant: Uuid,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Register a Meta app: its id, secret and webhook verify token.
+    CreateApp {
+        #[arg(long = "meta-app-id")]
+        meta_app_id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(
+            long = "app-secret",
+            env = "FARO_NEW_APP_SECRET",
+            hide_env_values = true
+        )]
+        app_secret: String,
+        #[arg(
+            long = "verify-token",
+            env = "FARO_NEW_VERIFY_TOKEN",
+            hide_env_values = true
+        )]
+        verify_token: String,
+        /// Set when the tenant brings its own app.
+        #[arg(long = "owner-tenant")]
+        owner_tenant: Option<Uuid>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Connect a WhatsApp number (its phone_number_id) to a tenant's location.
+    ConnectWhatsapp {
+        #[arg(long)]
+        tenant: Uuid,
+        #[arg(long)]
+        location: Uuid,
+        /// FARO's id of the Meta app (from create-app).
+        #[arg(long)]
+        app: Uuid,
+        #[arg(long = "phone-number-id")]
+        phone_number_id: String,
+        #[arg(long = "display-name", default_value = "")]
+        display_name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+async fn client(target: &Target) -> anyhow::Result<AdminServiceClient<tonic::transport::Channel>> {
+    AdminServiceClient::connect(target.conversations_url.clone())
+        .await
+        .with_context(|| format!("cannot reach conversations at {}", target.conversations_url))
+}
+
+fn print(v: serde_json::Value) {
+    println!("{v:#}");
+}
+
+pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::CreateTenant { name, target } => {
+            let t = client(&target)
+                .await?
+                .create_tenant(pb::CreateTenantRequest { name })
+                .await?
+                .into_inner();
+            print(json!({"id": t.id, "name": t.name}));
+        }
+        AdminCommand::CreateLocation {
+            tenant,
+            name,
+            target,
+        } => {
+            let l = client(&target)
+                .await?
+                .create_location(pb::CreateLocationRequest {
+                    tenant_id: tenant.to_string(),
+                    name,
+                })
+                .await?
+                .into_inner();
+            print(json!({"id": l.id, "tenant_id": l.tenant_id, "name": l.name}));
+        }
+        AdminCommand::CreateApp {
+            meta_app_id,
+            name,
+            app_secret,
+            verify_token,
+            owner_tenant,
+            target,
+        } => {
+            let a = client(&target)
+                .await?
+                .create_meta_app(pb::CreateMetaAppRequest {
+                    meta_app_id,
+                    name,
+                    app_secret,
+                    verify_token,
+                    owner_tenant_id: owner_tenant.map(|t| t.to_string()).unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            print(
+                json!({"id": a.id, "meta_app_id": a.meta_app_id, "name": a.name,
+                         "owner_tenant_id": a.owner_tenant_id}),
+            );
+        }
+        AdminCommand::ConnectWhatsapp {
+            tenant,
+            location,
+            app,
+            phone_number_id,
+            display_name,
+            target,
+        } => {
+            let c = client(&target)
+                .await?
+                .connect_channel(pb::ConnectChannelRequest {
+                    tenant_id: tenant.to_string(),
+                    location_id: location.to_string(),
+                    channel: Channel::Whatsapp.into(),
+                    external_account_id: phone_number_id,
+                    app_id: app.to_string(),
+                    display_name,
+                })
+                .await?
+                .into_inner();
+            print(
+                json!({"id": c.id, "tenant_id": c.tenant_id, "location_id": c.location_id,
+                         "channel": "whatsapp", "external_account_id": c.external_account_id,
+                         "app_id": c.app_id}),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    #[arg(long)]
+    pub tenant: Uuid,
+    /// The agent's id.
+    #[arg(long, default_value = "agent")]
+    pub sub: String,
+    /// Limit the token to these locations (repeat); default all.
+    #[arg(long = "location")]
+    pub locations: Vec<Uuid>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 8 * 3600)]
+    pub ttl: u64,
+    #[arg(long = "jwt-secret", env = "FARO_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+}
+
+pub fn issue(args: &TokenArgs) -> anyhow::Result<(String, u64)> {
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+    let exp = now + args.ttl;
+    let claims = faro_edge::auth::Claims {
+        sub: args.sub.clone(),
+        tenant_id: args.tenant,
+        location_ids: (!args.locations.is_empty()).then(|| args.locations.clone()),
+        exp,
+    };
+    let token = faro_edge::auth::JwtKeys::new(args.jwt_secret.as_bytes())?.issue(&claims)?;
+    Ok((token, exp))
+}
+
+pub fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let (token, exp) = issue(&args)?;
+    print(json!({"token": token, "tenant_id": args.tenant, "sub": args.sub, "exp": exp}));
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    /// WebSocket URL of the edge's live stream.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/api/v1/messages/stream")]
+    pub url: String,
+    /// An agent JWT (see `faro token`).
+    #[arg(long, env = "FARO_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    let mut request = args.url.as_str().into_client_request()?;
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {}", args.token))?,
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .context("cannot open the WebSocket")?;
+    eprintln!("watching {} (ctrl-c to stop)", args.url);
+    while let Some(frame) = ws.next().await {
+        match frame? {
+            Message::Text(t) => println!("{t}"),
+            Message::Close(c) => {
+                eprintln!("closed: {c:?}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! Running a set of services in one process, and stopping them in stages.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Service {
+    Edge,
+    Ingest,
+    Conversations,
+    Stream,
+}
+
+/// Every service's settings. Each service reads only its own; what a service
+/// needs and lacks is reported when it starts.
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    #[arg(
+        long = "edge-listen",
+        env = "FARO_EDGE_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub edge_listen: SocketAddr,
+    #[arg(
+        long = "ingest-listen",
+        env = "FARO_INGEST_LISTEN",
+        default_value = "127.0.0.1:7101"
+    )]
+    pub ingest_listen: SocketAddr,
+    #[arg(
+        long = "conversations-listen",
+        env = "FARO_CONVERSATIONS_LISTEN",
+        default_value = "127.0.0.1:7102"
+    )]
+    pub conversations_listen: SocketAddr,
+    #[arg(
+        long = "stream-listen",
+        env = "FARO_STREAM_LISTEN",
+        default_value = "127.0.0.1:7103"
+    )]
+    pub stream_listen: SocketAddr,
+
+    /// gRPC URL of the ingest service (used by the edge).
+    #[arg(
+        long = "ingest-url",
+        env = "FARO_INGEST_URL",
+        default_value = "http://127.0.0.1:7101"
+    )]
+    pub ingest_url: String,
+    /// gRPC URL of the conversations service (used by the edge and ingest).
+    #[arg(
+        long = "conversations-url",
+        env = "FARO_CONVERSATIONS_URL",
+        default_value = "http://127.0.0.1:7102"
+    )]
+    pub conversations_url: String,
+    /// gRPC URL of the stream service (used by the edge).
+    #[arg(
+        long = "stream-url",
+        env = "FARO_STREAM_URL",
+        default_value = "http://127.0.0.1:7103"
+    )]
+    pub stream_url: String,
+
+    /// Postgres URL of the database owner (migrations); the service itself
+    /// connects as faro_app unless FARO_APP_DATABASE_URL says otherwise.
+    #[arg(long = "database-url", env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    #[arg(long = "app-database-url", env = "FARO_APP_DATABASE_URL")]
+    pub app_database_url: Option<String>,
+    /// Run migrations before starting conversations.
+    #[arg(long = "migrate", env = "FARO_MIGRATE")]
+    pub migrate: bool,
+    /// `<key-id>:<base64 of 32 bytes>`, comma separated; the first seals.
+    #[arg(
+        long = "encryption-keys",
+        env = "FARO_ENCRYPTION_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub encryption_keys: Vec<String>,
+    #[arg(
+        long = "db-max-connections",
+        env = "FARO_DB_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub db_max_connections: u32,
+
+    #[arg(
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+    /// Prefix of every Redis key, so deployments can share a Redis.
+    #[arg(
+        long = "redis-prefix",
+        env = "FARO_REDIS_PREFIX",
+        default_value = "faro:"
+    )]
+    pub redis_prefix: String,
+    #[arg(
+        long = "ingest-workers",
+        env = "FARO_INGEST_WORKERS",
+        default_value_t = 2
+    )]
+    pub ingest_workers: usize,
+    #[arg(long = "ingest-batch", env = "FARO_INGEST_BATCH", default_value_t = 64)]
+    pub ingest_batch: usize,
+    /// A pending job idle this long (ms) is reclaimed from its (presumed dead) worker.
+    #[arg(
+        long = "claim-idle-ms",
+        env = "FARO_CLAIM_IDLE_MS",
+        default_value_t = 30_000
+    )]
+    pub claim_idle_ms: u64,
+    #[arg(long = "consumer-name", env = "FARO_CONSUMER_NAME")]
+    pub consumer_name: Option<String>,
+    #[arg(
+        long = "subscriber-buffer",
+        env = "FARO_SUBSCRIBER_BUFFER",
+        default_value_t = 1024
+    )]
+    pub subscriber_buffer: usize,
+
+    /// HS256 secret for agents' JWTs, at least 32 bytes.
+    #[arg(long = "jwt-secret", env = "FARO_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    #[arg(long = "max-body-bytes", env = "FARO_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    #[arg(long = "drain-ms", env = "FARO_DRAIN_MS", default_value_t = 10_000)]
+    pub drain_ms: u64,
+}
+
+impl ServeArgs {
+    pub fn edge(&self) -> anyhow::Result<faro_edge::Config> {
+        let config = faro_edge::Config {
+            conversations_url: self.conversations_url.clone(),
+            ingest_url: self.ingest_url.clone(),
+            stream_url: self.stream_url.clone(),
+            jwt_secret: self
+                .jwt_secret
+                .clone()
+                .context("the edge needs FARO_JWT_SECRET")?,
+            max_body_bytes: self.max_body_bytes,
+            drain_ms: self.drain_ms,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn ingest(&self) -> anyhow::Result<faro_ingest::Config> {
+        let config = faro_ingest::Config {
+            redis_url: self.redis_url.clone(),
+            key_prefix: self.redis_prefix.clone(),
+            conversations_url: self.conversations_url.clone(),
+            workers: self.ingest_workers,
+            batch_size: self.ingest_batch,
+            claim_idle_ms: self.claim_idle_ms,
+            consumer_name: self.consumer_name.clone(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn conversations(&self) -> anyhow::Result<faro_conversations::Config> {
+        let config = faro_conversations::Config {
+            database_url: self
+                .database_url
+                .clone()
+                .context("conversations needs DATABASE_URL")?,
+            app_database_url: self.app_database_url.clone(),
+            encryption_keys: self.encryption_keys.clone(),
+            db_max_connections: self.db_max_connections,
+        };
+        faro_conversations::SecretBox::from_specs(&config.encryption_keys)
+            .context("FARO_ENCRYPTION_KEYS")?;
+        Ok(config)
+    }
+
+    pub fn stream(&self) -> anyhow::Result<faro_stream::Config> {
+        let config = faro_stream::Config {
+            redis_url: self.redis_url.clone(),
+            key_prefix: self.redis_prefix.clone(),
+            subscriber_buffer: self.subscriber_buffer,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+async fn bind(service: Service, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{service:?} cannot listen on {addr}"))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Validates every selected service's configuration, binds every port, then
+/// runs them until a signal. Shutdown is staged: the edge stops taking
+/// webhooks and drains first, so its last submissions still reach ingest;
+/// then the backends drain.
+pub async fn run(services: &[Service], args: ServeArgs) -> anyhow::Result<()> {
+    run_until(services, args, signal()).await
+}
+
+pub async fn run_until(
+    services: &[Service],
+    args: ServeArgs,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut services = services.to_vec();
+    services.dedup();
+    // Fail fast: every config is checked before anything starts.
+    let edge = services
+        .contains(&Service::Edge)
+        .then(|| args.edge())
+        .transpose()?;
+    let ingest = services
+        .contains(&Service::Ingest)
+        .then(|| args.ingest())
+        .transpose()?;
+    let conversations = services
+        .contains(&Service::Conversations)
+        .then(|| args.conversations())
+        .transpose()?;
+    let stream = services
+        .contains(&Service::Stream)
+        .then(|| args.stream())
+        .transpose()?;
+
+    if let (Some(c), true) = (&conversations, args.migrate) {
+        faro_conversations::migrate(&c.database_url).await?;
+        tracing::info!("migrations applied");
+    }
+
+    let front = CancellationToken::new();
+    let back = CancellationToken::new();
+    let mut backends = JoinSet::new();
+    if let Some(c) = conversations {
+        let l = bind(Service::Conversations, args.conversations_listen).await?;
+        let t = back.clone();
+        backends.spawn(async move {
+            faro_conversations::run(c, l, t)
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    if let Some(c) = stream {
+        let l = bind(Service::Stream, args.stream_listen).await?;
+        let t = back.clone();
+        backends.spawn(async move { faro_stream::run(c, l, t).await.map_err(anyhow::Error::from) });
+    }
+    if let Some(c) = ingest {
+        let l = bind(Service::Ingest, args.ingest_listen).await?;
+        let t = back.clone();
+        backends.spawn(async move { faro_ingest::run(c, l, t).await.map_err(anyhow::Error::from) });
+    }
+    let mut edge_task = match edge {
+        Some(c) => {
+            let l = bind(Service::Edge, args.edge_listen).await?;
+            let t = front.clone();
+            Some(tokio::spawn(async move { faro_edge::run(c, l, t).await }))
+        }
+        None => None,
+    };
+
+    // Run until a signal, or until any service stops on its own (a failure).
+    let mut failure: Option<anyhow::Error> = None;
+    tokio::select! {
+        () = stop => tracing::info!("shutting down"),
+        Some(done) = backends.join_next() => {
+            failure = Some(match done {
+                Ok(Ok(())) => anyhow::anyhow!("a service stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => e.into(),
+            });
+        }
+        done = async { edge_task.as_mut().expect("guarded").await }, if edge_task.is_some() => {
+            edge_task = None;
+            failure = Some(match done {
+                Ok(Ok(())) => anyhow::anyhow!("the edge stopped unexpectedly"),
+                Ok(Err(e)) => e.into(),
+                Err(e) => e.into(),
+            });
+        }
+    }
+    front.cancel();
+    if let Some(task) = edge_task {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "edge stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "edge task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    back.cancel();
+    while let Some(done) = backends.join_next().await {
+        match done {
+            Ok(Err(e)) => tracing::error!(error = %e, "service stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "service task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -13,16 +13,29 @@ use tonic::{
 };
 use tonic_health::ServingStatus;
 
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
 /// Server reflection over FARO's packages and `grpc.health.v1`, so that
 /// `grpcurl list` shows everything a service offers.
 pub fn reflection_service() -> tonic_reflection::server::v1::ServerReflectionServer<
     impl tonic_reflection::server::v1::ServerReflection,
 > {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // The descriptor sets are compiled in; failing to parse them is a build defect.
+    reflection()
         .build_v1()
-        // The descriptor sets are compiled in; failing to parse them is a build defect.
+        .expect("embedded file descriptor sets are valid")
+}
+
+/// The pre-standard reflection API, which older grpcurl releases still ask for.
+pub fn reflection_service_v1alpha() -> tonic_reflection::server::v1alpha::ServerReflectionServer<
+    impl tonic_reflection::server::v1alpha::ServerReflection,
+> {
+    reflection()
+        .build_v1alpha()
         .expect("embedded file descriptor sets are valid")
 }
 
@@ -71,7 +84,8 @@ impl GrpcServer {
         let routes = self
             .routes
             .add_service(health)
-            .add_service(reflection_service());
+            .add_service(reflection_service())
+            .add_service(reflection_service_v1alpha());
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let signal = async move {
             shutdown.cancelled().await;

@@ -1,1 +1,10 @@
-//! integration tests
+//! FARO's integration tests: real Postgres (a database per test), real Redis
+//! (a key prefix per test), the services in-process on port 0, and real HTTP,
+//! gRPC and WebSocket clients. Tests run in parallel.
+
+mod cluster;
+mod crash;
+mod grpcurl;
+mod isolation;
+mod webhook;
+mod websocket;

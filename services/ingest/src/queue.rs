@@ -8,7 +8,7 @@ use bytes::Bytes;
 use faro_proto::ingest::v1::Job;
 use fred::{
     clients::Client,
-    interfaces::{ClientLike, StreamsInterface},
+    interfaces::{ClientLike, StreamsInterface, TransactionInterface},
     prelude::{Builder, Config as RedisConfig, ReconnectPolicy},
     types::Value,
 };
@@ -180,19 +180,23 @@ pub(crate) async fn claim_stale(
         .unwrap_or_default())
 }
 
-/// Acknowledges and deletes done entries.
+/// Acknowledges and deletes done entries, atomically (MULTI/EXEC): a process
+/// dying between a separate XACK and XDEL would leave an entry that is neither
+/// pending nor new, which no worker ever reads again.
 pub(crate) async fn ack(client: &Client, keys: &Keys, ids: &[String]) -> Result<(), Error> {
     if ids.is_empty() {
         return Ok(());
     }
-    let _: i64 = client.xack(&keys.jobs, GROUP, ids.to_vec()).await?;
-    let _: i64 = client.xdel(&keys.jobs, ids.to_vec()).await?;
+    let trx = client.multi();
+    let _: Value = trx.xack(&keys.jobs, GROUP, ids.to_vec()).await?;
+    let _: Value = trx.xdel(&keys.jobs, ids.to_vec()).await?;
+    let _: Value = trx.exec(true).await?;
     Ok(())
 }
 
-/// Keeps a job no worker can process, whole and with its error, then acks it.
-/// Dying between the two leaves the job pending: it is dead-lettered again, a
-/// duplicate in the dead-letter stream rather than a loss.
+/// Keeps a job no worker can process, whole and with its error, and acks it,
+/// in one transaction: it is either still pending or dead-lettered, never both
+/// or neither.
 pub(crate) async fn dead_letter(
     client: &Client,
     keys: &Keys,
@@ -203,7 +207,8 @@ pub(crate) async fn dead_letter(
     let job = raw
         .map(|j| Bytes::from(j.encode_to_vec()))
         .unwrap_or_default();
-    let _: String = client
+    let trx = client.multi();
+    let _: Value = trx
         .xadd(
             &keys.dead,
             false,
@@ -216,5 +221,8 @@ pub(crate) async fn dead_letter(
             ],
         )
         .await?;
-    ack(client, keys, &[id.to_owned()]).await
+    let _: Value = trx.xack(&keys.jobs, GROUP, id).await?;
+    let _: Value = trx.xdel(&keys.jobs, id).await?;
+    let _: Value = trx.exec(true).await?;
+    Ok(())
 }

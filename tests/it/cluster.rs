@@ -1,0 +1,450 @@
+//! A FARO cluster for one test: its own database, its own Redis prefix, all
+//! four services in-process on port 0.
+
+use std::{net::SocketAddr, str::FromStr, time::Duration};
+
+use base64::Engine;
+use faro_proto::conversations::v1::{
+    self as pb, Channel, admin_service_client::AdminServiceClient,
+};
+use fred::{
+    clients::Client as Redis,
+    interfaces::{ClientLike, KeysInterface, StreamsInterface},
+    types::{Value, scan::Scanner},
+};
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use sqlx::{ConnectOptions, Connection, PgPool, postgres::PgConnectOptions};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "integration-test-jwt-secret-0123456789abcdef";
+
+pub fn server_url() -> String {
+    std::env::var("FARO_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("FARO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn encryption_keys() -> Vec<String> {
+    vec![format!(
+        "t1:{}",
+        base64::engine::general_purpose::STANDARD.encode([9u8; 32])
+    )]
+}
+
+/// A fresh database with FARO's schema; dropped by [`TestDb::drop_db`].
+pub struct TestDb {
+    pub name: String,
+    /// As the owner (a superuser here): for assertions that must see everything.
+    pub owner_url: String,
+    pub owner: PgPool,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let server = PgConnectOptions::from_str(&server_url()).expect("FARO_TEST_DATABASE_URL");
+        let name = format!("faro_it_{}", Uuid::new_v4().simple());
+        let mut admin = server.connect().await.expect("postgres is reachable");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        admin.close().await.ok();
+        let owner_opts = server.database(&name);
+        let owner_url = owner_opts.to_url_lossy().to_string();
+        faro_conversations::migrate(&owner_url)
+            .await
+            .expect("migrations apply");
+        let owner = PgPool::connect_with(owner_opts).await.expect("owner pool");
+        Self {
+            name,
+            owner_url,
+            owner,
+        }
+    }
+
+    /// Connection options of the service's own role on this database.
+    pub fn app_options(&self) -> PgConnectOptions {
+        PgConnectOptions::from_str(&self.owner_url)
+            .expect("url")
+            .username(faro_conversations::APP_ROLE)
+            .password("")
+    }
+
+    pub async fn drop_db(self) {
+        self.owner.close().await;
+        let server = PgConnectOptions::from_str(&server_url()).expect("url");
+        if let Ok(mut admin) = server.connect().await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}
+
+pub async fn redis() -> Redis {
+    let client = Redis::new(
+        fred::prelude::Config::from_url(&redis_url()).expect("url"),
+        None,
+        None,
+        None,
+    );
+    client.init().await.expect("redis is reachable");
+    client
+}
+
+async fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a = l.local_addr().expect("addr");
+    (l, a)
+}
+
+/// One tenant with one location and one WhatsApp number.
+#[derive(Clone, Debug)]
+pub struct Tenant {
+    pub id: String,
+    pub location_id: String,
+    pub phone_number_id: String,
+    pub app_secret: String,
+}
+
+pub struct Cluster {
+    pub db: TestDb,
+    pub prefix: String,
+    pub redis: Redis,
+    pub edge: SocketAddr,
+    pub conversations: SocketAddr,
+    pub ingest: SocketAddr,
+    pub stream: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Which services run in-process (a crash test runs ingest as a process).
+pub struct Options {
+    pub ingest: bool,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            ingest: true,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let db = TestDb::create().await;
+        let prefix = format!("faro-it:{}:", Uuid::new_v4().simple());
+        let shutdown = CancellationToken::new();
+        let (conv_l, conversations) = listener().await;
+        let (stream_l, stream) = listener().await;
+        let (ingest_l, ingest) = listener().await;
+        let (edge_l, edge) = listener().await;
+        let mut tasks = Vec::new();
+
+        let conv_config = faro_conversations::Config {
+            database_url: db.owner_url.clone(),
+            app_database_url: None,
+            encryption_keys: encryption_keys(),
+            db_max_connections: 8,
+        };
+        let t = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            faro_conversations::run(conv_config, conv_l, t)
+                .await
+                .expect("conversations runs");
+        }));
+        let stream_config = faro_stream::Config {
+            redis_url: redis_url(),
+            key_prefix: prefix.clone(),
+            subscriber_buffer: 1024,
+        };
+        let t = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            faro_stream::run(stream_config, stream_l, t)
+                .await
+                .expect("stream runs");
+        }));
+        if options.ingest {
+            let config = ingest_config(&prefix, &format!("http://{conversations}"));
+            let t = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                faro_ingest::run(config, ingest_l, t)
+                    .await
+                    .expect("ingest runs");
+            }));
+        } else {
+            drop(ingest_l);
+        }
+        let edge_config = faro_edge::Config {
+            conversations_url: format!("http://{conversations}"),
+            ingest_url: format!("http://{ingest}"),
+            stream_url: format!("http://{stream}"),
+            jwt_secret: JWT_SECRET.into(),
+            max_body_bytes: options.max_body_bytes,
+            drain_ms: 2_000,
+        };
+        let t = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            faro_edge::run(edge_config, edge_l, t)
+                .await
+                .expect("edge runs");
+        }));
+        Self {
+            db,
+            redis: redis().await,
+            prefix,
+            edge,
+            conversations,
+            ingest,
+            stream,
+            http: reqwest::Client::new(),
+            shutdown,
+            tasks,
+        }
+    }
+
+    /// Stops the services, then removes the database and the Redis keys.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            t.await.expect("service task ends cleanly");
+        }
+        let mut scan = self
+            .redis
+            .scan(format!("{}*", self.prefix), Some(500), None);
+        let mut keys = Vec::new();
+        while let Ok(Some(mut page)) = scan.try_next().await {
+            keys.extend(page.take_results().unwrap_or_default());
+        }
+        if !keys.is_empty() {
+            let _: i64 = self.redis.del(keys).await.unwrap_or_default();
+        }
+        self.redis.quit().await.ok();
+        self.db.drop_db().await;
+    }
+
+    pub async fn admin(&self) -> AdminServiceClient<tonic::transport::Channel> {
+        AdminServiceClient::connect(format!("http://{}", self.conversations))
+            .await
+            .expect("admin client")
+    }
+
+    /// Creates a tenant with a location, its own Meta app and a WhatsApp number.
+    pub async fn tenant(&self, name: &str) -> Tenant {
+        let mut admin = self.admin().await;
+        let tenant = admin
+            .create_tenant(pb::CreateTenantRequest { name: name.into() })
+            .await
+            .expect("tenant")
+            .into_inner();
+        let location = admin
+            .create_location(pb::CreateLocationRequest {
+                tenant_id: tenant.id.clone(),
+                name: format!("{name} HQ"),
+            })
+            .await
+            .expect("location")
+            .into_inner();
+        let suffix = Uuid::new_v4().simple().to_string();
+        let app_secret = format!("secret-{suffix}");
+        let app = admin
+            .create_meta_app(pb::CreateMetaAppRequest {
+                meta_app_id: format!("app-{suffix}"),
+                name: format!("{name} app"),
+                app_secret: app_secret.clone(),
+                verify_token: format!("verify-{name}"),
+                owner_tenant_id: String::new(),
+            })
+            .await
+            .expect("app")
+            .into_inner();
+        let phone_number_id = format!("pn-{name}-{}", &suffix[..8]);
+        admin
+            .connect_channel(pb::ConnectChannelRequest {
+                tenant_id: tenant.id.clone(),
+                location_id: location.id.clone(),
+                channel: Channel::Whatsapp.into(),
+                external_account_id: phone_number_id.clone(),
+                app_id: app.id,
+                display_name: String::new(),
+            })
+            .await
+            .expect("channel");
+        Tenant {
+            id: tenant.id,
+            location_id: location.id,
+            phone_number_id,
+            app_secret,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.edge)
+    }
+
+    /// Posts a body to the WhatsApp webhook with the given signature header.
+    pub async fn post_webhook(
+        &self,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .post(self.url("/api/v1/webhooks/whatsapp"))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(s) = signature {
+            req = req.header("x-hub-signature-256", s);
+        }
+        let resp = req.send().await.expect("edge answers");
+        let status = resp.status().as_u16();
+        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// Posts a body signed with `secret`, as Meta does.
+    pub async fn post_signed(&self, body: &str, secret: &str) -> (u16, serde_json::Value) {
+        let sig = faro_edge::sign_meta_payload(secret.as_bytes(), body.as_bytes());
+        self.post_webhook(body.as_bytes(), Some(&sig)).await
+    }
+
+    pub fn token(&self, tenant: &str, exp_offset: i64) -> String {
+        let exp = chrono::Utc::now().timestamp() + exp_offset;
+        faro_edge::auth::JwtKeys::new(JWT_SECRET.as_bytes())
+            .expect("keys")
+            .issue(&faro_edge::auth::Claims {
+                sub: "agent-1".into(),
+                tenant_id: tenant.parse().expect("uuid"),
+                location_ids: None,
+                exp: u64::try_from(exp).unwrap_or_default(),
+            })
+            .expect("token")
+    }
+
+    pub async fn websocket(&self, token: &str) -> Ws {
+        let mut req = format!("ws://{}/api/v1/messages/stream", self.edge)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        let (ws, resp) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket opens");
+        assert_eq!(resp.status().as_u16(), 101);
+        Ws(ws)
+    }
+
+    /// Jobs ever added to the ingest stream (XINFO STREAM entries-added).
+    pub async fn jobs_added(&self) -> i64 {
+        let key = format!("{}ingest:jobs", self.prefix);
+        let info: Value = match self.redis.xinfo_stream(&key, false, None).await {
+            Ok(v) => v,
+            Err(_) => return 0, // the group is created with the stream, so this means none
+        };
+        let flat = match info {
+            Value::Map(m) => m
+                .inner()
+                .into_iter()
+                .flat_map(|(k, v)| [Value::from(k), v])
+                .collect(),
+            other => other.into_array(),
+        };
+        let mut it = flat.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            if k.as_str().as_deref() == Some("entries-added") {
+                return v.as_i64().unwrap_or_default();
+            }
+        }
+        panic!("XINFO STREAM has no entries-added");
+    }
+
+    /// Waits until every queued job is processed: none left in the stream.
+    pub async fn drained(&self) {
+        let key = format!("{}ingest:jobs", self.prefix);
+        for _ in 0..600 {
+            let len: i64 = self.redis.xlen(&key).await.expect("xlen");
+            if len == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("ingest did not drain within 30 s");
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.db.owner)
+            .await
+            .expect("count")
+    }
+}
+
+pub fn ingest_config(prefix: &str, conversations_url: &str) -> faro_ingest::Config {
+    faro_ingest::Config {
+        redis_url: redis_url(),
+        key_prefix: prefix.to_owned(),
+        conversations_url: conversations_url.to_owned(),
+        workers: 2,
+        batch_size: 32,
+        claim_idle_ms: 30_000,
+        consumer_name: None,
+    }
+}
+
+pub struct Ws(pub WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>);
+
+impl Ws {
+    /// The next JSON event; fails the test after 20 s (a hang, not a timing claim).
+    pub async fn next_event(&mut self) -> serde_json::Value {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(20), self.0.next())
+                .await
+                .expect("an event within 20 s")
+                .expect("socket open")
+                .expect("frame");
+            match frame {
+                Message::Text(t) => return serde_json::from_str(&t).expect("event is JSON"),
+                Message::Ping(p) => self.0.send(Message::Pong(p)).await.expect("pong"),
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+}
+
+/// A WhatsApp Cloud API text message webhook as Meta documents it.
+pub fn whatsapp_text(tenant: &Tenant, message_id: &str, from: &str, text: &str, ts: i64) -> String {
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA-1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001234", "phone_number_id": tenant.phone_number_id},
+            "contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": from}],
+            "messages": [{"from": from, "id": message_id, "timestamp": ts.to_string(),
+                          "type": "text", "text": {"body": text}}]
+        }}]}]
+    })
+    .to_string()
+}

@@ -1,0 +1,201 @@
+//! Nothing answered 200 is lost or duplicated when a process dies: ingest runs
+//! as a real `faro ingest` process here and is killed with SIGKILL.
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use fred::interfaces::StreamsInterface;
+use fred::types::Value;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::cluster::{Cluster, Options, redis_url, whatsapp_text};
+
+/// A `faro ingest` process serving on `listen` and storing through `conversations_url`.
+fn spawn_ingest(c: &Cluster, listen: SocketAddr, conversations_url: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_faro"))
+        .arg("ingest")
+        .args(["--ingest-listen", &listen.to_string()])
+        .args(["--conversations-url", conversations_url])
+        .args(["--redis-url", &redis_url()])
+        .args(["--redis-prefix", &c.prefix])
+        .args(["--claim-idle-ms", "1000"])
+        .args(["--ingest-workers", "2"])
+        .env("RUST_LOG", "info,faro_ingest=debug")
+        .stdout(Stdio::null())
+        .stderr(log_file(c))
+        .spawn()
+        .expect("faro ingest starts")
+}
+
+/// The child's log, kept under the target directory for post-mortems.
+fn log_file(c: &Cluster) -> Stdio {
+    let path = format!(
+        "{}/{}-ingest-{}.log",
+        env!("CARGO_TARGET_TMPDIR"),
+        c.db.name,
+        uuid::Uuid::new_v4().simple()
+    );
+    std::fs::File::create(&path).map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
+async fn wait_listening(addr: SocketAddr) {
+    for _ in 0..400 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("ingest did not listen on {addr}");
+}
+
+async fn pending(c: &Cluster) -> i64 {
+    let summary: Value = c
+        .redis
+        .xpending(format!("{}ingest:jobs", c.prefix), "workers", ())
+        .await
+        .expect("xpending");
+    summary
+        .into_array()
+        .first()
+        .and_then(Value::as_i64)
+        .unwrap_or_default()
+}
+
+fn kill(mut child: Child) {
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+}
+
+/// Jobs a worker had read (pending, unacknowledged) when its process was
+/// killed are reclaimed by another process and stored exactly once.
+#[tokio::test]
+async fn jobs_held_by_a_killed_ingest_process_are_stored_exactly_once() {
+    let c = Cluster::start_with(Options {
+        ingest: false,
+        ..Options::default()
+    })
+    .await;
+    let a = c.tenant("alpha").await;
+    let mut ws = c.websocket(&c.token(&a.id, 300)).await;
+
+    // A conversations address that accepts and never answers: the first
+    // process's workers read the jobs and hang while storing them.
+    let blackhole = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let blackhole_url = format!("http://{}", blackhole.local_addr().expect("addr"));
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = blackhole.accept().await {
+            held.push(s);
+        }
+    });
+    let first = spawn_ingest(&c, c.ingest, &blackhole_url);
+    wait_listening(c.ingest).await;
+
+    const N: usize = 20;
+    for i in 0..N {
+        let body = whatsapp_text(
+            &a,
+            &format!("wamid.K{i}"),
+            "16315551181",
+            &format!("msg {i}"),
+            1_700_000_000 + i as i64,
+        );
+        let (status, _) = c.post_signed(&body, &a.app_secret).await;
+        assert_eq!(status, 200, "webhook {i} queued");
+    }
+    // Each blocked worker holds the batch it read; the rest wait in the stream.
+    let mut held = 0;
+    for _ in 0..400 {
+        held = pending(&c).await;
+        if held >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        held >= 2,
+        "both workers of the first process hold jobs unacknowledged ({held})"
+    );
+    kill(first);
+    assert_eq!(c.count("SELECT count(*) FROM messages").await, 0);
+
+    let second = spawn_ingest(&c, c.ingest, &format!("http://{}", c.conversations));
+    c.drained().await;
+    assert_eq!(c.count("SELECT count(*) FROM messages").await, N as i64);
+    assert_eq!(
+        c.count("SELECT count(DISTINCT channel_message_id) FROM messages")
+            .await,
+        N as i64
+    );
+    assert_eq!(pending(&c).await, 0);
+
+    // Reclaimed jobs are announced too: the agent sees every message.
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < N {
+        let e = ws.next_event().await;
+        seen.insert(
+            e["message"]["channel_message_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert_eq!(seen.len(), N);
+    kill(second);
+    hold.abort();
+    c.stop().await;
+}
+
+/// Ingest killed at an arbitrary moment while webhooks keep arriving: every
+/// webhook answered 200 is stored exactly once after a restart; the others
+/// got a non-200 (Meta would retry them) and queued nothing.
+#[tokio::test]
+async fn webhooks_answered_200_survive_ingest_being_killed_mid_stream() {
+    let c = Cluster::start_with(Options {
+        ingest: false,
+        ..Options::default()
+    })
+    .await;
+    let a = c.tenant("alpha").await;
+    let conversations_url = format!("http://{}", c.conversations);
+    let first = spawn_ingest(&c, c.ingest, &conversations_url);
+    wait_listening(c.ingest).await;
+
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    let mut first = Some(first);
+    for i in 0..120 {
+        if i == 60 {
+            kill(first.take().expect("running"));
+        }
+        let id = format!("wamid.M{i}");
+        let body = whatsapp_text(
+            &a,
+            &id,
+            "16315551181",
+            &format!("msg {i}"),
+            1_700_000_000 + i,
+        );
+        match c.post_signed(&body, &a.app_secret).await.0 {
+            200 => accepted.push(id),
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(refused > 0, "posts after the kill are refused with 503");
+    assert!(accepted.len() >= 60, "posts before the kill are accepted");
+    let second = spawn_ingest(&c, c.ingest, &conversations_url);
+    c.drained().await;
+
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT channel_message_id FROM messages ORDER BY \"timestamp\"")
+            .fetch_all(&c.db.owner)
+            .await
+            .expect("ids");
+    assert_eq!(stored, accepted, "exactly the accepted webhooks, once each");
+    kill(second);
+    c.stop().await;
+}

@@ -1,0 +1,111 @@
+//! The WebSocket's authentication happens before the upgrade.
+
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::{
+    Error as WsError, client::IntoClientRequest, http::HeaderValue,
+};
+
+use crate::cluster::{Cluster, whatsapp_text};
+
+async fn refused(c: &Cluster, token_header: Option<&str>, query: &str) -> (u16, serde_json::Value) {
+    let mut req = format!("ws://{}/api/v1/messages/stream{query}", c.edge)
+        .into_client_request()
+        .expect("request");
+    if let Some(t) = token_header {
+        req.headers_mut()
+            .insert("authorization", HeaderValue::from_str(t).expect("header"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Err(WsError::Http(resp)) => {
+            let body = resp.body().clone().unwrap_or_default();
+            (
+                resp.status().as_u16(),
+                serde_json::from_slice(&body).unwrap_or_default(),
+            )
+        }
+        Ok(_) => panic!("the upgrade must be refused"),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+#[tokio::test]
+async fn websocket_requires_a_valid_jwt() {
+    let c = Cluster::start().await;
+    let a = c.tenant("alpha").await;
+
+    let (status, json) = refused(&c, None, "").await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (401, Some("missing_token"))
+    );
+    let (status, json) = refused(&c, Some("Bearer not.a.jwt"), "").await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    let expired = c.token(&a.id, -3600);
+    let (status, json) = refused(&c, Some(&format!("Bearer {expired}")), "").await;
+    assert_eq!(
+        (status, json["error"]["message"].as_str()),
+        (401, Some("token expired"))
+    );
+    let forged = faro_edge::auth::JwtKeys::new(&[1u8; 32])
+        .expect("keys")
+        .issue(&faro_edge::auth::Claims {
+            sub: "x".into(),
+            tenant_id: a.id.parse().expect("uuid"),
+            location_ids: None,
+            exp: u64::try_from(chrono::Utc::now().timestamp() + 60).unwrap_or_default(),
+        })
+        .expect("token");
+    let (status, _) = refused(&c, Some(&format!("Bearer {forged}")), "").await;
+    assert_eq!(status, 401);
+
+    // A browser: the token as a subprotocol, `faro.v1` echoed back.
+    let token = c.token(&a.id, 300);
+    let mut req = format!("ws://{}/api/v1/messages/stream", c.edge)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_str(&format!("faro.v1, bearer.{token}")).expect("header"),
+    );
+    let (mut browser, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("faro.v1")
+    );
+    // Or as a query parameter.
+    let req = format!(
+        "ws://{}/api/v1/messages/stream?access_token={token}",
+        c.edge
+    )
+    .into_client_request()
+    .expect("request");
+    let (mut by_query, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
+
+    let (status, _) = c
+        .post_signed(
+            &whatsapp_text(&a, "wamid.W1", "1", "hi", 1_700_000_000),
+            &a.app_secret,
+        )
+        .await;
+    assert_eq!(status, 200);
+    for ws in [&mut browser, &mut by_query] {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(20), ws.next())
+            .await
+            .expect("event in time")
+            .expect("open")
+            .expect("frame");
+        let event: serde_json::Value =
+            serde_json::from_str(frame.to_text().expect("text")).expect("json");
+        assert_eq!(event["message"]["channel_message_id"], "wamid.W1");
+    }
+    c.stop().await;
+}

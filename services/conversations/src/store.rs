@@ -130,14 +130,16 @@ pub(crate) async fn store_inbound(
 
 type ThreadKey = (Uuid, &'static str, String);
 
+/// What one batch says about a thread: latest timestamp, name, phone.
+type ThreadUpdate = (DateTime<Utc>, Option<String>, Option<String>);
+
 async fn store_tenant(
     pool: &PgPool,
     tenant: Uuid,
     batch: Vec<Inbound>,
 ) -> Result<Vec<pb::StoredMessage>, Error> {
     // One row per thread: the latest timestamp and the last non-empty profile data.
-    let mut threads: BTreeMap<ThreadKey, (DateTime<Utc>, Option<String>, Option<String>)> =
-        BTreeMap::new();
+    let mut threads: BTreeMap<ThreadKey, ThreadUpdate> = BTreeMap::new();
     for m in &batch {
         let t = threads
             .entry((m.location, m.channel, m.customer_id.clone()))

@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(keys.validate(&token).expect("valid"), good);
         let expired = keys.issue(&claims(now() - 3600)).expect("issue");
         assert_eq!(
-            keys.validate(&expired).map_err(|e| e.message).unwrap_err(),
+            keys.validate(&expired).map_err(|e| e.message).expect_err("must be refused"),
             "token expired"
         );
         let other = JwtKeys::new(&[8; 32])
@@ -202,7 +202,7 @@ mod tests {
         assert_eq!((p.token.as_str(), p.protocol), ("q.r.s", None));
         assert_eq!(
             presented_token(&HeaderMap::new(), Some("a=1"))
-                .unwrap_err()
+                .expect_err("must be refused")
                 .code,
             "missing_token"
         );

@@ -347,9 +347,9 @@ mod tests {
             ["1", "2"]
         );
         assert_eq!(
-            account_ids(b"<xml/>").unwrap_err().status,
+            account_ids(b"<xml/>").expect_err("must be refused").status,
             StatusCode::BAD_REQUEST
         );
-        assert_eq!(account_ids(b"[1,2]").unwrap_err().code, "invalid_json");
+        assert_eq!(account_ids(b"[1,2]").expect_err("must be refused").code, "invalid_json");
     }
 }

@@ -136,11 +136,7 @@ pub(crate) async fn read_new(
     // Nil on timeout; otherwise [[stream, entries]] (one stream asked for).
     Ok(match reply {
         Value::Null => Vec::new(),
-        Value::Map(map) => map
-            .inner()
-            .into_iter()
-            .flat_map(|(_, v)| parse_entries(v))
-            .collect(),
+        Value::Map(map) => map.inner().into_values().flat_map(parse_entries).collect(),
         other => other
             .into_array()
             .into_iter()

@@ -163,7 +163,9 @@ mod tests {
         assert_eq!(keys.validate(&token).expect("valid"), good);
         let expired = keys.issue(&claims(now() - 3600)).expect("issue");
         assert_eq!(
-            keys.validate(&expired).map_err(|e| e.message).expect_err("must be refused"),
+            keys.validate(&expired)
+                .map_err(|e| e.message)
+                .expect_err("must be refused"),
             "token expired"
         );
         let other = JwtKeys::new(&[8; 32])

@@ -350,6 +350,9 @@ mod tests {
             account_ids(b"<xml/>").expect_err("must be refused").status,
             StatusCode::BAD_REQUEST
         );
-        assert_eq!(account_ids(b"[1,2]").expect_err("must be refused").code, "invalid_json");
+        assert_eq!(
+            account_ids(b"[1,2]").expect_err("must be refused").code,
+            "invalid_json"
+        );
     }
 }

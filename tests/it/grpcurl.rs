@@ -70,11 +70,11 @@ async fn grpcurl_lists_every_service_and_checks_health() {
             "-plaintext",
             &a,
             "describe",
-            "faro.conversations.v1.ConversationsService.StoreInbound",
+            "faro.conversations.v1.ConversationsService.StoreEvents",
         ])
     })
     .await
     .expect("join");
-    assert!(described.contains("StoreInboundRequest"), "{described}");
+    assert!(described.contains("StoreEventsRequest"), "{described}");
     c.stop().await;
 }

@@ -174,16 +174,19 @@ impl ConversationsService for Service {
         Ok(Response::new(pb::CheckVerifyTokenResponse { matched }))
     }
 
-    async fn store_inbound(
+    async fn store_events(
         &self,
-        request: Request<pb::StoreInboundRequest>,
-    ) -> Result<Response<pb::StoreInboundResponse>, Status> {
-        let messages = request.into_inner().messages;
-        if messages.len() > MAX_BATCH {
-            return Err(Error::invalid(format!("at most {MAX_BATCH} messages per call")).into());
+        request: Request<pb::StoreEventsRequest>,
+    ) -> Result<Response<pb::StoreEventsResponse>, Status> {
+        let events = request.into_inner().events;
+        if events.len() > MAX_BATCH {
+            return Err(Error::invalid(format!("at most {MAX_BATCH} events per call")).into());
         }
-        let stored = store::store_inbound(&self.pool, messages).await?;
-        Ok(Response::new(pb::StoreInboundResponse { stored }))
+        let outcome = store::store_events(&self.pool, events).await?;
+        Ok(Response::new(pb::StoreEventsResponse {
+            stored: outcome.stored,
+            updated: outcome.updated,
+        }))
     }
 
     async fn list_conversations(

@@ -13,6 +13,7 @@ mod config;
 mod crypto;
 mod db;
 mod error;
+mod events;
 mod grpc;
 mod rows;
 mod store;

@@ -6,6 +6,7 @@ use faro_proto::{
     conversations::v1::{self as pb, Channel, Direction, SenderType},
     to_timestamp,
 };
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::Error;
@@ -71,7 +72,8 @@ impl From<ConversationRow> for pb::Conversation {
 pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.tenant_id, c.location_id, \
     m.channel, m.channel_message_id, m.sender_type, m.direction, m.message_type, m.text, \
     m.media_urls, m.sender_id, m.recipient_id, m.\"timestamp\", m.delivered_at, m.read_at, \
-    m.created_at";
+    m.created_at, m.status, m.status_error, m.played_at, m.failed_at, m.reactions, m.edited_at, \
+    m.edit_history, m.deleted_at, m.reply_to_channel_message_id, m.media, m.referral, m.forwarded";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct MessageRow {
@@ -92,6 +94,86 @@ pub(crate) struct MessageRow {
     pub delivered_at: Option<DateTime<Utc>>,
     pub read_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub status: Option<String>,
+    pub status_error: Option<Value>,
+    pub played_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub reactions: Value,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub edit_history: Value,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub reply_to_channel_message_id: Option<String>,
+    pub media: Value,
+    pub referral: Option<Value>,
+    pub forwarded: bool,
+}
+
+fn json_time(v: &Value) -> Option<prost_types::Timestamp> {
+    let t = DateTime::parse_from_rfc3339(v.as_str()?).ok()?;
+    Some(to_timestamp(t.with_timezone(&Utc)))
+}
+
+fn json_str(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Current reactions, oldest first; removals are not shown.
+fn reactions(v: &Value) -> Vec<pb::MessageReaction> {
+    let mut out: Vec<pb::MessageReaction> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, r)| !json_str(r, "emoji").is_empty())
+        .map(|(who, r)| pb::MessageReaction {
+            reactor_id: who.clone(),
+            emoji: json_str(r, "emoji"),
+            timestamp: r.get("timestamp").and_then(json_time),
+        })
+        .collect();
+    out.sort_by_key(|r| r.timestamp.map(|t| (t.seconds, t.nanos)));
+    out
+}
+
+fn edit_history(v: &Value) -> Vec<pb::TextVersion> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| pb::TextVersion {
+            text: json_str(e, "text"),
+            replaced_at: e.get("replaced_at").and_then(json_time),
+        })
+        .collect()
+}
+
+pub(crate) fn media_to_json(media: &[pb::MediaRef]) -> Value {
+    Value::Array(
+        media
+            .iter()
+            .map(|m| {
+                serde_json::json!({"kind": m.kind, "id": m.id, "mime_type": m.mime_type,
+                    "sha256": m.sha256, "caption": m.caption, "filename": m.filename, "url": m.url})
+            })
+            .collect(),
+    )
+}
+
+fn media(v: &Value) -> Vec<pb::MediaRef> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| pb::MediaRef {
+            kind: json_str(m, "kind"),
+            id: json_str(m, "id"),
+            mime_type: json_str(m, "mime_type"),
+            sha256: json_str(m, "sha256"),
+            caption: json_str(m, "caption"),
+            filename: json_str(m, "filename"),
+            url: json_str(m, "url"),
+        })
+        .collect()
 }
 
 impl From<MessageRow> for pb::Message {
@@ -124,6 +206,18 @@ impl From<MessageRow> for pb::Message {
             delivered_at: r.delivered_at.map(to_timestamp),
             read_at: r.read_at.map(to_timestamp),
             created_at: Some(to_timestamp(r.created_at)),
+            status: r.status.unwrap_or_default(),
+            status_error_json: r.status_error.map(|e| e.to_string()).unwrap_or_default(),
+            played_at: r.played_at.map(to_timestamp),
+            failed_at: r.failed_at.map(to_timestamp),
+            reactions: reactions(&r.reactions),
+            edited_at: r.edited_at.map(to_timestamp),
+            edit_history: edit_history(&r.edit_history),
+            deleted_at: r.deleted_at.map(to_timestamp),
+            reply_to_channel_message_id: r.reply_to_channel_message_id.unwrap_or_default(),
+            media: media(&r.media),
+            referral_json: r.referral.map(|v| v.to_string()).unwrap_or_default(),
+            forwarded: r.forwarded,
         }
     }
 }

@@ -1,24 +1,29 @@
-//! Storing inbound events: thread, insert once, move the thread forward.
+//! Storing a batch of channel events: thread and insert messages once, apply
+//! what waited for them, apply the batch's other events, read back.
 //!
-//! One transaction per tenant in the request, three statements whatever the
-//! batch size (UNNEST): upsert the threads, insert the messages `ON CONFLICT DO
-//! NOTHING`, read back what is stored. Thread keys are sorted so that two
-//! workers upserting overlapping threads lock them in the same order.
+//! One transaction per tenant in the request and a fixed number of statements
+//! whatever the batch size (UNNEST for messages, one server-side loop for the
+//! other events). Thread keys are sorted so that two workers upserting
+//! overlapping threads lock them in the same order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use faro_proto::{
-    conversations::v1::{self as pb, Direction},
+    conversations::v1::{self as pb, Direction, channel_event::Kind},
     from_timestamp,
 };
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
     Error,
     db::{parse_uuid, tenant_tx},
-    rows::{CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MessageRow, require_channel},
+    events::{self, Change, WatermarkChange},
+    rows::{
+        CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MessageRow, media_to_json,
+        require_channel,
+    },
 };
 
 /// An inbound message, validated.
@@ -28,6 +33,7 @@ struct Inbound {
     customer_id: String,
     customer_name: Option<String>,
     customer_phone: Option<String>,
+    customer_user_id: Option<String>,
     channel_message_id: String,
     message_type: String,
     text: Option<String>,
@@ -37,6 +43,10 @@ struct Inbound {
     recipient_id: Option<String>,
     timestamp: DateTime<Utc>,
     media_urls: String,
+    media: String,
+    reply_to: Option<String>,
+    referral: Option<String>,
+    forwarded: bool,
     metadata: String,
 }
 
@@ -51,6 +61,17 @@ fn clean(s: String) -> String {
 
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then(|| clean(s))
+}
+
+/// Raw platform JSON: jsonb rejects the NUL escape; the rest is kept intact.
+fn json_text(field: &str, s: String) -> Result<Option<String>, Error> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let s = s.replace("\\u0000", "\\ufffd");
+    serde_json::from_str::<serde::de::IgnoredAny>(&s)
+        .map_err(|_| Error::invalid(format!("{field} must be JSON")))?;
+    Ok(Some(s))
 }
 
 fn validate(m: pb::InboundMessage) -> Result<(Uuid, Inbound), Error> {
@@ -70,21 +91,8 @@ fn validate(m: pb::InboundMessage) -> Result<(Uuid, Inbound), Error> {
         Ok(Direction::Inbound) => ("inbound", "customer"),
         _ => return Err(Error::invalid("direction must be inbound or outbound")),
     };
-    let metadata = if m.metadata_json.is_empty() {
-        "{}".to_owned()
-    } else {
-        // jsonb rejects the NUL escape; keep the rest of the raw event intact.
-        m.metadata_json.replace("\\u0000", "\\ufffd")
-    };
-    if serde_json::from_str::<serde_json::Value>(&metadata).is_err() {
-        return Err(Error::invalid("metadata_json must be JSON"));
-    }
-    let media: Vec<String> = m.media_urls.into_iter().map(clean).collect();
-    let message_type = if m.message_type.is_empty() {
-        "unsupported".to_owned()
-    } else {
-        clean(m.message_type)
-    };
+    let media_urls: Vec<String> = m.media_urls.into_iter().map(clean).collect();
+    let message_type = non_empty(m.message_type).unwrap_or_else(|| "unsupported".into());
     Ok((
         tenant,
         Inbound {
@@ -93,6 +101,7 @@ fn validate(m: pb::InboundMessage) -> Result<(Uuid, Inbound), Error> {
             customer_id: clean(m.customer_id),
             customer_name: non_empty(m.customer_name),
             customer_phone: non_empty(m.customer_phone),
+            customer_user_id: non_empty(m.customer_user_id),
             channel_message_id: clean(m.channel_message_id),
             message_type,
             text: non_empty(m.text),
@@ -101,49 +110,187 @@ fn validate(m: pb::InboundMessage) -> Result<(Uuid, Inbound), Error> {
             sender_id: non_empty(m.sender_id),
             recipient_id: non_empty(m.recipient_id),
             timestamp,
-            media_urls: serde_json::Value::from(media).to_string(),
-            metadata,
+            media_urls: serde_json::Value::from(media_urls).to_string(),
+            media: clean(media_to_json(&m.media).to_string()),
+            reply_to: non_empty(m.reply_to_channel_message_id),
+            referral: json_text("referral_json", m.referral_json)?,
+            forwarded: m.forwarded,
+            metadata: json_text("metadata_json", m.metadata_json)?.unwrap_or_else(|| "{}".into()),
         },
     ))
 }
 
-/// Stores every message once; returns one entry per distinct message, in
-/// request order, saying whether this call inserted it.
-pub(crate) async fn store_inbound(
+/// One tenant's share of a request.
+#[derive(Default)]
+struct TenantBatch {
+    messages: Vec<Inbound>,
+    changes: Vec<Change>,
+    watermarks: Vec<WatermarkChange>,
+}
+
+/// What a request did: the messages it carried (each flagged inserted or
+/// already stored), and the other messages its events changed.
+pub(crate) struct Outcome {
+    pub stored: Vec<pb::StoredMessage>,
+    pub updated: Vec<pb::StoredMessage>,
+}
+
+pub(crate) async fn store_events(
     pool: &PgPool,
-    messages: Vec<pb::InboundMessage>,
-) -> Result<Vec<pb::StoredMessage>, Error> {
-    let mut by_tenant: BTreeMap<Uuid, Vec<Inbound>> = BTreeMap::new();
+    events: Vec<pb::ChannelEvent>,
+) -> Result<Outcome, Error> {
+    let mut by_tenant: BTreeMap<Uuid, TenantBatch> = BTreeMap::new();
     let mut seen = HashSet::new();
-    for m in messages {
-        let (tenant, inbound) = validate(m)?;
-        if seen.insert((tenant, inbound.channel, inbound.channel_message_id.clone())) {
-            by_tenant.entry(tenant).or_default().push(inbound);
+    for event in events {
+        match event
+            .kind
+            .ok_or_else(|| Error::invalid("event kind must be set"))?
+        {
+            Kind::Message(m) => {
+                let (tenant, m) = validate(m)?;
+                if seen.insert((tenant, m.channel, m.channel_message_id.clone())) {
+                    by_tenant.entry(tenant).or_default().messages.push(m);
+                }
+            }
+            Kind::Status(e) => push(&mut by_tenant, events::status(e)?),
+            Kind::Reaction(e) => push(&mut by_tenant, events::reaction(e)?),
+            Kind::Edit(e) => push(&mut by_tenant, events::edit(e)?),
+            Kind::Deletion(e) => push(&mut by_tenant, events::deletion(e)?),
+            Kind::Watermark(e) => {
+                let (tenant, w) = events::watermark(e)?;
+                by_tenant.entry(tenant).or_default().watermarks.push(w);
+            }
         }
     }
-    let mut out = Vec::with_capacity(seen.len());
+    let mut outcome = Outcome {
+        stored: Vec::new(),
+        updated: Vec::new(),
+    };
     for (tenant, batch) in by_tenant {
-        out.extend(store_tenant(pool, tenant, batch).await?);
+        let (stored, updated) = store_tenant(pool, tenant, batch).await?;
+        outcome.stored.extend(stored);
+        outcome.updated.extend(updated);
     }
-    Ok(out)
+    Ok(outcome)
+}
+
+fn push(by_tenant: &mut BTreeMap<Uuid, TenantBatch>, (tenant, change): (Uuid, Change)) {
+    by_tenant.entry(tenant).or_default().changes.push(change);
 }
 
 type ThreadKey = (Uuid, &'static str, String);
 
-/// What one batch says about a thread: latest timestamp, name, phone.
-type ThreadUpdate = (DateTime<Utc>, Option<String>, Option<String>);
+/// What one batch says about a thread: latest timestamp, name, phone, user id.
+type ThreadUpdate = (
+    DateTime<Utc>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 async fn store_tenant(
     pool: &PgPool,
     tenant: Uuid,
-    batch: Vec<Inbound>,
-) -> Result<Vec<pb::StoredMessage>, Error> {
-    // One row per thread: the latest timestamp and the last non-empty profile data.
+    batch: TenantBatch,
+) -> Result<(Vec<pb::StoredMessage>, Vec<pb::StoredMessage>), Error> {
+    let mut tx = tenant_tx(pool, tenant).await?;
+    let mut convs = HashMap::new();
+    let (inserted, keys) = if batch.messages.is_empty() {
+        (Vec::new(), (Vec::new(), Vec::new()))
+    } else {
+        let threads = upsert_threads(&mut tx, tenant, &batch.messages).await?;
+        let inserted = insert_messages(&mut tx, tenant, &batch.messages, &threads).await?;
+        convs.extend(threads.into_values().map(|c| (c.id, c)));
+        let keys = batch
+            .messages
+            .iter()
+            .map(|m| (m.channel, m.channel_message_id.as_str()))
+            .unzip();
+        (inserted, keys)
+    };
+    let mut changed = events::apply_pending(&mut tx, tenant, &inserted).await?;
+    changed.extend(events::apply(&mut tx, tenant, &batch.changes, &batch.watermarks).await?);
+
+    let (channels, ids): (Vec<&str>, Vec<&str>) = keys;
+    let select = format!(
+        "SELECT {MESSAGE_COLUMNS}
+         FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS k(channel, channel_message_id, ord)
+         JOIN messages m ON m.tenant_id = $1 AND m.channel = k.channel
+                        AND m.channel_message_id = k.channel_message_id
+         JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
+         ORDER BY k.ord"
+    );
+    let stored: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+        .bind(tenant)
+        .bind(&channels)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    let stored_ids: HashSet<Uuid> = stored.iter().map(|m| m.id).collect();
+    let others: Vec<Uuid> = changed.difference(&stored_ids).copied().collect();
+    let updated: Vec<MessageRow> = if others.is_empty() {
+        Vec::new()
+    } else {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m
+             JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
+             WHERE m.tenant_id = $1 AND m.id = ANY($2) ORDER BY m.\"timestamp\", m.id"
+        );
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(&others)
+            .fetch_all(&mut *tx)
+            .await?
+    };
+    let missing: Vec<Uuid> = stored
+        .iter()
+        .chain(&updated)
+        .map(|m| m.conversation_id)
+        .filter(|id| !convs.contains_key(id))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    if !missing.is_empty() {
+        let sql =
+            format!("SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = ANY($1)");
+        let rows: Vec<ConversationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&missing)
+            .fetch_all(&mut *tx)
+            .await?;
+        convs.extend(rows.into_iter().map(|c| (c.id, c)));
+    }
+    tx.commit().await?;
+
+    let convs: HashMap<Uuid, pb::Conversation> =
+        convs.into_iter().map(|(id, c)| (id, c.into())).collect();
+    let inserted_ids: HashSet<(String, String)> = inserted.into_iter().collect();
+    let wrap = |m: MessageRow, inserted: bool| pb::StoredMessage {
+        inserted,
+        conversation: convs.get(&m.conversation_id).cloned(),
+        message: Some(m.into()),
+    };
+    let stored = stored
+        .into_iter()
+        .map(|m| {
+            let new = inserted_ids.contains(&(m.channel.clone(), m.channel_message_id.clone()));
+            wrap(m, new)
+        })
+        .collect();
+    let updated = updated.into_iter().map(|m| wrap(m, false)).collect();
+    Ok((stored, updated))
+}
+
+/// Upserts one row per thread; returns them by thread key.
+async fn upsert_threads(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    messages: &[Inbound],
+) -> Result<HashMap<(Uuid, String, String), ConversationRow>, Error> {
     let mut threads: BTreeMap<ThreadKey, ThreadUpdate> = BTreeMap::new();
-    for m in &batch {
+    for m in messages {
         let t = threads
             .entry((m.location, m.channel, m.customer_id.clone()))
-            .or_insert((m.timestamp, None, None));
+            .or_insert((m.timestamp, None, None, None));
         t.0 = t.0.max(m.timestamp);
         if m.customer_name.is_some() {
             t.1.clone_from(&m.customer_name);
@@ -151,43 +298,39 @@ async fn store_tenant(
         if m.customer_phone.is_some() {
             t.2.clone_from(&m.customer_phone);
         }
+        if m.customer_user_id.is_some() {
+            t.3.clone_from(&m.customer_user_id);
+        }
     }
-    let n = threads.len();
-    let (mut ids, mut locs, mut chans, mut custs) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut names, mut phones, mut lasts) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for ((loc, chan, cust), (last, name, phone)) in &threads {
+    let mut ids = Vec::with_capacity(threads.len());
+    let (mut locs, mut chans, mut custs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut names, mut phones, mut users, mut lasts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((loc, chan, cust), (last, name, phone, user)) in &threads {
         ids.push(Uuid::now_v7());
         locs.push(*loc);
         chans.push(*chan);
         custs.push(cust.as_str());
         names.push(name.as_deref());
         phones.push(phone.as_deref());
+        users.push(user.as_deref());
         lasts.push(*last);
     }
-
-    let mut tx = tenant_tx(pool, tenant).await?;
     let upsert = format!(
         "INSERT INTO conversations AS c (tenant_id, id, location_id, channel, customer_id,
-                                         customer_name, customer_phone, last_message_at)
+                                         customer_name, customer_phone, customer_user_id,
+                                         last_message_at)
          SELECT $1, u.* FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
-                                    $7::text[], $8::timestamptz[]) AS u
+                                    $7::text[], $8::text[], $9::timestamptz[]) AS u
          ON CONFLICT (tenant_id, location_id, channel, customer_id) DO UPDATE SET
              last_message_at = GREATEST(c.last_message_at, EXCLUDED.last_message_at),
              customer_name = COALESCE(EXCLUDED.customer_name, c.customer_name),
              customer_phone = COALESCE(EXCLUDED.customer_phone, c.customer_phone),
+             customer_user_id = COALESCE(EXCLUDED.customer_user_id, c.customer_user_id),
              updated_at = now()
          RETURNING {CONVERSATION_COLUMNS}"
     );
-    let convs: Vec<ConversationRow> = sqlx::query_as(sqlx::AssertSqlSafe(upsert))
+    let rows: Vec<ConversationRow> = sqlx::query_as(sqlx::AssertSqlSafe(upsert))
         .bind(tenant)
         .bind(&ids)
         .bind(&locs)
@@ -195,42 +338,50 @@ async fn store_tenant(
         .bind(&custs)
         .bind(&names)
         .bind(&phones)
+        .bind(&users)
         .bind(&lasts)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
-    let thread_of: HashMap<(Uuid, &str, &str), Uuid> = convs
-        .iter()
-        .map(|c| {
-            (
-                (c.location_id, c.channel.as_str(), c.customer_id.as_str()),
-                c.id,
-            )
-        })
-        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|c| ((c.location_id, c.channel.clone(), c.customer_id.clone()), c))
+        .collect())
+}
 
-    let n = batch.len();
-    let mut cols = MessageColumns::with_capacity(n);
-    for m in &batch {
-        let conv = thread_of
-            .get(&(m.location, m.channel, m.customer_id.as_str()))
-            .copied()
+/// Inserts the messages `ON CONFLICT DO NOTHING`; returns (channel,
+/// channel_message_id) of those this call inserted.
+async fn insert_messages(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    messages: &[Inbound],
+    threads: &HashMap<(Uuid, String, String), ConversationRow>,
+) -> Result<Vec<(String, String)>, Error> {
+    let mut cols = MessageColumns::with_capacity(messages.len());
+    for m in messages {
+        let key = (m.location, m.channel.to_owned(), m.customer_id.clone());
+        let conv = threads
+            .get(&key)
+            .map(|c| c.id)
             .ok_or_else(|| Error::Serve("thread upsert returned no row".into()))?;
         cols.push(conv, m);
     }
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
+    let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO messages (tenant_id, id, conversation_id, sender_type, direction, channel,
                                channel_message_id, message_type, text, sender_id, recipient_id,
-                               \"timestamp\", media_urls, metadata)
+                               \"timestamp\", media_urls, metadata, media, reply_to_channel_message_id,
+                               referral, forwarded)
          SELECT $1, u.id, u.conversation_id, u.sender_type, u.direction, u.channel,
                 u.channel_message_id, u.message_type, u.text, u.sender_id, u.recipient_id, u.ts,
-                ARRAY(SELECT jsonb_array_elements_text(u.media::jsonb)), u.metadata::jsonb
+                ARRAY(SELECT jsonb_array_elements_text(u.media_urls::jsonb)), u.metadata::jsonb,
+                u.media::jsonb, u.reply_to, u.referral::jsonb, u.forwarded
          FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
                      $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[],
-                     $13::text[], $14::text[])
+                     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[])
               AS u(id, conversation_id, sender_type, direction, channel, channel_message_id,
-                   message_type, text, sender_id, recipient_id, ts, media, metadata)
+                   message_type, text, sender_id, recipient_id, ts, media_urls, metadata, media,
+                   reply_to, referral, forwarded)
          ON CONFLICT (tenant_id, channel, channel_message_id) DO NOTHING
-         RETURNING id",
+         RETURNING channel, channel_message_id",
     )
     .bind(tenant)
     .bind(&cols.ids)
@@ -244,53 +395,15 @@ async fn store_tenant(
     .bind(&cols.sender_ids)
     .bind(&cols.recipient_ids)
     .bind(&cols.timestamps)
-    .bind(&cols.media)
+    .bind(&cols.media_urls)
     .bind(&cols.metadata)
-    .fetch_all(&mut *tx)
+    .bind(&cols.media)
+    .bind(&cols.reply_to)
+    .bind(&cols.referral)
+    .bind(&cols.forwarded)
+    .fetch_all(&mut **tx)
     .await?;
-    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-
-    let select = format!(
-        "SELECT {MESSAGE_COLUMNS}
-         FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS k(channel, channel_message_id, ord)
-         JOIN messages m ON m.tenant_id = $1 AND m.channel = k.channel
-                        AND m.channel_message_id = k.channel_message_id
-         JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
-         ORDER BY k.ord"
-    );
-    let stored: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
-        .bind(tenant)
-        .bind(&cols.channels)
-        .bind(&cols.channel_message_ids)
-        .fetch_all(&mut *tx)
-        .await?;
-    let mut conversations: HashMap<Uuid, pb::Conversation> =
-        convs.into_iter().map(|c| (c.id, c.into())).collect();
-    let missing: Vec<Uuid> = stored
-        .iter()
-        .map(|m| m.conversation_id)
-        .filter(|id| !conversations.contains_key(id))
-        .collect();
-    if !missing.is_empty() {
-        // A retried message whose thread key changed since (e.g. the account moved location).
-        let sql =
-            format!("SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = ANY($1)");
-        let rows: Vec<ConversationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(&missing)
-            .fetch_all(&mut *tx)
-            .await?;
-        conversations.extend(rows.into_iter().map(|c| (c.id, c.into())));
-    }
-    tx.commit().await?;
-
-    Ok(stored
-        .into_iter()
-        .map(|m| pb::StoredMessage {
-            inserted: inserted.contains(&m.id),
-            conversation: conversations.get(&m.conversation_id).cloned(),
-            message: Some(m.into()),
-        })
-        .collect())
+    Ok(inserted)
 }
 
 /// The messages of a batch as column arrays, for one UNNEST insert.
@@ -306,8 +419,12 @@ struct MessageColumns<'a> {
     sender_ids: Vec<Option<&'a str>>,
     recipient_ids: Vec<Option<&'a str>>,
     timestamps: Vec<DateTime<Utc>>,
-    media: Vec<&'a str>,
+    media_urls: Vec<&'a str>,
     metadata: Vec<&'a str>,
+    media: Vec<&'a str>,
+    reply_to: Vec<Option<&'a str>>,
+    referral: Vec<Option<&'a str>>,
+    forwarded: Vec<bool>,
 }
 
 impl<'a> MessageColumns<'a> {
@@ -324,8 +441,12 @@ impl<'a> MessageColumns<'a> {
             sender_ids: Vec::with_capacity(n),
             recipient_ids: Vec::with_capacity(n),
             timestamps: Vec::with_capacity(n),
-            media: Vec::with_capacity(n),
+            media_urls: Vec::with_capacity(n),
             metadata: Vec::with_capacity(n),
+            media: Vec::with_capacity(n),
+            reply_to: Vec::with_capacity(n),
+            referral: Vec::with_capacity(n),
+            forwarded: Vec::with_capacity(n),
         }
     }
 
@@ -341,7 +462,11 @@ impl<'a> MessageColumns<'a> {
         self.sender_ids.push(m.sender_id.as_deref());
         self.recipient_ids.push(m.recipient_id.as_deref());
         self.timestamps.push(m.timestamp);
-        self.media.push(&m.media_urls);
+        self.media_urls.push(&m.media_urls);
         self.metadata.push(&m.metadata);
+        self.media.push(&m.media);
+        self.reply_to.push(m.reply_to.as_deref());
+        self.referral.push(m.referral.as_deref());
+        self.forwarded.push(m.forwarded);
     }
 }

@@ -41,7 +41,35 @@ fn message(m: &Message) -> Value {
         "delivered_at": time(m.delivered_at.as_ref()),
         "read_at": time(m.read_at.as_ref()),
         "created_at": time(m.created_at.as_ref()),
+        "status": (!m.status.is_empty()).then_some(m.status.as_str()),
+        "status_error": raw(&m.status_error_json),
+        "played_at": time(m.played_at.as_ref()),
+        "failed_at": time(m.failed_at.as_ref()),
+        "reactions": m.reactions.iter().map(|r| json!({
+            "reactor_id": r.reactor_id, "emoji": r.emoji, "timestamp": time(r.timestamp.as_ref()),
+        })).collect::<Vec<_>>(),
+        "edited_at": time(m.edited_at.as_ref()),
+        "edit_history": m.edit_history.iter().map(|v| json!({
+            "text": v.text, "replaced_at": time(v.replaced_at.as_ref()),
+        })).collect::<Vec<_>>(),
+        "deleted_at": time(m.deleted_at.as_ref()),
+        "reply_to_channel_message_id": (!m.reply_to_channel_message_id.is_empty())
+            .then_some(m.reply_to_channel_message_id.as_str()),
+        "media": m.media.iter().map(|x| json!({
+            "kind": x.kind, "id": x.id, "mime_type": x.mime_type, "sha256": x.sha256,
+            "caption": x.caption, "filename": x.filename, "url": x.url,
+        })).collect::<Vec<_>>(),
+        "referral": raw(&m.referral_json),
+        "forwarded": m.forwarded,
     })
+}
+
+/// Raw platform JSON carried as a string, embedded as JSON (null if absent).
+fn raw(s: &str) -> Value {
+    if s.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
 }
 
 fn conversation(c: &Conversation) -> Value {
@@ -65,6 +93,13 @@ pub(crate) fn to_json(e: &Event) -> Option<String> {
             json!({
                 "message": mc.message.as_ref().map(message),
                 "conversation": mc.conversation.as_ref().map(conversation),
+            }),
+        ),
+        Kind::MessageUpdated(mu) => (
+            "message.updated",
+            json!({
+                "message": mu.message.as_ref().map(message),
+                "conversation": mu.conversation.as_ref().map(conversation),
             }),
         ),
     };

@@ -1,7 +1,8 @@
 //! The edge: FARO's only public surface, on hyper 1 without a web framework.
 //!
-//! - `GET|POST /api/v1/webhooks/whatsapp`: Meta's subscription handshake and
-//!   signed webhook deliveries. A delivery is answered 200 only once ingest
+//! - `GET|POST /api/v1/webhooks/{whatsapp,facebook,instagram}`: Meta's
+//!   subscription handshake and signed deliveries; `POST /api/v1/webhooks/ycloud`:
+//!   YCloud's signed deliveries. A delivery is answered 200 only once ingest
 //!   confirms the raw payload is in Redis.
 //! - `GET /api/v1/messages/stream`: a WebSocket of live events for the tenant
 //!   of a JWT, validated before the upgrade.
@@ -32,7 +33,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use config::Config;
 pub use error::Error;
-pub use signature::sign as sign_meta_payload;
+pub use signature::{sign as sign_meta_payload, sign_ycloud};
 
 /// What every request handler shares.
 pub(crate) struct State {

@@ -32,9 +32,11 @@ enum Route {
 fn route(path: &str) -> Option<Route> {
     match path.trim_end_matches('/') {
         "/healthz" => Some(Route::Health),
-        "/api/v1/webhooks/whatsapp" => Some(Route::Webhook(Platform::WhatsApp)),
         "/api/v1/messages/stream" => Some(Route::MessageStream),
-        _ => None,
+        p => p
+            .strip_prefix("/api/v1/webhooks/")
+            .and_then(Platform::from_path)
+            .map(Route::Webhook),
     }
 }
 
@@ -59,6 +61,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             let (parts, body) = req.into_parts();
             webhook::deliver(&state, p, &parts.headers, body).await
         }
+        (Some(Route::Webhook(p)), _) if !p.has_handshake() => Err(method_not_allowed("POST")),
         (Some(Route::Webhook(_)), _) => Err(method_not_allowed("GET, POST")),
         (Some(Route::MessageStream), &Method::GET) => ws::handle(state.clone(), req).await,
         (Some(Route::MessageStream), _) => Err(method_not_allowed("GET")),

@@ -24,6 +24,44 @@ pub(crate) fn verify(secret: &[u8], body: &[u8], digest: &[u8; 32]) -> bool {
     mac.verify_slice(digest).is_ok()
 }
 
+/// YCloud's `YCloud-Signature: t=<unix seconds>,s=<hex>`: HMAC-SHA256 of
+/// `"{t}.{raw body}"` under the endpoint's signing secret. Returns the signed
+/// time and digest; unknown keys are ignored.
+pub(crate) fn parse_ycloud_header(value: &[u8]) -> Option<(i64, [u8; 32], &[u8])> {
+    let (mut t, mut s) = (None, None);
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if let Some(v) = part.strip_prefix(b"t=") {
+            t = Some(v);
+        } else if let Some(v) = part.strip_prefix(b"s=") {
+            s = Some(v);
+        }
+    }
+    let t_raw = t?;
+    let t = std::str::from_utf8(t_raw).ok()?.parse::<i64>().ok()?;
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(s?, &mut digest).ok()?;
+    Some((t, digest, t_raw))
+}
+
+pub(crate) fn verify_ycloud(secret: &[u8], t_raw: &[u8], body: &[u8], digest: &[u8; 32]) -> bool {
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(t_raw);
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(digest).is_ok()
+}
+
+/// The `YCloud-Signature` value YCloud would send for `body` at time `t`.
+pub fn sign_ycloud(secret: &[u8], t: i64, body: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    format!("t={t},s={}", hex::encode(mac.finalize().into_bytes()))
+}
+
 /// The header value Meta would send for `body` (for tools and tests).
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
@@ -43,6 +81,20 @@ mod tests {
         assert!(verify(b"secret", body, &digest));
         assert!(!verify(b"other", body, &digest));
         assert!(!verify(b"secret", b"{}", &digest));
+    }
+
+    #[test]
+    fn ycloud_signature_matches_the_documented_scheme() {
+        let header = sign_ycloud(b"whsec", 1_749_416_384, b"{}");
+        let (t, digest, raw) = parse_ycloud_header(header.as_bytes()).expect("well formed");
+        assert_eq!(t, 1_749_416_384);
+        assert!(verify_ycloud(b"whsec", raw, b"{}", &digest));
+        assert!(!verify_ycloud(b"whsec", b"1749416385", b"{}", &digest));
+        assert!(!verify_ycloud(b"other", raw, b"{}", &digest));
+        assert!(parse_ycloud_header(b"t=1,s=zz").is_none());
+        assert!(parse_ycloud_header(b"s=00").is_none());
+        let spaced = format!("s={}, t=5, v=1", "00".repeat(32));
+        assert_eq!(parse_ycloud_header(spaced.as_bytes()).map(|p| p.0), Some(5));
     }
 
     #[test]

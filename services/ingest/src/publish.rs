@@ -2,9 +2,9 @@
 
 use bytes::Bytes;
 use faro_proto::{
-    conversations::v1::StoredMessage,
+    conversations::v1::{StoreEventsResponse, StoredMessage},
     redis_keys::events_channel,
-    stream::v1::{Event, MessageCreated, event::Kind},
+    stream::v1::{Event, MessageCreated, MessageUpdated, event::Kind},
     to_timestamp,
 };
 use fred::{clients::Client, interfaces::PubsubInterface};
@@ -12,20 +12,41 @@ use prost::Message;
 
 use crate::queue::Keys;
 
-pub(crate) fn message_event(stored: StoredMessage) -> Option<Event> {
+fn event(stored: StoredMessage, created: bool) -> Option<Event> {
     let message = stored.message?;
+    let (tenant_id, location_id) = (message.tenant_id.clone(), message.location_id.clone());
+    let kind = if created {
+        Kind::MessageCreated(MessageCreated {
+            message: Some(message),
+            conversation: stored.conversation,
+        })
+    } else {
+        Kind::MessageUpdated(MessageUpdated {
+            message: Some(message),
+            conversation: stored.conversation,
+        })
+    };
     Some(Event {
         id: uuid::Uuid::now_v7().to_string(),
-        tenant_id: message.tenant_id.clone(),
-        location_id: message.location_id.clone(),
+        tenant_id,
+        location_id,
         published_at: Some(to_timestamp(chrono::Utc::now())),
         offset: 0,
         epoch: String::new(),
-        kind: Some(Kind::MessageCreated(MessageCreated {
-            message: Some(message),
-            conversation: stored.conversation,
-        })),
+        kind: Some(kind),
     })
+}
+
+/// What agents must hear about: new messages (all of them again for a
+/// redelivered job) and every message whose state changed.
+pub(crate) fn events_of(outcome: StoreEventsResponse, redelivered: bool) -> Vec<Event> {
+    let created = outcome
+        .stored
+        .into_iter()
+        .filter(|s| s.inserted || redelivered)
+        .filter_map(|s| event(s, true));
+    let updated = outcome.updated.into_iter().filter_map(|s| event(s, false));
+    created.chain(updated).collect()
 }
 
 /// Publishes every event; fails if any publish fails, so the caller does not ack.

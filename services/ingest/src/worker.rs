@@ -7,7 +7,7 @@ use std::{
 };
 
 use faro_proto::{
-    conversations::v1::{InboundMessage, StoreInboundRequest, StoredMessage},
+    conversations::v1::{ChannelEvent, StoreEventsRequest, StoreEventsResponse},
     from_timestamp,
     ingest::v1::Provider,
 };
@@ -17,7 +17,7 @@ use tonic::Code;
 
 use crate::{
     ConversationsClient, parse,
-    publish::{message_event, publish_all},
+    publish::{events_of, publish_all},
     queue::{self, Entry, Keys},
 };
 
@@ -39,7 +39,7 @@ pub(crate) struct Worker {
 /// A decoded, parsed job awaiting storage.
 struct Ready {
     id: String,
-    messages: Vec<InboundMessage>,
+    events: Vec<ChannelEvent>,
 }
 
 enum StoreError {
@@ -127,13 +127,13 @@ impl Worker {
                 Err((id, job, error)) => self.dead_letter(&id, job.as_ref(), &error).await,
             }
         }
-        let all: Vec<InboundMessage> = ready.iter().flat_map(|r| r.messages.clone()).collect();
+        let all: Vec<ChannelEvent> = ready.iter().flat_map(|r| r.events.clone()).collect();
         match self.store_with_retry(all, stop).await {
             Ok(stored) => self.publish_and_ack(&ready, stored, redelivered).await,
             Err(StoreError::Rejected(_)) if ready.len() > 1 => {
                 // Find the job at fault rather than failing its neighbours.
                 for r in &ready {
-                    match self.store_with_retry(r.messages.clone(), stop).await {
+                    match self.store_with_retry(r.events.clone(), stop).await {
                         Ok(stored) => {
                             self.publish_and_ack(std::slice::from_ref(r), stored, redelivered)
                                 .await;
@@ -168,16 +168,21 @@ impl Worker {
             return Err((id, Some(job), "job has no submission".into()));
         };
         let provider = Provider::try_from(sub.provider).unwrap_or(Provider::Unspecified);
-        let received_at = from_timestamp(sub.received_at.as_ref()).unwrap_or_else(chrono::Utc::now);
-        match parse::parse(provider, &sub.payload, &sub.routes, received_at) {
+        let ctx = parse::Context {
+            routes: &sub.routes,
+            meta_app_id: &sub.meta_app_id,
+            received_at: from_timestamp(sub.received_at.as_ref()).unwrap_or_else(chrono::Utc::now),
+        };
+        match parse::parse(provider, &sub.payload, &ctx) {
             Ok(parsed) => {
                 if parsed.untrusted > 0 {
                     tracing::warn!(job = %id, count = parsed.untrusted,
                         "ignored events for accounts not verified with this payload");
                 }
+                tracing::debug!(job = %id, events = parsed.events.len(), ignored = parsed.ignored, "job parsed");
                 Ok(Ready {
                     id,
-                    messages: parsed.messages,
+                    events: parsed.events,
                 })
             }
             Err(e) => {
@@ -189,20 +194,22 @@ impl Worker {
 
     async fn store_with_retry(
         &mut self,
-        messages: Vec<InboundMessage>,
+        events: Vec<ChannelEvent>,
         stop: &CancellationToken,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        let mut stored = Vec::with_capacity(messages.len());
-        for chunk in messages.chunks(STORE_CHUNK) {
+    ) -> Result<StoreEventsResponse, StoreError> {
+        let mut all = StoreEventsResponse::default();
+        for chunk in events.chunks(STORE_CHUNK) {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let request = StoreInboundRequest {
-                    messages: chunk.to_vec(),
+                let request = StoreEventsRequest {
+                    events: chunk.to_vec(),
                 };
-                match self.conversations.store_inbound(request).await {
+                match self.conversations.store_events(request).await {
                     Ok(r) => {
-                        stored.extend(r.into_inner().stored);
+                        let r = r.into_inner();
+                        all.stored.extend(r.stored);
+                        all.updated.extend(r.updated);
                         break;
                     }
                     Err(s) if matches!(s.code(), Code::InvalidArgument | Code::AlreadyExists) => {
@@ -218,17 +225,18 @@ impl Worker {
                 }
             }
         }
-        Ok(stored)
+        Ok(all)
     }
 
-    async fn publish_and_ack(&self, jobs: &[Ready], stored: Vec<StoredMessage>, redelivered: bool) {
+    async fn publish_and_ack(
+        &self,
+        jobs: &[Ready],
+        outcome: StoreEventsResponse,
+        redelivered: bool,
+    ) {
         // A redelivered job may have been stored but not announced before its
         // worker died: announce everything again (clients dedupe by message id).
-        let events = stored
-            .into_iter()
-            .filter(|s| s.inserted || redelivered)
-            .filter_map(message_event)
-            .collect();
+        let events = events_of(outcome, redelivered);
         if let Err(e) = publish_all(&self.publisher, &self.keys, events).await {
             tracing::warn!(error = %e, "publish failed; jobs stay pending");
             return;

@@ -1,250 +1,356 @@
 //! WhatsApp Cloud API webhooks (`object: whatsapp_business_account`).
 //!
-//! Walks every entry, every change and every message: Meta batches, and peers
-//! that read only `entry[0].changes[0].messages[0]` lose the rest.
+//! Every entry, change, message and status is walked: Meta batches, and peers
+//! that read only `entry[0].changes[0].messages[0]` lose the rest. The message
+//! body rules are shared with YCloud, whose inbound messages mirror Meta's.
 
 use chrono::{DateTime, Utc};
 use faro_proto::{
-    conversations::v1::{Channel, Direction, InboundMessage},
+    conversations::v1::{
+        Channel, DeliveryStatus, Direction, InboundMessage, MediaRef, MessageDeletion, MessageEdit,
+        Reaction, StatusUpdate, channel_event::Kind,
+    },
     ingest::v1::Route,
     to_timestamp,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ParseError, Parsed, synthetic_id, unix_seconds};
+use super::{
+    Context, ParseError, Parsed, raw, scope, str_at, string_at, synthetic_id, unix_seconds,
+};
 
-#[derive(Deserialize)]
-struct Envelope {
-    object: String,
-    #[serde(default)]
-    entry: Vec<Entry>,
+/// The readable part of a message: what an agent sees before opening it.
+pub(crate) struct Body {
+    pub message_type: String,
+    pub text: String,
+    pub media: Vec<MediaRef>,
+    pub reply_to: String,
+    pub forwarded: bool,
+    pub referral: String,
 }
 
-#[derive(Deserialize)]
-struct Entry {
-    #[serde(default)]
-    id: Value,
-    #[serde(default)]
-    changes: Vec<Change>,
+fn media_ref(kind: &str, o: &Value) -> MediaRef {
+    let voice = kind == "audio" && o.get("voice").and_then(Value::as_bool) == Some(true);
+    MediaRef {
+        kind: if voice { "voice".into() } else { kind.into() },
+        id: string_at(o, "/id"),
+        mime_type: string_at(o, "/mime_type"),
+        sha256: string_at(o, "/sha256"),
+        caption: string_at(o, "/caption"),
+        filename: string_at(o, "/filename"),
+        url: str_at(o, "/url")
+            .or_else(|| str_at(o, "/link"))
+            .unwrap_or_default()
+            .to_owned(),
+    }
 }
 
-#[derive(Deserialize)]
-struct Change {
-    #[serde(default)]
-    field: String,
-    #[serde(default)]
-    value: Value,
+fn location_text(l: &Value) -> String {
+    let named: Vec<&str> = [str_at(l, "/name"), str_at(l, "/address")]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !named.is_empty() {
+        return named.join(", ");
+    }
+    match (l.get("latitude"), l.get("longitude")) {
+        (Some(lat), Some(lon)) => format!("{lat}, {lon}"),
+        _ => String::new(),
+    }
 }
 
-fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer).and_then(Value::as_str)
+fn contacts_text(cs: Option<&Value>) -> String {
+    cs.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| str_at(c, "/name/formatted_name"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// The message text an agent reads first: the body of a text, a caption otherwise.
-fn text_of(kind: &str, m: &Value) -> String {
-    let pointer = match kind {
-        "text" => "/text/body",
-        "image" | "video" | "document" => {
-            return str_at(m, &format!("/{kind}/caption"))
-                .unwrap_or_default()
-                .to_owned();
+/// Types this version understands; anything else is kept as `unsupported`.
+const KNOWN: &[&str] = &[
+    "text",
+    "image",
+    "audio",
+    "video",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "interactive",
+    "button",
+    "order",
+    "system",
+    "unsupported",
+];
+
+pub(crate) fn body(m: &Value) -> Body {
+    let kind = str_at(m, "/type").unwrap_or("unsupported");
+    let inner = m.get(kind).unwrap_or(&Value::Null);
+    let mut media = Vec::new();
+    let text = match kind {
+        "text" => string_at(inner, "/body"),
+        "image" | "video" | "document" | "sticker" | "audio" => {
+            media.push(media_ref(kind, inner));
+            string_at(inner, "/caption")
         }
-        _ => return String::new(),
+        "location" => location_text(inner),
+        "contacts" => contacts_text(m.get("contacts")),
+        "interactive" => str_at(inner, "/button_reply/title")
+            .or_else(|| str_at(inner, "/list_reply/title"))
+            .or_else(|| str_at(inner, "/nfm_reply/body"))
+            .unwrap_or_default()
+            .to_owned(),
+        "button" => string_at(inner, "/text"),
+        "order" => string_at(inner, "/text"),
+        "system" => string_at(inner, "/body"),
+        _ => String::new(),
     };
-    str_at(m, pointer).unwrap_or_default().to_owned()
+    let forwarded = ["/context/forwarded", "/context/frequently_forwarded"]
+        .iter()
+        .any(|p| m.pointer(p).and_then(Value::as_bool) == Some(true));
+    Body {
+        message_type: if KNOWN.contains(&kind) {
+            kind
+        } else {
+            "unsupported"
+        }
+        .to_owned(),
+        text,
+        media,
+        reply_to: string_at(m, "/context/id"),
+        forwarded,
+        referral: raw(m.get("referral")),
+    }
 }
 
-pub fn parse(
-    payload: &[u8],
-    routes: &[Route],
-    received_at: DateTime<Utc>,
-) -> Result<Parsed, ParseError> {
-    let envelope: Envelope =
-        serde_json::from_slice(payload).map_err(|e| ParseError::Malformed(e.to_string()))?;
-    if envelope.object != "whatsapp_business_account" {
+/// Who the message is with, from the business's point of view.
+pub(crate) struct Party<'a> {
+    pub customer: &'a str,
+    pub customer_name: &'a str,
+    pub customer_user_id: &'a str,
+    pub business: &'a str,
+    pub direction: Direction,
+}
+
+/// Turns one message object into its event: a message, or a reaction, edit or
+/// revoke aimed at another message.
+pub(crate) fn message_event(
+    m: &Value,
+    route: &Route,
+    party: &Party<'_>,
+    timestamp: DateTime<Utc>,
+    metadata: Value,
+    out: &mut Parsed,
+) {
+    let ts = Some(to_timestamp(timestamp));
+    match str_at(m, "/type") {
+        Some("reaction") => {
+            if let Some(target) = str_at(m, "/reaction/message_id") {
+                let reactor = match party.direction {
+                    Direction::Outbound => party.business,
+                    _ => party.customer,
+                };
+                out.push(Kind::Reaction(Reaction {
+                    scope: scope(route),
+                    target_channel_message_id: target.to_owned(),
+                    reactor_id: reactor.to_owned(),
+                    emoji: string_at(m, "/reaction/emoji"),
+                    timestamp: ts,
+                }));
+                return;
+            }
+        }
+        Some("edit") => {
+            if let Some(target) = str_at(m, "/edit/original_message_id") {
+                let edited = m.pointer("/edit/message").map(body);
+                out.push(Kind::Edit(MessageEdit {
+                    scope: scope(route),
+                    target_channel_message_id: target.to_owned(),
+                    text: edited.map(|b| b.text).unwrap_or_default(),
+                    timestamp: ts,
+                }));
+                return;
+            }
+        }
+        Some("revoke") => {
+            if let Some(target) = str_at(m, "/revoke/original_message_id") {
+                out.push(Kind::Deletion(MessageDeletion {
+                    scope: scope(route),
+                    target_channel_message_id: target.to_owned(),
+                    timestamp: ts,
+                }));
+                return;
+            }
+        }
+        _ => {}
+    }
+    // Everything else, including a reaction/edit/revoke missing its target, is a message.
+    let b = body(m);
+    let (sender, recipient) = match party.direction {
+        Direction::Outbound => (party.business, party.customer),
+        _ => (party.customer, party.business),
+    };
+    out.push(Kind::Message(InboundMessage {
+        tenant_id: route.tenant_id.clone(),
+        location_id: route.location_id.clone(),
+        channel_account_id: route.channel_account_id.clone(),
+        channel: Channel::Whatsapp.into(),
+        customer_id: party.customer.to_owned(),
+        customer_name: party.customer_name.to_owned(),
+        customer_phone: party.customer.to_owned(),
+        channel_message_id: str_at(m, "/id").map_or_else(|| synthetic_id(m), str::to_owned),
+        message_type: b.message_type,
+        text: b.text,
+        direction: party.direction.into(),
+        sender_id: sender.to_owned(),
+        recipient_id: recipient.to_owned(),
+        timestamp: ts,
+        media_urls: b
+            .media
+            .iter()
+            .map(|m| m.url.clone())
+            .filter(|u| !u.is_empty())
+            .collect(),
+        metadata_json: metadata.to_string(),
+        reply_to_channel_message_id: b.reply_to,
+        media: b.media,
+        referral_json: b.referral,
+        customer_user_id: party.customer_user_id.to_owned(),
+        forwarded: b.forwarded,
+    }));
+}
+
+pub(crate) fn delivery_status(s: &str) -> Option<DeliveryStatus> {
+    Some(match s {
+        "sent" => DeliveryStatus::Sent,
+        "delivered" => DeliveryStatus::Delivered,
+        "read" => DeliveryStatus::Read,
+        "played" => DeliveryStatus::Played,
+        "failed" => DeliveryStatus::Failed,
+        _ => return None,
+    })
+}
+
+pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
+    let object = str_at(root, "/object").unwrap_or_default();
+    if object != "whatsapp_business_account" {
         return Err(ParseError::Envelope(format!(
-            "object is {:?}, expected \"whatsapp_business_account\"",
-            envelope.object
+            "object is {object:?}, expected \"whatsapp_business_account\""
         )));
     }
     let mut out = Parsed::default();
-    for entry in &envelope.entry {
-        for change in entry.changes.iter().filter(|c| c.field == "messages") {
-            parse_change(&entry.id, &change.value, routes, received_at, &mut out);
+    for entry in root
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let waba = entry.get("id").cloned().unwrap_or(Value::Null);
+        for change in entry
+            .get("changes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let value = change.get("value").unwrap_or(&Value::Null);
+            match str_at(change, "/field") {
+                Some("messages") => {
+                    messages(&waba, value, "messages", Direction::Inbound, ctx, &mut out)
+                }
+                Some("smb_message_echoes") => {
+                    messages(
+                        &waba,
+                        value,
+                        "message_echoes",
+                        Direction::Outbound,
+                        ctx,
+                        &mut out,
+                    );
+                }
+                _ => out.ignored += 1,
+            }
         }
     }
     Ok(out)
 }
 
-fn parse_change(
-    waba_id: &Value,
-    value: &Value,
-    routes: &[Route],
-    received_at: DateTime<Utc>,
-    out: &mut Parsed,
-) {
-    let messages = value.get("messages").and_then(Value::as_array);
-    let statuses = value.get("statuses").and_then(Value::as_array);
-    let count = messages.map_or(0, Vec::len);
-    out.skipped += statuses.map_or(0, Vec::len);
-    let Some(phone_number_id) = str_at(value, "/metadata/phone_number_id") else {
-        out.untrusted += count;
-        return;
-    };
-    let Some(route) = routes
-        .iter()
-        .find(|r| r.external_account_id == phone_number_id)
-    else {
-        out.untrusted += count;
-        return;
-    };
-    let business_number =
-        str_at(value, "/metadata/display_phone_number").unwrap_or(phone_number_id);
-    let contacts = value.get("contacts").and_then(Value::as_array);
-    for m in messages.into_iter().flatten() {
-        let from = str_at(m, "/from").unwrap_or_default();
-        let contact = contacts.and_then(|cs| {
-            cs.iter()
-                .find(|c| str_at(c, "/wa_id") == Some(from))
-                .or_else(|| (cs.len() == 1).then(|| &cs[0]))
-        });
-        let customer = if from.is_empty() {
-            contact
-                .and_then(|c| str_at(c, "/wa_id"))
-                .unwrap_or("unknown")
-        } else {
-            from
-        };
-        let kind = str_at(m, "/type").unwrap_or("unsupported");
-        let id = str_at(m, "/id").map_or_else(|| synthetic_id(m), str::to_owned);
-        let timestamp = unix_seconds(m.get("timestamp")).unwrap_or(received_at);
-        out.messages.push(InboundMessage {
-            tenant_id: route.tenant_id.clone(),
-            location_id: route.location_id.clone(),
-            channel_account_id: route.channel_account_id.clone(),
-            channel: Channel::Whatsapp.into(),
-            customer_id: customer.to_owned(),
-            customer_name: contact
-                .and_then(|c| str_at(c, "/profile/name"))
-                .unwrap_or_default()
-                .to_owned(),
-            customer_phone: customer.to_owned(),
-            channel_message_id: id,
-            message_type: kind.to_owned(),
-            text: text_of(kind, m),
-            direction: Direction::Inbound.into(),
-            sender_id: customer.to_owned(),
-            recipient_id: business_number.to_owned(),
-            timestamp: Some(to_timestamp(timestamp)),
-            media_urls: Vec::new(),
-            metadata_json: json!({
-                "provider": "whatsapp_cloud",
-                "waba_id": waba_id,
-                "phone_number_id": phone_number_id,
-                "contact": contact,
-                "event": m,
-            })
-            .to_string(),
-        });
-    }
+fn items<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn route(id: &str) -> Route {
-        Route {
-            external_account_id: id.into(),
-            tenant_id: "t".into(),
-            location_id: "l".into(),
-            channel_account_id: "c".into(),
-            channel: Channel::Whatsapp.into(),
-        }
-    }
-
-    #[test]
-    fn every_message_of_every_change_of_every_entry() {
-        let body = json!({"object": "whatsapp_business_account", "entry": [
-            {"id": "W1", "changes": [{"field": "messages", "value": {
-                "metadata": {"phone_number_id": "P1", "display_phone_number": "15550001"},
-                "contacts": [{"wa_id": "111", "profile": {"name": "Ana"}}, {"wa_id": "222"}],
-                "messages": [
-                    {"from": "111", "id": "m1", "timestamp": "1700000000", "type": "text", "text": {"body": "hola 👋"}},
-                    {"from": "222", "id": "m2", "timestamp": "1700000001", "type": "sticker", "sticker": {}}
-                ]}}]},
-            {"id": "W2", "changes": [{"field": "messages", "value": {
-                "metadata": {"phone_number_id": "P2"},
-                "messages": [{"from": "333", "id": "m3", "timestamp": 1700000002, "type": "text", "text": {"body": "x"}}],
-                "statuses": [{"id": "m0", "status": "read"}]}}]},
-            {"id": "W3", "changes": [{"field": "messages", "value": {
-                "metadata": {"phone_number_id": "NOT-OURS"},
-                "messages": [{"from": "9", "id": "m9", "type": "text", "text": {"body": "spoof"}}]}}]}
-        ]});
-        let parsed = parse(
-            body.to_string().as_bytes(),
-            &[route("P1"), route("P2")],
-            Utc::now(),
-        )
-        .expect("parses");
-        let ids: Vec<_> = parsed
-            .messages
+fn messages(
+    waba: &Value,
+    value: &Value,
+    key: &str,
+    direction: Direction,
+    ctx: &Context<'_>,
+    out: &mut Parsed,
+) {
+    let messages = items(value, key);
+    let statuses = items(value, "statuses");
+    let phone_number_id = str_at(value, "/metadata/phone_number_id").unwrap_or_default();
+    let Some(route) = ctx.route(phone_number_id) else {
+        out.untrusted += messages.len() + statuses.len();
+        return;
+    };
+    let business = str_at(value, "/metadata/display_phone_number").unwrap_or(phone_number_id);
+    let contacts = items(value, "contacts");
+    for m in messages {
+        let customer = match direction {
+            Direction::Outbound => str_at(m, "/to"),
+            _ => str_at(m, "/from"),
+        };
+        let contact = contacts
             .iter()
-            .map(|m| m.channel_message_id.as_str())
-            .collect();
-        assert_eq!(ids, ["m1", "m2", "m3"]);
-        assert_eq!(parsed.messages[0].text, "hola 👋");
-        assert_eq!(parsed.messages[0].customer_name, "Ana");
-        assert_eq!(parsed.messages[1].message_type, "sticker");
-        assert_eq!(parsed.messages[1].text, "");
-        assert_eq!(
-            parsed.messages[2].timestamp.as_ref().map(|t| t.seconds),
-            Some(1_700_000_002)
-        );
-        assert_eq!((parsed.skipped, parsed.untrusted), (1, 1));
+            .find(|c| customer.is_some() && str_at(c, "/wa_id") == customer)
+            .or_else(|| (contacts.len() == 1).then(|| &contacts[0]));
+        let customer = customer
+            .or_else(|| contact.and_then(|c| str_at(c, "/wa_id")))
+            .unwrap_or("unknown");
+        let party = Party {
+            customer,
+            customer_name: contact
+                .and_then(|c| str_at(c, "/profile/name"))
+                .unwrap_or_default(),
+            customer_user_id: contact
+                .and_then(|c| str_at(c, "/user_id"))
+                .unwrap_or_default(),
+            business,
+            direction,
+        };
+        let timestamp = unix_seconds(m.get("timestamp")).unwrap_or(ctx.received_at);
+        let metadata = json!({
+            "provider": "whatsapp_cloud",
+            "waba_id": waba,
+            "phone_number_id": phone_number_id,
+            "contact": contact,
+            "event": m,
+        });
+        message_event(m, route, &party, timestamp, metadata, out);
     }
-
-    #[test]
-    fn tolerates_missing_parts() {
-        let body = json!({"object": "whatsapp_business_account", "entry": [
-            {"changes": [{"field": "messages", "value": {"metadata": {"phone_number_id": "P1"},
-                "messages": [{"type": "mystery"}, 42, {"id": "x", "timestamp": "garbage"}]}}]},
-            {"changes": [{"field": "account_update", "value": {}}]},
-            {}
-        ]});
-        let now = Utc::now();
-        let parsed = parse(body.to_string().as_bytes(), &[route("P1")], now).expect("parses");
-        assert_eq!(parsed.messages.len(), 3);
-        assert!(
-            parsed.messages[0]
-                .channel_message_id
-                .starts_with("faro-sha256-")
-        );
-        assert_eq!(parsed.messages[0].customer_id, "unknown");
-        assert_eq!(
-            parsed.messages[2].timestamp.as_ref().map(|t| t.seconds),
-            Some(now.timestamp())
-        );
-    }
-
-    #[test]
-    fn rejects_what_is_not_a_whatsapp_envelope() {
-        assert!(matches!(
-            parse(b"nope", &[], Utc::now()),
-            Err(ParseError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse(br#"{"object":"page","entry":[]}"#, &[], Utc::now()),
-            Err(ParseError::Envelope(_))
-        ));
-        assert!(
-            parse(
-                br#"{"object":"whatsapp_business_account","entry":"x"}"#,
-                &[],
-                Utc::now()
-            )
-            .is_err()
-        );
+    for s in statuses {
+        let Some(status) = str_at(s, "/status").and_then(delivery_status) else {
+            out.ignored += 1;
+            continue;
+        };
+        let Some(id) = str_at(s, "/id") else {
+            out.ignored += 1;
+            continue;
+        };
+        out.push(Kind::Status(StatusUpdate {
+            scope: scope(route),
+            channel_message_id: id.to_owned(),
+            status: status.into(),
+            timestamp: Some(to_timestamp(
+                unix_seconds(s.get("timestamp")).unwrap_or(ctx.received_at),
+            )),
+            error_json: raw(s.get("errors")),
+            metadata_json: s.to_string(),
+        }));
     }
 }

@@ -1,6 +1,7 @@
-//! Meta webhooks: the subscription handshake and signed deliveries.
+//! Webhooks: Meta's subscription handshake and signed deliveries for
+//! WhatsApp, Messenger and Instagram, and YCloud's signed deliveries.
 
-use std::collections::BTreeSet;
+mod accounts;
 
 use bytes::Bytes;
 use faro_proto::{
@@ -11,7 +12,6 @@ use faro_proto::{
 use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
@@ -25,19 +25,98 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Platform {
     WhatsApp,
+    Messenger,
+    Instagram,
+    /// A WhatsApp BSP with its own envelope and signature.
+    YCloud,
 }
 
+/// YCloud signs its timestamp; older deliveries are refused as replays. Meta
+/// signs no timestamp and retries for days, so no such rule applies to it.
+const YCLOUD_TOLERANCE_SECS: i64 = 300;
+
 impl Platform {
+    pub(crate) fn from_path(segment: &str) -> Option<Self> {
+        Some(match segment {
+            "whatsapp" => Self::WhatsApp,
+            "facebook" | "messenger" => Self::Messenger,
+            "instagram" => Self::Instagram,
+            "ycloud" => Self::YCloud,
+            _ => return None,
+        })
+    }
+
     fn channel(self) -> faro_proto::conversations::v1::Channel {
+        use faro_proto::conversations::v1::Channel;
         match self {
-            Self::WhatsApp => faro_proto::conversations::v1::Channel::Whatsapp,
+            Self::WhatsApp | Self::YCloud => Channel::Whatsapp,
+            Self::Messenger => Channel::FacebookMessenger,
+            Self::Instagram => Channel::InstagramDm,
         }
     }
 
     fn provider(self) -> Provider {
         match self {
             Self::WhatsApp => Provider::WhatsappCloud,
+            Self::Messenger => Provider::Messenger,
+            Self::Instagram => Provider::Instagram,
+            Self::YCloud => Provider::Ycloud,
         }
+    }
+
+    /// Meta's platforms have the `hub.challenge` handshake; YCloud does not.
+    pub(crate) fn has_handshake(self) -> bool {
+        self != Self::YCloud
+    }
+}
+
+/// A signature as presented, before the secret is known.
+enum Presented<'a> {
+    Meta([u8; 32]),
+    YCloud { digest: [u8; 32], t_raw: &'a [u8] },
+}
+
+impl Presented<'_> {
+    fn verifies(&self, secret: &[u8], body: &[u8]) -> bool {
+        match self {
+            Self::Meta(digest) => signature::verify(secret, body, digest),
+            Self::YCloud { digest, t_raw } => signature::verify_ycloud(secret, t_raw, body, digest),
+        }
+    }
+}
+
+fn presented_signature<'a>(
+    platform: Platform,
+    headers: &'a HeaderMap,
+    now: i64,
+) -> Result<Presented<'a>, ApiError> {
+    let (name, format) = match platform {
+        Platform::YCloud => ("YCloud-Signature", "t=<unix seconds>,s=<64 hex digits>"),
+        _ => ("X-Hub-Signature-256", "sha256=<64 hex digits>"),
+    };
+    let Some(value) = headers.get(name) else {
+        return Err(ApiError::unauthorized(
+            "missing_signature",
+            format!("{name} is required"),
+        ));
+    };
+    let malformed =
+        || ApiError::unauthorized("invalid_signature", format!("{name} must be {format}"));
+    match platform {
+        Platform::YCloud => {
+            let (t, digest, t_raw) =
+                signature::parse_ycloud_header(value.as_bytes()).ok_or_else(malformed)?;
+            if (now - t).abs() > YCLOUD_TOLERANCE_SECS {
+                return Err(ApiError::unauthorized(
+                    "stale_signature",
+                    format!("the signed timestamp is more than {YCLOUD_TOLERANCE_SECS} s from now"),
+                ));
+            }
+            Ok(Presented::YCloud { digest, t_raw })
+        }
+        _ => Ok(Presented::Meta(
+            signature::parse_header(value.as_bytes()).ok_or_else(malformed)?,
+        )),
     }
 }
 
@@ -50,6 +129,13 @@ pub(crate) async fn handshake(
     platform: Platform,
     query: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
+    if !platform.has_handshake() {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this webhook has no verification handshake; allowed: POST",
+        ));
+    }
     let (mut mode, mut token, mut challenge) = (None, None, None);
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
@@ -135,68 +221,12 @@ async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<
     }
 }
 
-/// Just enough of the WhatsApp envelope to route it. Untrusted until verified.
-#[derive(Deserialize)]
-struct RoutingEnvelope {
-    #[serde(default)]
-    entry: Vec<RoutingEntry>,
-}
-
-#[derive(Deserialize)]
-struct RoutingEntry {
-    #[serde(default)]
-    changes: Vec<RoutingChange>,
-}
-
-#[derive(Deserialize)]
-struct RoutingChange {
-    #[serde(default)]
-    value: Option<RoutingValue>,
-}
-
-#[derive(Deserialize)]
-struct RoutingValue {
-    #[serde(default)]
-    metadata: Option<RoutingMetadata>,
-}
-
-#[derive(Deserialize)]
-struct RoutingMetadata {
-    #[serde(default)]
-    phone_number_id: Option<String>,
-}
-
-const MAX_ACCOUNTS_PER_POST: usize = 1000;
-
-fn account_ids(body: &[u8]) -> Result<BTreeSet<String>, ApiError> {
-    let envelope: RoutingEnvelope = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!("the body is not a webhook JSON object: {e}"),
-        )
-    })?;
-    let ids: BTreeSet<String> = envelope
-        .entry
-        .into_iter()
-        .flat_map(|e| e.changes)
-        .filter_map(|c| c.value?.metadata?.phone_number_id)
-        .filter(|id| !id.is_empty() && id.len() <= 100)
-        .collect();
-    if ids.len() > MAX_ACCOUNTS_PER_POST {
-        return Err(ApiError::bad_request(
-            "too_many_accounts",
-            "the body names too many accounts",
-        ));
-    }
-    Ok(ids)
-}
-
 /// The routes of the one app whose secret verifies the body; accounts of other
 /// apps named in the same body are not trusted.
 fn verified_routes(
     routes: Vec<ChannelRoute>,
     body: &[u8],
-    digest: &[u8; 32],
+    presented: &Presented<'_>,
 ) -> Option<Vec<ChannelRoute>> {
     let mut apps: Vec<&str> = routes.iter().map(|r| r.app_id.as_str()).collect();
     apps.sort_unstable();
@@ -205,7 +235,7 @@ fn verified_routes(
         routes
             .iter()
             .find(|r| r.app_id == *app)
-            .is_some_and(|r| signature::verify(r.app_secret.as_bytes(), body, digest))
+            .is_some_and(|r| presented.verifies(r.app_secret.as_bytes(), body))
     })?;
     let app = app.to_owned();
     Some(routes.into_iter().filter(|r| r.app_id == app).collect())
@@ -219,22 +249,9 @@ pub(crate) async fn deliver(
     body: Incoming,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let received_at = chrono::Utc::now();
-    let digest = match headers.get("x-hub-signature-256") {
-        None => {
-            return Err(ApiError::unauthorized(
-                "missing_signature",
-                "X-Hub-Signature-256 is required",
-            ));
-        }
-        Some(v) => signature::parse_header(v.as_bytes()).ok_or_else(|| {
-            ApiError::unauthorized(
-                "invalid_signature",
-                "X-Hub-Signature-256 must be sha256=<64 hex digits>",
-            )
-        })?,
-    };
+    let presented = presented_signature(platform, headers, received_at.timestamp())?;
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
-    let ids = account_ids(&body)?;
+    let ids = accounts::account_ids(platform, &body)?;
     let unknown = || {
         ApiError::unauthorized(
             "unknown_account",
@@ -258,11 +275,8 @@ pub(crate) async fn deliver(
     if routes.is_empty() {
         return Err(unknown());
     }
-    let routes = verified_routes(routes, &body, &digest).ok_or_else(|| {
-        ApiError::unauthorized(
-            "invalid_signature",
-            "X-Hub-Signature-256 does not match the body",
-        )
+    let routes = verified_routes(routes, &body, &presented).ok_or_else(|| {
+        ApiError::unauthorized("invalid_signature", "the signature does not match the body")
     })?;
     let (app_id, meta_app_id) = (routes[0].app_id.clone(), routes[0].meta_app_id.clone());
     let routes = routes
@@ -321,38 +335,40 @@ mod tests {
         let body = br#"{"entry":[]}"#;
         let digest =
             signature::parse_header(signature::sign(b"s2", body).as_bytes()).expect("header");
+        let presented = Presented::Meta(digest);
         let routes = vec![
             route("a1", "s1", "p1"),
             route("a2", "s2", "p2"),
             route("a2", "s2", "p3"),
         ];
-        let trusted = verified_routes(routes, body, &digest).expect("a2 signed it");
+        let trusted = verified_routes(routes, body, &presented).expect("a2 signed it");
         let accounts: Vec<_> = trusted
             .iter()
             .map(|r| r.external_account_id.as_str())
             .collect();
         assert_eq!(accounts, ["p2", "p3"]);
-        assert!(verified_routes(vec![route("a1", "s1", "p1")], body, &digest).is_none());
+        assert!(verified_routes(vec![route("a1", "s1", "p1")], body, &presented).is_none());
     }
 
     #[test]
-    fn finds_every_account_and_refuses_non_json() {
-        let body = br#"{"entry":[{"changes":[{"value":{"metadata":{"phone_number_id":"1"}}},{"value":{}}]},
-                       {"changes":[{"value":{"metadata":{"phone_number_id":"2"}}}]},{}]}"#;
-        assert_eq!(
-            account_ids(body)
-                .expect("json")
-                .into_iter()
-                .collect::<Vec<_>>(),
-            ["1", "2"]
-        );
-        assert_eq!(
-            account_ids(b"<xml/>").expect_err("must be refused").status,
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            account_ids(b"[1,2]").expect_err("must be refused").code,
-            "invalid_json"
-        );
+    fn ycloud_timestamps_outside_the_tolerance_are_refused() {
+        let mut headers = HeaderMap::new();
+        let now = 1_800_000_000;
+        for (t, ok) in [
+            (now, true),
+            (now - 299, true),
+            (now - 301, false),
+            (now + 301, false),
+        ] {
+            let v = signature::sign_ycloud(b"s", t, b"{}");
+            headers.insert("ycloud-signature", v.parse().expect("header value"));
+            let r = presented_signature(Platform::YCloud, &headers, now);
+            assert_eq!(r.is_ok(), ok, "t = now {:+}", t - now);
+        }
+        headers.clear();
+        let e = presented_signature(Platform::YCloud, &headers, now)
+            .err()
+            .map(|e| e.code);
+        assert_eq!(e, Some("missing_signature"));
     }
 }

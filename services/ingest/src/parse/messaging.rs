@@ -1,0 +1,339 @@
+//! Messenger (`object: page`) and Instagram (`object: instagram`) webhooks:
+//! `entry[].id` is the Page or Instagram account, `entry[].messaging[]` the
+//! items, timestamps in milliseconds. The two share one format with a few
+//! Instagram-only fields (`is_deleted`, `read.mid`, story replies).
+
+use chrono::{DateTime, Utc};
+use faro_proto::{
+    conversations::v1::{
+        Channel, DeliveryStatus, Direction, EventScope, InboundMessage, MediaRef, MessageDeletion,
+        MessageEdit, Reaction, StatusUpdate, Watermark, channel_event::Kind,
+    },
+    ingest::v1::Route,
+    to_timestamp,
+};
+use serde_json::{Value, json};
+
+use super::{
+    Context, ParseError, Parsed, raw, scope, str_at, string_at, synthetic_id, unix_millis,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Platform {
+    Messenger,
+    Instagram,
+}
+
+impl Platform {
+    fn object(self) -> &'static str {
+        match self {
+            Self::Messenger => "page",
+            Self::Instagram => "instagram",
+        }
+    }
+
+    fn channel(self) -> Channel {
+        match self {
+            Self::Messenger => Channel::FacebookMessenger,
+            Self::Instagram => Channel::InstagramDm,
+        }
+    }
+}
+
+pub fn parse(root: &Value, platform: Platform, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
+    let object = str_at(root, "/object").unwrap_or_default();
+    if object != platform.object() {
+        return Err(ParseError::Envelope(format!(
+            "object is {object:?}, expected {:?}",
+            platform.object()
+        )));
+    }
+    let mut out = Parsed::default();
+    for entry in root
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let items = entry
+            .get("messaging")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        let account = match entry.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => String::new(),
+        };
+        let Some(route) = ctx.route(&account) else {
+            out.untrusted += items.len();
+            continue;
+        };
+        for item in items {
+            item_events(item, &account, route, platform, ctx, &mut out);
+        }
+    }
+    Ok(out)
+}
+
+fn id_at(v: &Value, pointer: &str) -> String {
+    match v.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn item_events(
+    item: &Value,
+    account: &str,
+    route: &Route,
+    platform: Platform,
+    ctx: &Context<'_>,
+    out: &mut Parsed,
+) {
+    let sender = id_at(item, "/sender/id");
+    let recipient = id_at(item, "/recipient/id");
+    let timestamp = unix_millis(item.get("timestamp")).unwrap_or(ctx.received_at);
+    let ts = Some(to_timestamp(timestamp));
+    // The customer is whoever is not the business account.
+    let customer = if sender == account {
+        recipient.clone()
+    } else {
+        sender.clone()
+    };
+
+    if let Some(r) = item.get("reaction")
+        && let Some(target) = str_at(r, "/mid")
+    {
+        let removed = str_at(r, "/action") == Some("unreact");
+        out.push(Kind::Reaction(Reaction {
+            scope: scope(route),
+            target_channel_message_id: target.to_owned(),
+            reactor_id: sender,
+            emoji: if removed {
+                String::new()
+            } else {
+                str_at(r, "/emoji")
+                    .or_else(|| str_at(r, "/reaction"))
+                    .unwrap_or("❤")
+                    .to_owned()
+            },
+            timestamp: ts,
+        }));
+        return;
+    }
+    if let Some(e) = item.get("message_edit")
+        && let Some(target) = str_at(e, "/mid")
+    {
+        out.push(Kind::Edit(MessageEdit {
+            scope: scope(route),
+            target_channel_message_id: target.to_owned(),
+            text: string_at(e, "/text"),
+            timestamp: ts,
+        }));
+        return;
+    }
+    if let Some(d) = item.get("delivery") {
+        for mid in d
+            .get("mids")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            out.push(status(
+                route,
+                mid,
+                DeliveryStatus::Delivered,
+                timestamp,
+                item,
+            ));
+        }
+        if let Some(w) = unix_millis(d.get("watermark")) {
+            out.push(watermark(route, &customer, DeliveryStatus::Delivered, w));
+        }
+        return;
+    }
+    if let Some(r) = item.get("read") {
+        if let Some(mid) = str_at(r, "/mid") {
+            out.push(status(route, mid, DeliveryStatus::Read, timestamp, item));
+        }
+        if let Some(w) = unix_millis(r.get("watermark")) {
+            out.push(watermark(route, &customer, DeliveryStatus::Read, w));
+        }
+        return;
+    }
+    if let Some(m) = item.get("message") {
+        if m.get("is_deleted").and_then(Value::as_bool) == Some(true)
+            && let Some(target) = str_at(m, "/mid")
+        {
+            out.push(Kind::Deletion(MessageDeletion {
+                scope: scope(route),
+                target_channel_message_id: target.to_owned(),
+                timestamp: ts,
+            }));
+            return;
+        }
+        let echo = m.get("is_echo").and_then(Value::as_bool) == Some(true) || sender == account;
+        if echo && !ctx.meta_app_id.is_empty() && id_at(m, "/app_id") == ctx.meta_app_id {
+            // Sent by FARO itself through this app: already in the thread.
+            out.ignored += 1;
+            return;
+        }
+        let direction = if echo {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        };
+        out.push(Kind::Message(message(
+            item, m, route, platform, &customer, direction, timestamp,
+        )));
+        return;
+    }
+    // Postbacks, referrals and anything newer: a message of its kind, never dropped.
+    let kind = ["postback", "referral"]
+        .into_iter()
+        .find(|k| item.get(*k).is_some())
+        .unwrap_or("unsupported");
+    let inner = item.get(kind).unwrap_or(&Value::Null);
+    let id = str_at(inner, "/mid").map_or_else(|| synthetic_id(item), str::to_owned);
+    out.push(Kind::Message(InboundMessage {
+        tenant_id: route.tenant_id.clone(),
+        location_id: route.location_id.clone(),
+        channel_account_id: route.channel_account_id.clone(),
+        channel: platform.channel().into(),
+        customer_id: customer.clone(),
+        channel_message_id: id,
+        message_type: kind.to_owned(),
+        text: string_at(inner, "/title"),
+        direction: Direction::Inbound.into(),
+        sender_id: sender,
+        recipient_id: recipient,
+        timestamp: ts,
+        referral_json: match kind {
+            "postback" => raw(inner.get("referral")),
+            "referral" => inner.to_string(),
+            _ => String::new(),
+        },
+        metadata_json: metadata(platform, item),
+        ..Default::default()
+    }));
+}
+
+fn metadata(platform: Platform, item: &Value) -> String {
+    let provider = match platform {
+        Platform::Messenger => "messenger",
+        Platform::Instagram => "instagram",
+    };
+    json!({"provider": provider, "event": item}).to_string()
+}
+
+fn status(
+    route: &Route,
+    mid: &str,
+    status: DeliveryStatus,
+    at: DateTime<Utc>,
+    item: &Value,
+) -> Kind {
+    Kind::Status(StatusUpdate {
+        scope: scope(route),
+        channel_message_id: mid.to_owned(),
+        status: status.into(),
+        timestamp: Some(to_timestamp(at)),
+        error_json: String::new(),
+        metadata_json: item.to_string(),
+    })
+}
+
+fn watermark(route: &Route, customer: &str, status: DeliveryStatus, at: DateTime<Utc>) -> Kind {
+    Kind::Watermark(Watermark {
+        scope: Some(EventScope {
+            tenant_id: route.tenant_id.clone(),
+            location_id: route.location_id.clone(),
+            channel: route.channel,
+        }),
+        customer_id: customer.to_owned(),
+        status: status.into(),
+        watermark: Some(to_timestamp(at)),
+    })
+}
+
+fn message(
+    item: &Value,
+    m: &Value,
+    route: &Route,
+    platform: Platform,
+    customer: &str,
+    direction: Direction,
+    timestamp: DateTime<Utc>,
+) -> InboundMessage {
+    let attachments = m
+        .get("attachments")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let mut media: Vec<MediaRef> = attachments
+        .iter()
+        .map(|a| MediaRef {
+            kind: string_at(a, "/type"),
+            url: str_at(a, "/payload/url")
+                .or_else(|| str_at(a, "/url"))
+                .unwrap_or_default()
+                .to_owned(),
+            caption: str_at(a, "/title")
+                .or_else(|| str_at(a, "/payload/title"))
+                .unwrap_or_default()
+                .to_owned(),
+            id: id_at(a, "/payload/reel_video_id"),
+            ..Default::default()
+        })
+        .collect();
+    let story = m.pointer("/reply_to/story");
+    if let Some(s) = story {
+        media.push(MediaRef {
+            kind: "story".into(),
+            id: id_at(s, "/id"),
+            url: string_at(s, "/url"),
+            ..Default::default()
+        });
+    }
+    let message_type = if story.is_some() {
+        "story_reply".to_owned()
+    } else if let Some(first) = attachments.first() {
+        str_at(first, "/type").unwrap_or("attachment").to_owned()
+    } else if m.get("quick_reply").is_some() {
+        "quick_reply".to_owned()
+    } else if m.get("text").is_some() {
+        "text".to_owned()
+    } else {
+        "unsupported".to_owned()
+    };
+    let text = str_at(m, "/text")
+        .or_else(|| attachments.first().and_then(|a| str_at(a, "/title")))
+        .unwrap_or_default()
+        .to_owned();
+    let (sender, recipient) = (id_at(item, "/sender/id"), id_at(item, "/recipient/id"));
+    InboundMessage {
+        tenant_id: route.tenant_id.clone(),
+        location_id: route.location_id.clone(),
+        channel_account_id: route.channel_account_id.clone(),
+        channel: platform.channel().into(),
+        customer_id: customer.to_owned(),
+        channel_message_id: str_at(m, "/mid").map_or_else(|| synthetic_id(item), str::to_owned),
+        message_type,
+        text,
+        direction: direction.into(),
+        sender_id: sender,
+        recipient_id: recipient,
+        timestamp: Some(to_timestamp(timestamp)),
+        media_urls: media
+            .iter()
+            .map(|m| m.url.clone())
+            .filter(|u| !u.is_empty())
+            .collect(),
+        metadata_json: metadata(platform, item),
+        reply_to_channel_message_id: string_at(m, "/reply_to/mid"),
+        media,
+        referral_json: raw(m.get("referral")),
+        ..Default::default()
+    }
+}

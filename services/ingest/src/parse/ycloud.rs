@@ -1,0 +1,96 @@
+//! YCloud, a WhatsApp BSP: `{id: "evt_…", type, apiVersion, createTime, …}`.
+//! Inbound messages mirror Meta's message objects, so they go through the
+//! WhatsApp body rules; `whatsapp.message.updated` carries delivery statuses.
+//! Accounts are the business's E.164 number (`to` inbound, `from` outbound).
+
+use faro_proto::{
+    conversations::v1::{Direction, StatusUpdate, channel_event::Kind},
+    to_timestamp,
+};
+use serde_json::{Value, json};
+
+use super::{
+    Context, ParseError, Parsed, rfc3339, scope, str_at,
+    whatsapp::{Party, delivery_status, message_event},
+};
+
+/// WhatsApp ids have no `+`; keep one thread whichever way a number arrives.
+fn wa_id(number: &str) -> &str {
+    number.trim_start_matches('+')
+}
+
+pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
+    let (Some(event_type), Some(event_id)) = (str_at(root, "/type"), str_at(root, "/id")) else {
+        return Err(ParseError::Envelope(
+            "a YCloud event needs `id` and `type`".into(),
+        ));
+    };
+    let mut out = Parsed::default();
+    let created = rfc3339(root.get("createTime")).unwrap_or(ctx.received_at);
+    match event_type {
+        "whatsapp.inbound_message.received" => {
+            let m = root.get("whatsappInboundMessage").unwrap_or(&Value::Null);
+            let business = str_at(m, "/to").unwrap_or_default();
+            let Some(route) = ctx.route(business) else {
+                out.untrusted += 1;
+                return Ok(out);
+            };
+            // Meta's shape, keyed by the WhatsApp message id (what statuses name).
+            let mut normalized = m.clone();
+            if let (Some(obj), Some(wamid)) = (normalized.as_object_mut(), str_at(m, "/wamid")) {
+                obj.insert("id".into(), Value::String(wamid.to_owned()));
+            }
+            let party = Party {
+                customer: wa_id(str_at(m, "/from").unwrap_or("unknown")),
+                customer_name: str_at(m, "/customerProfile/name").unwrap_or_default(),
+                customer_user_id: "",
+                business,
+                direction: Direction::Inbound,
+            };
+            let timestamp = rfc3339(m.get("sendTime")).unwrap_or(created);
+            let metadata = json!({"provider": "ycloud", "event_id": event_id, "event": m});
+            message_event(&normalized, route, &party, timestamp, metadata, &mut out);
+        }
+        "whatsapp.message.updated" => {
+            let m = root.get("whatsappMessage").unwrap_or(&Value::Null);
+            let business = str_at(m, "/from").unwrap_or_default();
+            let Some(route) = ctx.route(business) else {
+                out.untrusted += 1;
+                return Ok(out);
+            };
+            let (Some(status), Some(wamid)) = (
+                str_at(m, "/status").and_then(delivery_status),
+                str_at(m, "/wamid"),
+            ) else {
+                out.ignored += 1;
+                return Ok(out);
+            };
+            let at = match str_at(m, "/status") {
+                Some("delivered") => m.get("deliverTime"),
+                Some("read") => m.get("readTime"),
+                Some("sent") => m.get("sendTime"),
+                _ => None,
+            };
+            let error = match str_at(m, "/status") {
+                Some("failed") => json!({
+                    "code": m.get("errorCode"),
+                    "message": m.get("errorMessage"),
+                    "whatsapp_api_error": m.get("whatsappApiError"),
+                })
+                .to_string(),
+                _ => String::new(),
+            };
+            out.push(Kind::Status(StatusUpdate {
+                scope: scope(route),
+                channel_message_id: wamid.to_owned(),
+                status: status.into(),
+                timestamp: Some(to_timestamp(rfc3339(at).unwrap_or(created))),
+                error_json: error,
+                metadata_json: json!({"provider": "ycloud", "event_id": event_id, "event": m})
+                    .to_string(),
+            }));
+        }
+        _ => out.ignored += 1,
+    }
+    Ok(out)
+}

@@ -299,6 +299,107 @@ impl Cluster {
         }
     }
 
+    /// A tenant with one location and no channels yet: (tenant id, location id).
+    pub async fn bare_tenant(&self, name: &str) -> (String, String) {
+        let mut admin = self.admin().await;
+        let tenant = admin
+            .create_tenant(pb::CreateTenantRequest { name: name.into() })
+            .await
+            .expect("tenant")
+            .into_inner();
+        let location = admin
+            .create_location(pb::CreateLocationRequest {
+                tenant_id: tenant.id.clone(),
+                name: format!("{name} HQ"),
+            })
+            .await
+            .expect("location")
+            .into_inner();
+        (tenant.id, location.id)
+    }
+
+    /// Registers an app (or a BSP endpoint) and returns FARO's id for it.
+    pub async fn app(&self, meta_app_id: &str, secret: &str, verify_token: &str) -> String {
+        self.admin()
+            .await
+            .create_meta_app(pb::CreateMetaAppRequest {
+                meta_app_id: meta_app_id.into(),
+                name: meta_app_id.into(),
+                app_secret: secret.into(),
+                verify_token: verify_token.into(),
+                owner_tenant_id: String::new(),
+            })
+            .await
+            .expect("app")
+            .into_inner()
+            .id
+    }
+
+    pub async fn connect(
+        &self,
+        (tenant, location): &(String, String),
+        channel: Channel,
+        account: &str,
+        app: &str,
+    ) {
+        self.admin()
+            .await
+            .connect_channel(pb::ConnectChannelRequest {
+                tenant_id: tenant.clone(),
+                location_id: location.clone(),
+                channel: channel.into(),
+                external_account_id: account.into(),
+                app_id: app.into(),
+                display_name: String::new(),
+            })
+            .await
+            .expect("channel");
+    }
+
+    /// Posts raw bytes to `/api/v1/webhooks/<platform>` with one extra header.
+    pub async fn post_raw(
+        &self,
+        platform: &str,
+        body: &[u8],
+        header: (&str, &str),
+    ) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .post(self.url(&format!("/api/v1/webhooks/{platform}")))
+            .header("content-type", "application/json")
+            .header(header.0, header.1)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("edge answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Posts a body to a Meta platform's webhook, signed with `secret`.
+    pub async fn post_meta(&self, platform: &str, body: &[u8], secret: &str) -> u16 {
+        let sig = faro_edge::sign_meta_payload(secret.as_bytes(), body);
+        self.post_raw(platform, body, ("x-hub-signature-256", &sig))
+            .await
+            .0
+    }
+
+    /// A stored message as JSON (every column), by its platform id.
+    pub async fn message(&self, channel_message_id: &str) -> serde_json::Value {
+        sqlx::query_scalar::<_, serde_json::Value>(
+            "SELECT to_jsonb(m) || jsonb_build_object('customer_id', c.customer_id,
+                    'customer_name', c.customer_name, 'customer_user_id', c.customer_user_id,
+                    'location_id', c.location_id, 'conversation_channel', c.channel)
+             FROM messages m JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
+             WHERE m.channel_message_id = $1",
+        )
+        .bind(channel_message_id)
+        .fetch_optional(&self.db.owner)
+        .await
+        .expect("query")
+        .unwrap_or_else(|| panic!("message {channel_message_id} is stored"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.edge)
     }
@@ -394,6 +495,14 @@ impl Cluster {
         panic!("ingest did not drain within 30 s");
     }
 
+    /// The id of the only tenant (for tests that created exactly one).
+    pub async fn count_tenant(&self) -> String {
+        sqlx::query_scalar("SELECT id::text FROM tenants")
+            .fetch_one(&self.db.owner)
+            .await
+            .expect("one tenant")
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql)
             .fetch_one(&self.db.owner)
@@ -432,6 +541,12 @@ impl Ws {
             }
         }
     }
+}
+
+/// A fixture's bytes, exactly as a platform would post them.
+pub fn fixture(path: &str) -> Vec<u8> {
+    let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&full).unwrap_or_else(|e| panic!("fixture {full}: {e}"))
 }
 
 /// A WhatsApp Cloud API text message webhook as Meta documents it.

@@ -8,3 +8,4 @@ mod grpcurl;
 mod isolation;
 mod webhook;
 mod websocket;
+mod whatsapp;

@@ -44,7 +44,7 @@ async fn ensure_database(url: &str) -> anyhow::Result<()> {
             .await?;
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+        sqlx::query(&format!("CREATE DATABASE {quoted}"))
             .execute(&mut admin)
             .await?;
         tracing::info!(database = %name, "database created");

@@ -134,6 +134,13 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
     #[arg(long = "drain-ms", env = "FARO_DRAIN_MS", default_value_t = 10_000)]
     pub drain_ms: u64,
+    /// How long the edge caches webhook routes and app secrets (ms); 0 disables.
+    #[arg(
+        long = "route-cache-ms",
+        env = "FARO_ROUTE_CACHE_MS",
+        default_value_t = 30_000
+    )]
+    pub route_cache_ms: u64,
 }
 
 impl ServeArgs {
@@ -148,6 +155,7 @@ impl ServeArgs {
                 .context("the edge needs FARO_JWT_SECRET")?,
             max_body_bytes: self.max_body_bytes,
             drain_ms: self.drain_ms,
+            route_cache_ms: self.route_cache_ms,
         };
         config.validate()?;
         Ok(config)

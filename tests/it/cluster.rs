@@ -53,7 +53,7 @@ impl TestDb {
         let server = PgConnectOptions::from_str(&server_url()).expect("FARO_TEST_DATABASE_URL");
         let name = format!("faro_it_{}", Uuid::new_v4().simple());
         let mut admin = server.connect().await.expect("postgres is reachable");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
             .expect("create database");
@@ -83,10 +83,10 @@ impl TestDb {
         self.owner.close().await;
         let server = PgConnectOptions::from_str(&server_url()).expect("url");
         if let Ok(mut admin) = server.connect().await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let _ = sqlx::query(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name
-            )))
+            ))
             .execute(&mut admin)
             .await;
         }
@@ -203,6 +203,7 @@ impl Cluster {
             jwt_secret: JWT_SECRET.into(),
             max_body_bytes: options.max_body_bytes,
             drain_ms: 2_000,
+            route_cache_ms: 30_000,
         };
         let t = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -511,13 +512,21 @@ impl Cluster {
     }
 }
 
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn ingest_config(prefix: &str, conversations_url: &str) -> faro_ingest::Config {
     faro_ingest::Config {
         redis_url: redis_url(),
         key_prefix: prefix.to_owned(),
         conversations_url: conversations_url.to_owned(),
-        workers: 2,
-        batch_size: 32,
+        // The pipeline benchmark tunes these; tests keep the defaults.
+        workers: env_or("FARO_BENCH_WORKERS", 2),
+        batch_size: env_or("FARO_BENCH_BATCH", 32),
         claim_idle_ms: 30_000,
         consumer_name: None,
     }

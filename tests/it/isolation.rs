@@ -54,7 +54,7 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
     // The owner sees both tenants' rows, so the checks below can fail.
     for (table, col) in TABLES {
         let sql = format!("SELECT count(DISTINCT {col}) FROM {table}");
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        let n: i64 = sqlx::query_scalar(&sql)
             .fetch_one(&c.db.owner)
             .await
             .expect("count");
@@ -77,7 +77,7 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
         let sql = format!(
             "SELECT count(*) FILTER (WHERE {col}::text = $1), count(*) FILTER (WHERE {col}::text <> $1) FROM {table}"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row = sqlx::query(&sql)
             .bind(&a.id)
             .fetch_one(&mut *tx)
             .await
@@ -120,7 +120,7 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
     let mut tx = as_tenant(&mut conn, None).await;
     for (table, _) in TABLES {
         let sql = format!("SELECT count(*) FROM {table}");
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        let n: i64 = sqlx::query_scalar(&sql)
             .fetch_one(&mut *tx)
             .await
             .expect("count");

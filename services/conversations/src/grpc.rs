@@ -123,7 +123,7 @@ impl Service {
              ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC LIMIT $3"
         );
         let mut tx = tenant_tx(&self.pool, tenant).await?;
-        let rows: Vec<ConversationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<ConversationRow> = sqlx::query_as(&sql)
             .bind(tenant)
             .bind(&locations)
             .bind(limit(req.limit, 50, 500))
@@ -146,7 +146,7 @@ impl Service {
              ) t ORDER BY t.\"timestamp\", t.id"
         );
         let mut tx = tenant_tx(&self.pool, tenant).await?;
-        let rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<MessageRow> = sqlx::query_as(&sql)
             .bind(tenant)
             .bind(conversation)
             .bind(limit(req.limit, 100, 1000))

@@ -220,7 +220,7 @@ async fn store_tenant(
          JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
          ORDER BY k.ord"
     );
-    let stored: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+    let stored: Vec<MessageRow> = sqlx::query_as(&select)
         .bind(tenant)
         .bind(&channels)
         .bind(&ids)
@@ -236,7 +236,7 @@ async fn store_tenant(
              JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
              WHERE m.tenant_id = $1 AND m.id = ANY($2) ORDER BY m.\"timestamp\", m.id"
         );
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        sqlx::query_as(&sql)
             .bind(tenant)
             .bind(&others)
             .fetch_all(&mut *tx)
@@ -253,7 +253,7 @@ async fn store_tenant(
     if !missing.is_empty() {
         let sql =
             format!("SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = ANY($1)");
-        let rows: Vec<ConversationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<ConversationRow> = sqlx::query_as(&sql)
             .bind(&missing)
             .fetch_all(&mut *tx)
             .await?;
@@ -330,7 +330,7 @@ async fn upsert_threads(
              updated_at = now()
          RETURNING {CONVERSATION_COLUMNS}"
     );
-    let rows: Vec<ConversationRow> = sqlx::query_as(sqlx::AssertSqlSafe(upsert))
+    let rows: Vec<ConversationRow> = sqlx::query_as(&upsert)
         .bind(tenant)
         .bind(&ids)
         .bind(&locs)

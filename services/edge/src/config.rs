@@ -17,6 +17,10 @@ pub struct Config {
 
     /// How long shutdown waits for requests in flight, in milliseconds.
     pub drain_ms: u64,
+
+    /// How long webhook routes (and app secrets) are cached, in milliseconds;
+    /// 0 disables the cache. A failed signature always re-asks.
+    pub route_cache_ms: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -28,6 +32,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_secret", &"<redacted>")
             .field("max_body_bytes", &self.max_body_bytes)
             .field("drain_ms", &self.drain_ms)
+            .field("route_cache_ms", &self.route_cache_ms)
             .finish()
     }
 }
@@ -56,6 +61,10 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    pub(crate) fn route_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.route_cache_ms)
     }
 
     pub(crate) fn drain(&self) -> Duration {

@@ -15,6 +15,7 @@ pub mod auth;
 mod config;
 mod error;
 mod events;
+mod routes;
 mod server;
 mod signature;
 mod webhook;
@@ -42,6 +43,7 @@ pub(crate) struct State {
     pub conversations: ConversationsServiceClient<Channel>,
     pub ingest: IngestServiceClient<Channel>,
     pub stream: StreamServiceClient<Channel>,
+    pub routes: routes::RouteCache,
     pub shutdown: CancellationToken,
 }
 
@@ -69,6 +71,7 @@ pub async fn run(
         )?),
         ingest: IngestServiceClient::new(channel("ingest", &config.ingest_url)?),
         stream: StreamServiceClient::new(channel("stream", &config.stream_url)?),
+        routes: routes::RouteCache::new(config.route_cache_ttl()),
         shutdown: shutdown.clone(),
         config,
     });

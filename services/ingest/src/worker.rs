@@ -128,8 +128,20 @@ impl Worker {
             }
         }
         let all: Vec<ChannelEvent> = ready.iter().flat_map(|r| r.events.clone()).collect();
+        let started = Instant::now();
+        let events = all.len();
         match self.store_with_retry(all, stop).await {
-            Ok(stored) => self.publish_and_ack(&ready, stored, redelivered).await,
+            Ok(stored) => {
+                let stored_in = started.elapsed();
+                self.publish_and_ack(&ready, stored, redelivered).await;
+                tracing::debug!(
+                    jobs = ready.len(),
+                    events,
+                    store_ms = stored_in.as_millis(),
+                    total_ms = started.elapsed().as_millis(),
+                    "batch done"
+                );
+            }
             Err(StoreError::Rejected(_)) if ready.len() > 1 => {
                 // Find the job at fault rather than failing its neighbours.
                 for r in &ready {

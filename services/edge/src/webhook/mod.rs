@@ -5,7 +5,7 @@ mod accounts;
 
 use bytes::Bytes;
 use faro_proto::{
-    conversations::v1::{ChannelRoute, CheckVerifyTokenRequest, ResolveChannelAccountsRequest},
+    conversations::v1::{ChannelRoute, CheckVerifyTokenRequest},
     ingest::v1::{Provider, Route, SubmitRequest},
     to_timestamp,
 };
@@ -261,23 +261,29 @@ pub(crate) async fn deliver(
     if ids.is_empty() {
         return Err(unknown());
     }
-    let routes = state
-        .conversations
-        .clone()
-        .resolve_channel_accounts(ResolveChannelAccountsRequest {
-            channel: platform.channel().into(),
-            external_account_ids: ids.into_iter().collect(),
-        })
-        .await
-        .map_err(|s| ApiError::upstream("conversations", &s))?
-        .into_inner()
-        .routes;
-    if routes.is_empty() {
-        return Err(unknown());
-    }
-    let routes = verified_routes(routes, &body, &presented).ok_or_else(|| {
-        ApiError::unauthorized("invalid_signature", "the signature does not match the body")
-    })?;
+    let ids: Vec<String> = ids.into_iter().collect();
+    let mut fresh = false;
+    let routes = loop {
+        let routes = state
+            .routes
+            .resolve(&state.conversations, platform.channel(), &ids, fresh)
+            .await
+            .map_err(|s| ApiError::upstream("conversations", &s))?;
+        if routes.is_empty() {
+            return Err(unknown());
+        }
+        match verified_routes(routes, &body, &presented) {
+            Some(r) => break r,
+            // Cached routes may predate a secret rotation or a new account: ask once more.
+            None if !fresh => fresh = true,
+            None => {
+                return Err(ApiError::unauthorized(
+                    "invalid_signature",
+                    "the signature does not match the body",
+                ));
+            }
+        }
+    };
     let (app_id, meta_app_id) = (routes[0].app_id.clone(), routes[0].meta_app_id.clone());
     let routes = routes
         .into_iter()

@@ -1,0 +1,142 @@
+//! The whole pipeline under load: signed WhatsApp webhooks posted to the real
+//! edge by many concurrent clients, through ingest, conversations and stream,
+//! to an agent's WebSocket. Measures the edge's answer (ack) latency, the
+//! webhook → WebSocket latency and the throughput of both.
+//!
+//! `cargo bench --bench pipeline` (env: FARO_BENCH_N, FARO_BENCH_CONCURRENCY).
+//! Everything — load generator, four services, Postgres, Redis — shares this
+//! machine's cores, so the figures are a floor, not a ceiling.
+
+#[allow(dead_code)]
+#[path = "../tests/it/cluster.rs"]
+mod cluster;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn report(name: &str, h: &Histogram<u64>) {
+    println!(
+        "{name:<22} n={:<6} p50={:>7.2} ms  p90={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms",
+        h.len(),
+        h.value_at_quantile(0.50) as f64 / 1000.0,
+        h.value_at_quantile(0.90) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0,
+    );
+}
+
+async fn run(n: usize, concurrency: usize) {
+    let c = cluster::Cluster::start_with(cluster::Options {
+        ingest: true,
+        max_body_bytes: 64 * 1024,
+    })
+    .await;
+    let tenant = c.tenant("bench").await;
+    let mut ws = c.websocket(&c.token(&tenant.id, 3600)).await;
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+
+    // The agent: records when each message arrives.
+    let expected = n;
+    let sent_rx = sent.clone();
+    let agent = tokio::spawn(async move {
+        let mut e2e = Histogram::<u64>::new(3).expect("histogram");
+        let mut seen = 0;
+        while seen < expected {
+            let event = ws.next_event().await;
+            let id = event["message"]["channel_message_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(t0) = sent_rx.lock().expect("lock").get(&id) {
+                e2e.record(t0.elapsed().as_micros() as u64).ok();
+                seen += 1;
+            }
+        }
+        (e2e, Instant::now())
+    });
+
+    let bodies: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let id = format!("wamid.BENCH{i:08}");
+            // Many customers, as in a real inbox; a hot thread would serialize on its row lock.
+            let customer = format!("52155500{:05}", i % 1000);
+            let body = cluster::whatsapp_text(
+                &tenant,
+                &id,
+                &customer,
+                "¿Hay mesa para 4 a las 21h? 🍷",
+                1_700_000_000 + i as i64,
+            );
+            (id, body)
+        })
+        .collect();
+    let start = Instant::now();
+    let acks = futures::stream::iter(bodies)
+        .map(|(id, body)| {
+            let (c, sent, secret) = (&c, sent.clone(), tenant.app_secret.clone());
+            async move {
+                let sig = faro_edge::sign_meta_payload(secret.as_bytes(), body.as_bytes());
+                let t0 = Instant::now();
+                sent.lock().expect("lock").insert(id, t0);
+                let (status, _) = c.post_webhook(body.as_bytes(), Some(&sig)).await;
+                assert_eq!(status, 200);
+                t0.elapsed()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<Duration>>()
+        .await;
+    let acked = start.elapsed();
+    let (e2e, last) = tokio::time::timeout(Duration::from_secs(300), agent)
+        .await
+        .expect("every message reaches the agent")
+        .expect("agent task");
+    let delivered = last - start;
+
+    let mut ack = Histogram::<u64>::new(3).expect("histogram");
+    for d in acks {
+        ack.record(d.as_micros() as u64).ok();
+    }
+    println!("\npipeline: {n} signed webhooks, {concurrency} concurrent clients");
+    report("ack (HTTP 200)", &ack);
+    report("webhook -> websocket", &e2e);
+    println!(
+        "throughput: {:.0} acks/s, {:.0} delivered/s",
+        n as f64 / acked.as_secs_f64(),
+        n as f64 / delivered.as_secs_f64()
+    );
+    assert_eq!(c.count("SELECT count(*) FROM messages").await, n as i64);
+    c.stop().await;
+}
+
+fn main() {
+    if let Ok(filter) = std::env::var("FARO_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    // `cargo test --benches` runs this with --bench absent: keep that cheap.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let n = if benching {
+        env("FARO_BENCH_N", 20_000)
+    } else {
+        200
+    };
+    let concurrency = env("FARO_BENCH_CONCURRENCY", 64);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(run(n, concurrency));
+}

@@ -39,9 +39,11 @@ fn report(name: &str, h: &Histogram<u64>) {
 }
 
 async fn run(n: usize, concurrency: usize) {
+    // Production defaults (faro's --ingest-workers, --ingest-batch) unless told otherwise.
     let c = cluster::Cluster::start_with(cluster::Options {
-        ingest: true,
-        max_body_bytes: 64 * 1024,
+        ingest_workers: env("FARO_BENCH_WORKERS", 2),
+        ingest_batch: env("FARO_BENCH_BATCH", 64),
+        ..cluster::Options::default()
     })
     .await;
     let tenant = c.tenant("bench").await;

@@ -136,6 +136,8 @@ pub struct Cluster {
 pub struct Options {
     pub ingest: bool,
     pub max_body_bytes: usize,
+    pub ingest_workers: usize,
+    pub ingest_batch: usize,
 }
 
 impl Default for Options {
@@ -143,6 +145,8 @@ impl Default for Options {
         Self {
             ingest: true,
             max_body_bytes: 64 * 1024,
+            ingest_workers: 2,
+            ingest_batch: 32,
         }
     }
 }
@@ -186,7 +190,9 @@ impl Cluster {
                 .expect("stream runs");
         }));
         if options.ingest {
-            let config = ingest_config(&prefix, &format!("http://{conversations}"));
+            let mut config = ingest_config(&prefix, &format!("http://{conversations}"));
+            config.workers = options.ingest_workers;
+            config.batch_size = options.ingest_batch;
             let t = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 faro_ingest::run(config, ingest_l, t)
@@ -512,21 +518,13 @@ impl Cluster {
     }
 }
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 pub fn ingest_config(prefix: &str, conversations_url: &str) -> faro_ingest::Config {
     faro_ingest::Config {
         redis_url: redis_url(),
         key_prefix: prefix.to_owned(),
         conversations_url: conversations_url.to_owned(),
-        // The pipeline benchmark tunes these; tests keep the defaults.
-        workers: env_or("FARO_BENCH_WORKERS", 2),
-        batch_size: env_or("FARO_BENCH_BATCH", 32),
+        workers: 2,
+        batch_size: 32,
         claim_idle_ms: 30_000,
         consumer_name: None,
     }

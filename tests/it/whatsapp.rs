@@ -4,7 +4,7 @@
 use faro_proto::conversations::v1::Channel;
 use serde_json::Value;
 
-use crate::cluster::{Cluster, fixture};
+use crate::cluster::{Cluster, Options, fixture};
 
 pub const META_APP: &str = "1000000000000001";
 pub const SECRET: &str = "meta-app-secret-for-fixtures";
@@ -430,5 +430,63 @@ async fn one_post_for_two_tenants_stores_every_item_in_its_tenant() {
         ws_b.next_event().await["message"]["channel_message_id"],
         id(3).as_str()
     );
+    c.stop().await;
+}
+
+/// A message and a reaction to it, posted at the same moment, land in two
+/// concurrent transactions; whichever commits second must see the first.
+#[tokio::test]
+async fn events_racing_their_message_are_never_stranded() {
+    // One job per transaction and four workers: most pairs race.
+    let c = Cluster::start_with(Options {
+        ingest_workers: 4,
+        ingest_batch: 1,
+        ..Options::default()
+    })
+    .await;
+    let alpha = c.bare_tenant("alpha").await;
+    let app = c.app(META_APP, SECRET, "verify-alpha").await;
+    c.connect(&alpha, Channel::Whatsapp, PHONE, &app).await;
+    const N: usize = 60;
+    let posts = (0..N).flat_map(|i| {
+        let id = format!("wamid.RACE{i:04}");
+        let message = crate::cluster::whatsapp_text(
+            &crate::cluster::Tenant {
+                id: String::new(),
+                location_id: String::new(),
+                phone_number_id: PHONE.into(),
+                app_secret: SECRET.into(),
+            },
+            &id,
+            CUSTOMER,
+            "race",
+            1_749_416_500 + i as i64,
+        );
+        let mut reaction: Value = serde_json::from_str(&message).expect("json");
+        let m = &mut reaction["entry"][0]["changes"][0]["value"]["messages"][0];
+        m["id"] = format!("{id}-r").into();
+        m["type"] = "reaction".into();
+        m["reaction"] = serde_json::json!({"message_id": id, "emoji": "🔥"});
+        if let Some(obj) = m.as_object_mut() {
+            obj.remove("text");
+        }
+        [message, reaction.to_string()]
+    });
+    futures::future::join_all(posts.map(|body| {
+        let c = &c;
+        async move { assert_eq!(c.post_meta("whatsapp", body.as_bytes(), SECRET).await, 200) }
+    }))
+    .await;
+    c.drained().await;
+    assert_eq!(c.count("SELECT count(*) FROM messages").await, N as i64);
+    assert_eq!(
+        c.count("SELECT count(*) FROM pending_message_events").await,
+        0,
+        "no event stranded"
+    );
+    let reacted = c
+        .count("SELECT count(*) FROM messages WHERE reactions ? '16505551234'")
+        .await;
+    assert_eq!(reacted, N as i64);
     c.stop().await;
 }

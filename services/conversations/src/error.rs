@@ -39,9 +39,24 @@ fn database_code(e: &sqlx::Error) -> Option<Code> {
     }
 }
 
+/// Postgres errors that a retry of the same call resolves.
+fn transient(e: &sqlx::Error) -> bool {
+    let code = e.as_database_error().and_then(|d| d.code());
+    // deadlock_detected, serialization_failure: the other transaction won; try again.
+    matches!(code.as_deref(), Some("40P01" | "40001"))
+        || matches!(
+            e,
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+        )
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match &e {
+            Error::Database(db) if transient(db) => {
+                tracing::warn!(error = %e, "transient database error");
+                Status::unavailable("database busy; retry")
+            }
             Error::InvalidArgument(m) => Status::invalid_argument(m.clone()),
             Error::NotFound(m) => Status::not_found(m.clone()),
             Error::AlreadyExists(m) => Status::already_exists(m.clone()),

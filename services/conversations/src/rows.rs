@@ -68,12 +68,26 @@ impl From<ConversationRow> for pb::Conversation {
     }
 }
 
-/// Message columns, with the location taken from the thread (alias `c`).
-pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.tenant_id, c.location_id, \
-    m.channel, m.channel_message_id, m.sender_type, m.direction, m.message_type, m.text, \
-    m.media_urls, m.sender_id, m.recipient_id, m.\"timestamp\", m.delivered_at, m.read_at, \
-    m.created_at, m.status, m.status_error, m.played_at, m.failed_at, m.reactions, m.edited_at, \
-    m.edit_history, m.deleted_at, m.reply_to_channel_message_id, m.media, m.referral, m.forwarded";
+/// A message's own columns (alias `m`), written once for the two lists below.
+macro_rules! message_fields {
+    () => {
+        "m.id, m.conversation_id, m.tenant_id, m.channel, m.channel_message_id, m.sender_type, \
+         m.direction, m.message_type, m.text, m.media_urls, m.sender_id, m.recipient_id, \
+         m.\"timestamp\", m.delivered_at, m.read_at, m.created_at, m.status, m.status_error, \
+         m.played_at, m.failed_at, m.reactions, m.edited_at, m.edit_history, m.deleted_at, \
+         m.reply_to_channel_message_id, m.media, m.referral, m.forwarded"
+    };
+}
+
+/// Message columns, with the location taken from the joined thread (alias `c`).
+pub(crate) const MESSAGE_COLUMNS: &str = concat!("c.location_id, ", message_fields!());
+
+/// The same, for `INSERT INTO messages AS m … RETURNING`, where no join is possible.
+pub(crate) const RETURNED_MESSAGE_COLUMNS: &str = concat!(
+    "(SELECT c.location_id FROM conversations c \
+      WHERE c.tenant_id = m.tenant_id AND c.id = m.conversation_id) AS location_id, ",
+    message_fields!()
+);
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct MessageRow {

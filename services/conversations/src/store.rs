@@ -21,8 +21,8 @@ use crate::{
     db::{parse_uuid, tenant_tx},
     events::{self, Change, WatermarkChange},
     rows::{
-        CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MessageRow, media_to_json,
-        require_channel,
+        CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MessageRow,
+        RETURNED_MESSAGE_COLUMNS, media_to_json, require_channel,
     },
 };
 
@@ -194,57 +194,59 @@ async fn store_tenant(
     batch: TenantBatch,
 ) -> Result<(Vec<pb::StoredMessage>, Vec<pb::StoredMessage>), Error> {
     let mut tx = tenant_tx(pool, tenant).await?;
-    let mut convs = HashMap::new();
-    let (inserted, keys) = if batch.messages.is_empty() {
-        (Vec::new(), (Vec::new(), Vec::new()))
-    } else {
+    let mut convs: HashMap<Uuid, ConversationRow> = HashMap::new();
+    // The latest known state of every message this call touches, by id.
+    let mut rows: HashMap<Uuid, MessageRow> = HashMap::new();
+    let mut inserted: HashSet<Uuid> = HashSet::new();
+    if !batch.messages.is_empty() {
         let threads = upsert_threads(&mut tx, tenant, &batch.messages).await?;
-        let inserted = insert_messages(&mut tx, tenant, &batch.messages, &threads).await?;
+        let new_rows = insert_messages(&mut tx, tenant, &batch.messages, &threads).await?;
         convs.extend(threads.into_values().map(|c| (c.id, c)));
-        let keys = batch
-            .messages
-            .iter()
-            .map(|m| (m.channel, m.channel_message_id.as_str()))
-            .unzip();
-        (inserted, keys)
-    };
-    let mut changed = events::apply_pending(&mut tx, tenant, &inserted).await?;
+        for r in new_rows {
+            inserted.insert(r.id);
+            rows.insert(r.id, r);
+        }
+    }
+    let new_keys: Vec<(String, String)> = rows
+        .values()
+        .map(|r| (r.channel.clone(), r.channel_message_id.clone()))
+        .collect();
+    let mut changed = events::apply_pending(&mut tx, tenant, &new_keys).await?;
     changed.extend(events::apply(&mut tx, tenant, &batch.changes, &batch.watermarks).await?);
 
-    let (channels, ids): (Vec<&str>, Vec<&str>) = keys;
-    let select = format!(
-        "SELECT {MESSAGE_COLUMNS}
-         FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS k(channel, channel_message_id, ord)
-         JOIN messages m ON m.tenant_id = $1 AND m.channel = k.channel
-                        AND m.channel_message_id = k.channel_message_id
-         JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
-         ORDER BY k.ord"
-    );
-    let stored: Vec<MessageRow> = sqlx::query_as(&select)
-        .bind(tenant)
-        .bind(&channels)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
-    let stored_ids: HashSet<Uuid> = stored.iter().map(|m| m.id).collect();
-    let others: Vec<Uuid> = changed.difference(&stored_ids).copied().collect();
-    let updated: Vec<MessageRow> = if others.is_empty() {
-        Vec::new()
-    } else {
+    // Read back only what the inserts did not return: duplicates of stored
+    // messages, and messages the events changed. Usually nothing.
+    let new_keys: HashSet<(&str, &str)> = new_keys
+        .iter()
+        .map(|(c, id)| (c.as_str(), id.as_str()))
+        .collect();
+    let (dup_channels, dup_ids): (Vec<&str>, Vec<&str>) = batch
+        .messages
+        .iter()
+        .map(|m| (m.channel, m.channel_message_id.as_str()))
+        .filter(|k| !new_keys.contains(k))
+        .unzip();
+    if !dup_ids.is_empty() || !changed.is_empty() {
+        let changed: Vec<Uuid> = changed.iter().copied().collect();
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m
              JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
-             WHERE m.tenant_id = $1 AND m.id = ANY($2) ORDER BY m.\"timestamp\", m.id"
+             WHERE m.tenant_id = $1
+               AND (m.id = ANY($2)
+                    OR (m.channel, m.channel_message_id) IN
+                       (SELECT * FROM UNNEST($3::text[], $4::text[])))"
         );
-        sqlx::query_as(&sql)
+        let current: Vec<MessageRow> = sqlx::query_as(&sql)
             .bind(tenant)
-            .bind(&others)
+            .bind(&changed)
+            .bind(&dup_channels)
+            .bind(&dup_ids)
             .fetch_all(&mut *tx)
-            .await?
-    };
-    let missing: Vec<Uuid> = stored
-        .iter()
-        .chain(&updated)
+            .await?;
+        rows.extend(current.into_iter().map(|r| (r.id, r)));
+    }
+    let missing: Vec<Uuid> = rows
+        .values()
         .map(|m| m.conversation_id)
         .filter(|id| !convs.contains_key(id))
         .collect::<HashSet<_>>()
@@ -253,30 +255,39 @@ async fn store_tenant(
     if !missing.is_empty() {
         let sql =
             format!("SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = ANY($1)");
-        let rows: Vec<ConversationRow> = sqlx::query_as(&sql)
+        let found: Vec<ConversationRow> = sqlx::query_as(&sql)
             .bind(&missing)
             .fetch_all(&mut *tx)
             .await?;
-        convs.extend(rows.into_iter().map(|c| (c.id, c)));
+        convs.extend(found.into_iter().map(|c| (c.id, c)));
     }
     tx.commit().await?;
 
     let convs: HashMap<Uuid, pb::Conversation> =
         convs.into_iter().map(|(id, c)| (id, c.into())).collect();
-    let inserted_ids: HashSet<(String, String)> = inserted.into_iter().collect();
     let wrap = |m: MessageRow, inserted: bool| pb::StoredMessage {
         inserted,
         conversation: convs.get(&m.conversation_id).cloned(),
         message: Some(m.into()),
     };
-    let stored = stored
-        .into_iter()
-        .map(|m| {
-            let new = inserted_ids.contains(&(m.channel.clone(), m.channel_message_id.clone()));
-            wrap(m, new)
+    let by_key: HashMap<(String, String), Uuid> = rows
+        .values()
+        .map(|r| ((r.channel.clone(), r.channel_message_id.clone()), r.id))
+        .collect();
+    // The request's messages in request order; what remains was changed by events.
+    let stored = batch
+        .messages
+        .iter()
+        .filter_map(|m| by_key.get(&(m.channel.to_owned(), m.channel_message_id.clone())))
+        .filter_map(|id| rows.remove(id))
+        .map(|r| {
+            let new = inserted.contains(&r.id);
+            wrap(r, new)
         })
         .collect();
-    let updated = updated.into_iter().map(|m| wrap(m, false)).collect();
+    let mut updated: Vec<MessageRow> = rows.into_values().collect();
+    updated.sort_by_key(|r| (r.timestamp, r.id));
+    let updated = updated.into_iter().map(|r| wrap(r, false)).collect();
     Ok((stored, updated))
 }
 
@@ -348,14 +359,13 @@ async fn upsert_threads(
         .collect())
 }
 
-/// Inserts the messages `ON CONFLICT DO NOTHING`; returns (channel,
-/// channel_message_id) of those this call inserted.
+/// Inserts the messages `ON CONFLICT DO NOTHING`; returns those this call inserted.
 async fn insert_messages(
     tx: &mut Transaction<'static, Postgres>,
     tenant: Uuid,
     messages: &[Inbound],
     threads: &HashMap<(Uuid, String, String), ConversationRow>,
-) -> Result<Vec<(String, String)>, Error> {
+) -> Result<Vec<MessageRow>, Error> {
     let mut cols = MessageColumns::with_capacity(messages.len());
     for m in messages {
         let key = (m.location, m.channel.to_owned(), m.customer_id.clone());
@@ -365,8 +375,8 @@ async fn insert_messages(
             .ok_or_else(|| Error::Serve("thread upsert returned no row".into()))?;
         cols.push(conv, m);
     }
-    let inserted: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO messages (tenant_id, id, conversation_id, sender_type, direction, channel,
+    let sql = format!(
+        "INSERT INTO messages AS m (tenant_id, id, conversation_id, sender_type, direction, channel,
                                channel_message_id, message_type, text, sender_id, recipient_id,
                                \"timestamp\", media_urls, metadata, media, reply_to_channel_message_id,
                                referral, forwarded)
@@ -381,28 +391,29 @@ async fn insert_messages(
                    message_type, text, sender_id, recipient_id, ts, media_urls, metadata, media,
                    reply_to, referral, forwarded)
          ON CONFLICT (tenant_id, channel, channel_message_id) DO NOTHING
-         RETURNING channel, channel_message_id",
-    )
-    .bind(tenant)
-    .bind(&cols.ids)
-    .bind(&cols.conversations)
-    .bind(&cols.sender_types)
-    .bind(&cols.directions)
-    .bind(&cols.channels)
-    .bind(&cols.channel_message_ids)
-    .bind(&cols.message_types)
-    .bind(&cols.texts)
-    .bind(&cols.sender_ids)
-    .bind(&cols.recipient_ids)
-    .bind(&cols.timestamps)
-    .bind(&cols.media_urls)
-    .bind(&cols.metadata)
-    .bind(&cols.media)
-    .bind(&cols.reply_to)
-    .bind(&cols.referral)
-    .bind(&cols.forwarded)
-    .fetch_all(&mut **tx)
-    .await?;
+         RETURNING {RETURNED_MESSAGE_COLUMNS}"
+    );
+    let inserted: Vec<MessageRow> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(&cols.ids)
+        .bind(&cols.conversations)
+        .bind(&cols.sender_types)
+        .bind(&cols.directions)
+        .bind(&cols.channels)
+        .bind(&cols.channel_message_ids)
+        .bind(&cols.message_types)
+        .bind(&cols.texts)
+        .bind(&cols.sender_ids)
+        .bind(&cols.recipient_ids)
+        .bind(&cols.timestamps)
+        .bind(&cols.media_urls)
+        .bind(&cols.metadata)
+        .bind(&cols.media)
+        .bind(&cols.reply_to)
+        .bind(&cols.referral)
+        .bind(&cols.forwarded)
+        .fetch_all(&mut **tx)
+        .await?;
     Ok(inserted)
 }
 

@@ -3,7 +3,9 @@
 //! to an agent's WebSocket. Measures the edge's answer (ack) latency, the
 //! webhook → WebSocket latency and the throughput of both.
 //!
-//! `cargo bench --bench pipeline` (env: FARO_BENCH_N, FARO_BENCH_CONCURRENCY).
+//! `cargo bench --bench pipeline`; env: FARO_BENCH_N (webhooks),
+//! FARO_BENCH_CONCURRENCY (closed loop) or FARO_BENCH_RATE (open loop, per
+//! second), FARO_BENCH_WORKERS / FARO_BENCH_BATCH (ingest), FARO_BENCH_LOG.
 //! Everything — load generator, four services, Postgres, Redis — shares this
 //! machine's cores, so the figures are a floor, not a ceiling.
 
@@ -38,7 +40,7 @@ fn report(name: &str, h: &Histogram<u64>) {
     );
 }
 
-async fn run(n: usize, concurrency: usize) {
+async fn run(n: usize, concurrency: usize, rate: Option<usize>) {
     // Production defaults (faro's --ingest-workers, --ingest-batch) unless told otherwise.
     let c = cluster::Cluster::start_with(cluster::Options {
         ingest_workers: env("FARO_BENCH_WORKERS", 2),
@@ -85,22 +87,55 @@ async fn run(n: usize, concurrency: usize) {
             (id, body)
         })
         .collect();
+    let post = |(id, body): (String, String)| {
+        let (c, sent, secret) = (&c, sent.clone(), tenant.app_secret.clone());
+        async move {
+            let sig = faro_edge::sign_meta_payload(secret.as_bytes(), body.as_bytes());
+            let t0 = Instant::now();
+            sent.lock().expect("lock").insert(id, t0);
+            let (status, _) = c.post_webhook(body.as_bytes(), Some(&sig)).await;
+            assert_eq!(status, 200);
+            t0.elapsed()
+        }
+    };
     let start = Instant::now();
-    let acks = futures::stream::iter(bodies)
-        .map(|(id, body)| {
-            let (c, sent, secret) = (&c, sent.clone(), tenant.app_secret.clone());
-            async move {
-                let sig = faro_edge::sign_meta_payload(secret.as_bytes(), body.as_bytes());
-                let t0 = Instant::now();
-                sent.lock().expect("lock").insert(id, t0);
-                let (status, _) = c.post_webhook(body.as_bytes(), Some(&sig)).await;
-                assert_eq!(status, 200);
-                t0.elapsed()
+    let acks: Vec<Duration> = match rate {
+        // Closed loop: `concurrency` clients posting as fast as answers come.
+        None => {
+            futures::stream::iter(bodies)
+                .map(post)
+                .buffer_unordered(concurrency)
+                .collect()
+                .await
+        }
+        // Open loop: a fixed arrival rate, whatever the latency, as Meta sends.
+        Some(rate) => {
+            let mut pending = futures::stream::FuturesUnordered::new();
+            let mut bodies = bodies.into_iter();
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let mut acks = Vec::with_capacity(n);
+            let mut due = 0.0_f64;
+            'send: loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        due += rate as f64 / 1000.0;
+                        while due >= 1.0 {
+                            due -= 1.0;
+                            match bodies.next() {
+                                Some(b) => pending.push(post(b)),
+                                None => break 'send,
+                            }
+                        }
+                    }
+                    Some(d) = pending.next(), if !pending.is_empty() => acks.push(d),
+                }
             }
-        })
-        .buffer_unordered(concurrency)
-        .collect::<Vec<Duration>>()
-        .await;
+            while let Some(d) = pending.next().await {
+                acks.push(d);
+            }
+            acks
+        }
+    };
     let acked = start.elapsed();
     let (e2e, last) = tokio::time::timeout(Duration::from_secs(300), agent)
         .await
@@ -112,7 +147,10 @@ async fn run(n: usize, concurrency: usize) {
     for d in acks {
         ack.record(d.as_micros() as u64).ok();
     }
-    println!("\npipeline: {n} signed webhooks, {concurrency} concurrent clients");
+    match rate {
+        None => println!("\npipeline: {n} signed webhooks, {concurrency} concurrent clients"),
+        Some(r) => println!("\npipeline: {n} signed webhooks at a fixed {r}/s"),
+    }
     report("ack (HTTP 200)", &ack);
     report("webhook -> websocket", &e2e);
     println!(
@@ -139,6 +177,7 @@ fn main() {
         200
     };
     let concurrency = env("FARO_BENCH_CONCURRENCY", 64);
+    let rate = std::env::var("FARO_BENCH_RATE").ok().and_then(|v| v.parse().ok());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(run(n, concurrency));
+    rt.block_on(run(n, concurrency, rate));
 }

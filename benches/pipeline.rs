@@ -177,7 +177,9 @@ fn main() {
         200
     };
     let concurrency = env("FARO_BENCH_CONCURRENCY", 64);
-    let rate = std::env::var("FARO_BENCH_RATE").ok().and_then(|v| v.parse().ok());
+    let rate = std::env::var("FARO_BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(run(n, concurrency, rate));
 }

@@ -63,22 +63,43 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// Connect a WhatsApp number (its phone_number_id) to a tenant's location.
-    ConnectWhatsapp {
+    /// Connect an account to a tenant's location: a WhatsApp phone_number_id
+    /// (or, for YCloud, the business number as +E.164), a Facebook Page id or
+    /// an Instagram account id.
+    Connect {
         #[arg(long)]
         tenant: Uuid,
         #[arg(long)]
         location: Uuid,
-        /// FARO's id of the Meta app (from create-app).
+        #[arg(long, value_enum)]
+        channel: ChannelArg,
+        /// FARO's id of the Meta app or YCloud endpoint (from create-app).
         #[arg(long)]
         app: Uuid,
-        #[arg(long = "phone-number-id")]
-        phone_number_id: String,
+        #[arg(long)]
+        account: String,
         #[arg(long = "display-name", default_value = "")]
         display_name: String,
         #[command(flatten)]
         target: Target,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ChannelArg {
+    Whatsapp,
+    Messenger,
+    Instagram,
+}
+
+impl ChannelArg {
+    fn channel(self) -> Channel {
+        match self {
+            Self::Whatsapp => Channel::Whatsapp,
+            Self::Messenger => Channel::FacebookMessenger,
+            Self::Instagram => Channel::InstagramDm,
+        }
+    }
 }
 
 async fn client(target: &Target) -> anyhow::Result<AdminServiceClient<tonic::transport::Channel>> {
@@ -140,21 +161,23 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                          "owner_tenant_id": a.owner_tenant_id}),
             );
         }
-        AdminCommand::ConnectWhatsapp {
+        AdminCommand::Connect {
             tenant,
             location,
+            channel,
             app,
-            phone_number_id,
+            account,
             display_name,
             target,
         } => {
+            let channel = channel.channel();
             let c = client(&target)
                 .await?
                 .connect_channel(pb::ConnectChannelRequest {
                     tenant_id: tenant.to_string(),
                     location_id: location.to_string(),
-                    channel: Channel::Whatsapp.into(),
-                    external_account_id: phone_number_id,
+                    channel: channel.into(),
+                    external_account_id: account,
                     app_id: app.to_string(),
                     display_name,
                 })
@@ -162,8 +185,8 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 .into_inner();
             print(
                 json!({"id": c.id, "tenant_id": c.tenant_id, "location_id": c.location_id,
-                         "channel": "whatsapp", "external_account_id": c.external_account_id,
-                         "app_id": c.app_id}),
+                         "channel": faro_proto::channel_name(channel),
+                         "external_account_id": c.external_account_id, "app_id": c.app_id}),
             );
         }
     }

@@ -1,5 +1,5 @@
 /// Configuration of the conversations service.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// Postgres URL of the database owner; used to run migrations and, with the
     /// user replaced by `faro_app`, to derive the service's own connection.
@@ -15,4 +15,55 @@ pub struct Config {
 
     /// Upper bound on Postgres connections from this process.
     pub db_max_connections: u32,
+}
+
+/// Never prints key material or database passwords.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |url: &str| match url.split_once('@') {
+            Some((creds, host)) => match creds.rsplit_once(':') {
+                Some((user, _)) if !user.ends_with('/') => format!("{user}:<redacted>@{host}"),
+                _ => url.to_owned(),
+            },
+            None => url.to_owned(),
+        };
+        let key_ids: Vec<&str> = self
+            .encryption_keys
+            .iter()
+            .map(|k| k.split_once(':').map_or("<malformed>", |(id, _)| id))
+            .collect();
+        f.debug_struct("Config")
+            .field("database_url", &redact(&self.database_url))
+            .field(
+                "app_database_url",
+                &self.app_database_url.as_deref().map(redact),
+            )
+            .field("encryption_key_ids", &key_ids)
+            .field("db_max_connections", &self.db_max_connections)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_keys_and_passwords() {
+        let c = Config {
+            database_url: "postgres://owner:hunter2@db:5432/faro".into(),
+            app_database_url: Some("postgres://faro_app@db/faro".into()),
+            encryption_keys: vec!["k1:c2VjcmV0LWtleS1tYXRlcmlhbA==".into()],
+            db_max_connections: 4,
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("c2VjcmV0"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("owner:<redacted>@db:5432/faro") && shown.contains("\"k1\""),
+            "{shown}"
+        );
+    }
 }

@@ -101,3 +101,38 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Whatever arrives, routing answers a set or a 4xx; it never panics.
+        #[test]
+        fn any_body_routes_or_is_refused(body in prop::collection::vec(any::<u8>(), 0..512),
+                                         wrapped in "[ -~]{0,64}") {
+            let candidates = [
+                body.clone(),
+                format!(r#"{{"entry":[{{"id":{wrapped:?},"changes":[{{"value":{{"metadata":{{"phone_number_id":{wrapped:?}}}}}}}]}}]}}"#).into_bytes(),
+                format!(r#"{{"whatsappInboundMessage":{{"to":{wrapped:?}}},"whatsappMessage":{{"from":[{wrapped:?}]}}}}"#).into_bytes(),
+            ];
+            for bytes in &candidates {
+                for p in [Platform::WhatsApp, Platform::Messenger, Platform::Instagram, Platform::YCloud] {
+                    if let Err(e) = account_ids(p, bytes) {
+                        prop_assert!(e.status.is_client_error());
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn any_signature_header_parses_or_is_refused(value in prop::collection::vec(any::<u8>(), 0..160)) {
+            let _ = crate::signature::parse_header(&value);
+            let _ = crate::signature::parse_ycloud_header(&value);
+        }
+    }
+}

@@ -259,48 +259,24 @@ impl Cluster {
 
     /// Creates a tenant with a location, its own Meta app and a WhatsApp number.
     pub async fn tenant(&self, name: &str) -> Tenant {
-        let mut admin = self.admin().await;
-        let tenant = admin
-            .create_tenant(pb::CreateTenantRequest { name: name.into() })
-            .await
-            .expect("tenant")
-            .into_inner();
-        let location = admin
-            .create_location(pb::CreateLocationRequest {
-                tenant_id: tenant.id.clone(),
-                name: format!("{name} HQ"),
-            })
-            .await
-            .expect("location")
-            .into_inner();
+        let (id, location_id) = self.bare_tenant(name).await;
         let suffix = Uuid::new_v4().simple().to_string();
         let app_secret = format!("secret-{suffix}");
-        let app = admin
-            .create_meta_app(pb::CreateMetaAppRequest {
-                meta_app_id: format!("app-{suffix}"),
-                name: format!("{name} app"),
-                app_secret: app_secret.clone(),
-                verify_token: format!("verify-{name}"),
-                owner_tenant_id: String::new(),
-            })
-            .await
-            .expect("app")
-            .into_inner();
+        let app = self
+            .app(
+                &format!("app-{suffix}"),
+                &app_secret,
+                &format!("verify-{name}"),
+            )
+            .await;
         let phone_number_id = format!("pn-{name}-{}", &suffix[..8]);
-        admin
-            .connect_channel(pb::ConnectChannelRequest {
-                tenant_id: tenant.id.clone(),
-                location_id: location.id.clone(),
-                channel: Channel::Whatsapp.into(),
-                external_account_id: phone_number_id.clone(),
-                app_id: app.id,
-                display_name: String::new(),
-            })
-            .await
-            .expect("channel");
+        let scope = (id, location_id);
+        self.connect(&scope, Channel::Whatsapp, &phone_number_id, &app)
+            .await;
+        let (id, location_id) = scope;
         Tenant {
-            id: tenant.id,
-            location_id: location.id,
+            id,
+            location_id,
             phone_number_id,
             app_secret,
         }

@@ -132,9 +132,11 @@ pub struct Cluster {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Which services run in-process (a crash test runs ingest as a process).
+/// Which services run in-process (crash tests run some as real processes).
 pub struct Options {
     pub ingest: bool,
+    pub conversations: bool,
+    pub claim_idle_ms: u64,
     pub max_body_bytes: usize,
     pub ingest_workers: usize,
     pub ingest_batch: usize,
@@ -144,6 +146,8 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             ingest: true,
+            conversations: true,
+            claim_idle_ms: 30_000,
             max_body_bytes: 64 * 1024,
             ingest_workers: 2,
             ingest_batch: 32,
@@ -172,12 +176,16 @@ impl Cluster {
             encryption_keys: encryption_keys(),
             db_max_connections: 8,
         };
-        let t = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            faro_conversations::run(conv_config, conv_l, t)
-                .await
-                .expect("conversations runs");
-        }));
+        if options.conversations {
+            let t = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                faro_conversations::run(conv_config, conv_l, t)
+                    .await
+                    .expect("conversations runs");
+            }));
+        } else {
+            drop(conv_l);
+        }
         let stream_config = faro_stream::Config {
             redis_url: redis_url(),
             key_prefix: prefix.clone(),
@@ -193,6 +201,7 @@ impl Cluster {
             let mut config = ingest_config(&prefix, &format!("http://{conversations}"));
             config.workers = options.ingest_workers;
             config.batch_size = options.ingest_batch;
+            config.claim_idle_ms = options.claim_idle_ms;
             let t = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 faro_ingest::run(config, ingest_l, t)

@@ -41,6 +41,23 @@ fn log_file(c: &Cluster) -> Stdio {
     std::fs::File::create(&path).map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
+/// A `faro conversations` process serving on `listen` for the test's database.
+fn spawn_conversations(c: &Cluster, listen: SocketAddr) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_faro"))
+        .arg("conversations")
+        .args(["--conversations-listen", &listen.to_string()])
+        .args(["--database-url", &c.db.owner_url])
+        .args([
+            "--encryption-keys",
+            &crate::cluster::encryption_keys().join(","),
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log_file(c))
+        .spawn()
+        .expect("faro conversations starts")
+}
+
 async fn wait_listening(addr: SocketAddr) {
     for _ in 0..400 {
         if TcpStream::connect(addr).await.is_ok() {
@@ -190,6 +207,60 @@ async fn webhooks_answered_200_survive_ingest_being_killed_mid_stream() {
     let second = spawn_ingest(&c, c.ingest, &conversations_url);
     c.drained().await;
 
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT channel_message_id FROM messages ORDER BY \"timestamp\"")
+            .fetch_all(&c.db.owner)
+            .await
+            .expect("ids");
+    assert_eq!(stored, accepted, "exactly the accepted webhooks, once each");
+    kill(second);
+    c.stop().await;
+}
+
+/// conversations (the only writer to Postgres) killed while webhooks keep
+/// arriving and workers keep storing: its open transactions roll back, the
+/// workers retry or leave the jobs pending, and after a restart every webhook
+/// answered 200 is stored exactly once.
+#[tokio::test]
+async fn webhooks_answered_200_survive_conversations_being_killed_mid_stream() {
+    let c = Cluster::start_with(Options {
+        conversations: false,
+        claim_idle_ms: 1_000,
+        ingest_batch: 4,
+        ..Options::default()
+    })
+    .await;
+    let first = spawn_conversations(&c, c.conversations);
+    wait_listening(c.conversations).await;
+    let a = c.tenant("alpha").await;
+
+    let mut accepted = Vec::new();
+    let mut first = Some(first);
+    for i in 0..150 {
+        if i == 75 {
+            kill(first.take().expect("running"));
+        }
+        let id = format!("wamid.C{i}");
+        let body = whatsapp_text(
+            &a,
+            &id,
+            "16315551181",
+            &format!("msg {i}"),
+            1_700_000_000 + i,
+        );
+        // The edge caches the route, so webhooks keep being accepted while conversations is down.
+        match c.post_signed(&body, &a.app_secret).await.0 {
+            200 => accepted.push(id),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let stored_before: i64 = c.count("SELECT count(*) FROM messages").await;
+    assert!(
+        stored_before < 150,
+        "some webhooks were still queued when conversations died"
+    );
+    let second = spawn_conversations(&c, c.conversations);
+    c.drained().await;
     let stored: Vec<String> =
         sqlx::query_scalar("SELECT channel_message_id FROM messages ORDER BY \"timestamp\"")
             .fetch_all(&c.db.owner)

@@ -362,6 +362,8 @@ async fn statuses_move_forward_only_whatever_order_they_arrive_in() {
         )
         .await;
     assert_eq!(status, 200);
+    // Stored first, so the failure arrives as a change to an announced message.
+    c.drained().await;
     post(&c, "status_failed").await;
     c.drained().await;
     let late = fixture("whatsapp/status_delivered.json");

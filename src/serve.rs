@@ -89,6 +89,13 @@ pub struct ServeArgs {
         default_value_t = 16
     )]
     pub db_max_connections: u32,
+    /// Hours an event may wait for its message before it is dropped.
+    #[arg(
+        long = "pending-ttl-hours",
+        env = "FARO_PENDING_TTL_HOURS",
+        default_value_t = 168
+    )]
+    pub pending_ttl_hours: u64,
 
     #[arg(
         long = "redis-url",
@@ -184,6 +191,9 @@ impl ServeArgs {
             app_database_url: self.app_database_url.clone(),
             encryption_keys: self.encryption_keys.clone(),
             db_max_connections: self.db_max_connections,
+            pending_ttl: std::time::Duration::from_secs(
+                self.pending_ttl_hours.saturating_mul(3600),
+            ),
         };
         faro_conversations::SecretBox::from_specs(&config.encryption_keys)
             .context("FARO_ENCRYPTION_KEYS")?;

@@ -175,6 +175,7 @@ impl Cluster {
             app_database_url: None,
             encryption_keys: encryption_keys(),
             db_max_connections: 8,
+            pending_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
         };
         if options.conversations {
             let t = shutdown.clone();

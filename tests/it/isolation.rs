@@ -164,6 +164,7 @@ async fn conversations_refuses_to_run_as_a_role_that_bypasses_rls() {
         app_database_url: Some(db.owner_url.clone()),
         encryption_keys: crate::cluster::encryption_keys(),
         db_max_connections: 1,
+        pending_ttl: std::time::Duration::from_secs(3600),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -492,3 +492,47 @@ async fn events_racing_their_message_are_never_stranded() {
     assert_eq!(reacted, N as i64);
     c.stop().await;
 }
+
+/// Events that never meet their message are dropped once Meta would have
+/// stopped retrying; younger ones stay. The service role can do this across
+/// tenants only through the narrow expiry function.
+#[tokio::test]
+async fn events_waiting_past_their_ttl_are_dropped() {
+    let (c, _) = setup().await;
+    for k in ["status_sent", "reaction", "edit"] {
+        post(&c, k).await;
+    }
+    c.drained().await;
+    assert_eq!(
+        c.count("SELECT count(*) FROM pending_message_events").await,
+        3
+    );
+    sqlx::query("UPDATE pending_message_events SET received_at = now() - interval '8 days' WHERE kind <> 'edit'")
+        .execute(&c.db.owner)
+        .await
+        .expect("age two events");
+    let app = sqlx::PgPool::connect_with(c.db.app_options())
+        .await
+        .expect("app pool");
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(
+        faro_conversations::expire_pending(&app, week)
+            .await
+            .expect("expire"),
+        2
+    );
+    let left: Vec<String> = sqlx::query_scalar("SELECT kind FROM pending_message_events")
+        .fetch_all(&c.db.owner)
+        .await
+        .expect("left");
+    assert_eq!(left, ["edit"]);
+    // The service role still cannot delete pending events directly without a tenant.
+    let deleted = sqlx::query("DELETE FROM pending_message_events")
+        .execute(&app)
+        .await
+        .expect("delete runs")
+        .rows_affected();
+    assert_eq!(deleted, 0);
+    app.close().await;
+    c.stop().await;
+}

@@ -15,6 +15,10 @@ pub struct Config {
 
     /// Upper bound on Postgres connections from this process.
     pub db_max_connections: u32,
+
+    /// Events still waiting for their message after this long are dropped
+    /// (Meta stops retrying after 7 days). Checked every ten minutes.
+    pub pending_ttl: std::time::Duration,
 }
 
 /// Never prints key material or database passwords.
@@ -40,6 +44,7 @@ impl std::fmt::Debug for Config {
             )
             .field("encryption_key_ids", &key_ids)
             .field("db_max_connections", &self.db_max_connections)
+            .field("pending_ttl", &self.pending_ttl)
             .finish()
     }
 }
@@ -55,6 +60,7 @@ mod tests {
             app_database_url: Some("postgres://faro_app@db/faro".into()),
             encryption_keys: vec!["k1:c2VjcmV0LWtleS1tYXRlcmlhbA==".into()],
             db_max_connections: 4,
+            pending_ttl: std::time::Duration::from_secs(3600),
         };
         let shown = format!("{c:?}");
         assert!(

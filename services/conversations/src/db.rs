@@ -86,3 +86,14 @@ pub(crate) async fn tenant_tx(
 pub(crate) fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(value).map_err(|_| Error::invalid(format!("{field} must be a UUID")))
 }
+
+/// Deletes pending events older than `ttl` (at least an hour), across tenants.
+pub async fn expire_pending(pool: &PgPool, ttl: Duration) -> Result<i64, Error> {
+    let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    Ok(
+        sqlx::query_scalar("SELECT faro_expire_pending_events(make_interval(secs => $1))")
+            .bind(seconds as f64)
+            .fetch_one(pool)
+            .await?,
+    )
+}

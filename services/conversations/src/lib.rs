@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use crypto::SecretBox;
-pub use db::{APP_ROLE, app_connect_options, migrate};
+pub use db::{APP_ROLE, app_connect_options, expire_pending, migrate};
 pub use error::Error;
 
 /// Serves the conversations and admin gRPC services on `listener` until
@@ -49,11 +49,34 @@ pub async fn run(
         secrets: Arc::new(secrets),
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "conversations service listening");
+    let sweeper = tokio::spawn(sweep_pending(
+        pool.clone(),
+        config.pending_ttl,
+        shutdown.clone(),
+    ));
     let served = GrpcServer::new()
         .add_service(ConversationsServiceServer::new(service.clone()))
         .add_service(AdminServiceServer::new(service))
-        .serve(listener, shutdown)
+        .serve(listener, shutdown.clone())
         .await;
+    shutdown.cancel();
+    let _ = sweeper.await;
     pool.close().await;
     served.map_err(|e| Error::Serve(e.to_string()))
+}
+
+/// Drops events that waited longer than `ttl` for a message that never came.
+async fn sweep_pending(pool: sqlx::PgPool, ttl: std::time::Duration, stop: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match db::expire_pending(&pool, ttl).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "dropped events whose message never arrived"),
+            Err(e) => tracing::warn!(error = %e, "expiring pending events failed"),
+        }
+    }
 }

@@ -6,6 +6,7 @@ mod cluster;
 mod crash;
 mod grpcurl;
 mod isolation;
+mod listing;
 mod messaging;
 mod webhook;
 mod websocket;

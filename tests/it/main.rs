@@ -4,6 +4,7 @@
 
 mod cluster;
 mod crash;
+mod events;
 mod grpcurl;
 mod isolation;
 mod listing;

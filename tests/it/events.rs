@@ -115,6 +115,29 @@ async fn statuses_move_forward_only_whatever_order_they_arrive_in() {
     c.drained().await;
     assert_eq!(c.message(outbound_id).await["status"], "read");
 
+    // "played" (a voice message listened to) comes after read.
+    let played = String::from_utf8(fixture("whatsapp/status_played.json"))
+        .expect("utf8")
+        .replace(
+            "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzVOICE000000000000400",
+            outbound_id,
+        );
+    assert_eq!(
+        c.post_meta("whatsapp", played.as_bytes(), SECRET).await,
+        200
+    );
+    c.drained().await;
+    let m = c.message(outbound_id).await;
+    assert_eq!(m["status"], "played");
+    assert_eq!(ts(&m["played_at"]), 1_749_416_409);
+    post(&c, "status_read").await;
+    c.drained().await;
+    assert_eq!(
+        c.message(outbound_id).await["status"],
+        "played",
+        "no step back to read"
+    );
+
     // failed keeps its error and is not erased by a later delivered.
     let failing = "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzTEXT0000000000000100";
     let status = c

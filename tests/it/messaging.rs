@@ -159,6 +159,24 @@ async fn every_messenger_kind_is_stored_field_by_field() {
         c.message(&mid("Tx4w")).await["reactions"][PSID]["emoji"],
         ""
     );
+
+    // One POST, two entries, three items: a message stored, a delivery and a
+    // reaction for our own (unstored) echo kept until it arrives.
+    post(&c, "facebook", "messenger", "batch_multi").await;
+    c.drained().await;
+    let batched = c.message(&mid("Bt8m")).await;
+    assert_eq!(
+        batched["text"],
+        "Perfect, thank you! I'll come by on Friday around 5pm."
+    );
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "SELECT kind FROM pending_message_events WHERE target_channel_message_id = $1 ORDER BY kind",
+    )
+    .bind(mid("Eo2a"))
+    .fetch_all(&c.db.owner)
+    .await
+    .expect("pending");
+    assert_eq!(kinds, ["reaction", "status"]);
     c.stop().await;
 }
 

@@ -21,7 +21,7 @@ mod signature;
 mod webhook;
 mod ws;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use faro_proto::{
     conversations::v1::conversations_service_client::ConversationsServiceClient,
@@ -47,13 +47,22 @@ pub(crate) struct State {
     pub shutdown: CancellationToken,
 }
 
-fn channel(name: &str, url: &str) -> Result<Channel, Error> {
-    Ok(Endpoint::from_shared(url.to_owned())
+/// A lazily connected channel; `timeout` bounds each call (not for streams).
+fn channel(name: &str, url: &str, timeout: Option<Duration>) -> Result<Channel, Error> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| Error::Config(format!("{name} url {url:?}: {e}")))?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    Ok(match timeout {
+        Some(t) => endpoint.timeout(t),
+        None => endpoint,
+    }
+    .connect_lazy())
 }
+
+/// A webhook waits at most this long on conversations or ingest; then it is a
+/// 503 and Meta retries, rather than a connection held open indefinitely.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves HTTP and WebSocket on `listener` until `shutdown` fires, then stops
 /// accepting, closes WebSockets with 1001 and drains requests in flight.
@@ -68,9 +77,14 @@ pub async fn run(
         conversations: ConversationsServiceClient::new(channel(
             "conversations",
             &config.conversations_url,
+            Some(UPSTREAM_TIMEOUT),
         )?),
-        ingest: IngestServiceClient::new(channel("ingest", &config.ingest_url)?),
-        stream: StreamServiceClient::new(channel("stream", &config.stream_url)?),
+        ingest: IngestServiceClient::new(channel(
+            "ingest",
+            &config.ingest_url,
+            Some(UPSTREAM_TIMEOUT),
+        )?),
+        stream: StreamServiceClient::new(channel("stream", &config.stream_url, None)?),
         routes: routes::RouteCache::new(config.route_cache_ttl()),
         shutdown: shutdown.clone(),
         config,

@@ -7,7 +7,10 @@
 //! the subscription with DATA_LOSS the socket is closed with code 4001: the
 //! client reloads from the API and reconnects.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use faro_proto::stream::v1::{Event, SubscribeRequest};
@@ -77,8 +80,15 @@ pub(crate) async fn handle(
 
 enum FromClient {
     Ping(Vec<u8>),
+    /// Any other frame (a pong, mostly): the client is alive.
+    Alive,
     Close,
 }
+
+/// The server pings this often and gives up on a client silent for twice as
+/// long: a peer that vanished without a FIN would otherwise hold its
+/// subscription until TCP keepalive noticed, hours later.
+const PING_EVERY: Duration = Duration::from_secs(30);
 
 type Socket = fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -101,7 +111,7 @@ async fn pump(
             let msg = match frame {
                 Ok(f) if f.opcode == OpCode::Ping => FromClient::Ping(f.payload.to_vec()),
                 Ok(f) if f.opcode == OpCode::Close => FromClient::Close,
-                Ok(_) => continue, // agents have nothing to say on this socket yet
+                Ok(_) => FromClient::Alive, // agents have nothing else to say here yet
                 Err(_) => FromClient::Close,
             };
             let closing = matches!(msg, FromClient::Close);
@@ -110,13 +120,26 @@ async fn pump(
             }
         }
     });
+    let mut keepalive = tokio::time::interval(PING_EVERY);
+    keepalive.tick().await;
+    let mut last_seen = Instant::now();
     let result = loop {
         tokio::select! {
+            _ = keepalive.tick() => {
+                if last_seen.elapsed() > 2 * PING_EVERY {
+                    break tx.write_frame(Frame::close(CloseCode::Away.into(), b"ping timeout")).await;
+                }
+                tx.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""))).await?;
+            }
             () = shutdown.cancelled() => {
                 break tx.write_frame(Frame::close(CloseCode::Away.into(), b"server shutting down")).await;
             }
             from_client = client_rx.recv() => match from_client {
-                Some(FromClient::Ping(p)) => tx.write_frame(Frame::pong(Payload::Owned(p))).await?,
+                Some(FromClient::Ping(p)) => {
+                    last_seen = Instant::now();
+                    tx.write_frame(Frame::pong(Payload::Owned(p))).await?;
+                }
+                Some(FromClient::Alive) => last_seen = Instant::now(),
                 Some(FromClient::Close) | None => {
                     break tx.write_frame(Frame::close(CloseCode::Normal.into(), b"")).await;
                 }

@@ -121,6 +121,7 @@ fn presented_signature<'a>(
 }
 
 const MAX_CHALLENGE: usize = 256;
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// `GET`: echo `hub.challenge` if `hub.mode=subscribe` and the verify token
 /// belongs to a registered app; 403 otherwise.
@@ -211,7 +212,18 @@ async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
+    // A body trickled in slower than this is refused (slow-loris); Meta sends at once.
+    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect());
+    match read.await.map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )
+    })? {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::bad_request(

@@ -11,7 +11,7 @@ use fred::interfaces::StreamsInterface;
 use fred::types::Value;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::cluster::{Cluster, Options, redis_url, whatsapp_text};
+use crate::cluster::{Cluster, Options, Tenant, redis_url, whatsapp_text};
 
 /// A `faro ingest` process serving on `listen` and storing through `conversations_url`.
 fn spawn_ingest(c: &Cluster, listen: SocketAddr, conversations_url: &str) -> Child {
@@ -166,6 +166,45 @@ async fn jobs_held_by_a_killed_ingest_process_are_stored_exactly_once() {
     c.stop().await;
 }
 
+/// Posts `n` webhooks one after another, killing `victim` before post
+/// `n / 2`; returns the ids answered 200 and how many got 503.
+async fn post_through_a_kill(
+    c: &Cluster,
+    a: &Tenant,
+    n: i64,
+    victim: Child,
+) -> (Vec<String>, usize) {
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    let mut victim = Some(victim);
+    for i in 0..n {
+        if i == n / 2 {
+            kill(victim.take().expect("running"));
+        }
+        let id = format!("wamid.K{i:04}");
+        let body = whatsapp_text(
+            a,
+            &id,
+            "16315551181",
+            &format!("msg {i}"),
+            1_700_000_000 + i,
+        );
+        match c.post_signed(&body, &a.app_secret).await.0 {
+            200 => accepted.push(id),
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    (accepted, refused)
+}
+
+/// Every message stored, oldest first.
+async fn stored_ids(c: &Cluster) -> Vec<String> {
+    sqlx::query_scalar("SELECT channel_message_id FROM messages ORDER BY \"timestamp\"")
+        .fetch_all(&c.db.owner)
+        .await
+        .expect("ids")
+}
+
 /// Ingest killed at an arbitrary moment while webhooks keep arriving: every
 /// webhook answered 200 is stored exactly once after a restart; the others
 /// got a non-200 (Meta would retry them) and queued nothing.
@@ -181,38 +220,16 @@ async fn webhooks_answered_200_survive_ingest_being_killed_mid_stream() {
     let first = spawn_ingest(&c, c.ingest, &conversations_url);
     wait_listening(c.ingest).await;
 
-    let mut accepted = Vec::new();
-    let mut refused = 0;
-    let mut first = Some(first);
-    for i in 0..120 {
-        if i == 60 {
-            kill(first.take().expect("running"));
-        }
-        let id = format!("wamid.M{i}");
-        let body = whatsapp_text(
-            &a,
-            &id,
-            "16315551181",
-            &format!("msg {i}"),
-            1_700_000_000 + i,
-        );
-        match c.post_signed(&body, &a.app_secret).await.0 {
-            200 => accepted.push(id),
-            503 => refused += 1,
-            other => panic!("unexpected status {other}"),
-        }
-    }
+    let (accepted, refused) = post_through_a_kill(&c, &a, 120, first).await;
     assert!(refused > 0, "posts after the kill are refused with 503");
     assert!(accepted.len() >= 60, "posts before the kill are accepted");
     let second = spawn_ingest(&c, c.ingest, &conversations_url);
     c.drained().await;
-
-    let stored: Vec<String> =
-        sqlx::query_scalar("SELECT channel_message_id FROM messages ORDER BY \"timestamp\"")
-            .fetch_all(&c.db.owner)
-            .await
-            .expect("ids");
-    assert_eq!(stored, accepted, "exactly the accepted webhooks, once each");
+    assert_eq!(
+        stored_ids(&c).await,
+        accepted,
+        "exactly the accepted webhooks, once each"
+    );
     kill(second);
     c.stop().await;
 }
@@ -234,39 +251,20 @@ async fn webhooks_answered_200_survive_conversations_being_killed_mid_stream() {
     wait_listening(c.conversations).await;
     let a = c.tenant("alpha").await;
 
-    let mut accepted = Vec::new();
-    let mut first = Some(first);
-    for i in 0..150 {
-        if i == 75 {
-            kill(first.take().expect("running"));
-        }
-        let id = format!("wamid.C{i}");
-        let body = whatsapp_text(
-            &a,
-            &id,
-            "16315551181",
-            &format!("msg {i}"),
-            1_700_000_000 + i,
-        );
-        // The edge caches the route, so webhooks keep being accepted while conversations is down.
-        match c.post_signed(&body, &a.app_secret).await.0 {
-            200 => accepted.push(id),
-            other => panic!("unexpected status {other}"),
-        }
-    }
-    let stored_before: i64 = c.count("SELECT count(*) FROM messages").await;
+    // The edge caches the route, so webhooks keep being accepted while conversations is down.
+    let (accepted, refused) = post_through_a_kill(&c, &a, 150, first).await;
+    assert_eq!((accepted.len(), refused), (150, 0));
     assert!(
-        stored_before < 150,
+        c.count("SELECT count(*) FROM messages").await < 150,
         "some webhooks were still queued when conversations died"
     );
     let second = spawn_conversations(&c, c.conversations);
     c.drained().await;
-    let stored: Vec<String> =
-        sqlx::query_scalar("SELECT channel_message_id FROM messages ORDER BY \"timestamp\"")
-            .fetch_all(&c.db.owner)
-            .await
-            .expect("ids");
-    assert_eq!(stored, accepted, "exactly the accepted webhooks, once each");
+    assert_eq!(
+        stored_ids(&c).await,
+        accepted,
+        "exactly the accepted webhooks, once each"
+    );
     kill(second);
     c.stop().await;
 }

@@ -13,28 +13,44 @@ use tonic::{
 };
 use tonic_health::ServingStatus;
 
-fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
+/// Reflection that advertises exactly `served` plus health and reflection:
+/// the descriptor set holds every FARO package, but `grpcurl list` on one
+/// service must not show RPCs it does not serve.
+fn reflection(served: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    for name in served.iter().copied().chain([
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]) {
+        builder = builder.with_service_name(name);
+    }
+    builder
 }
 
-/// Server reflection over FARO's packages and `grpc.health.v1`, so that
-/// `grpcurl list` shows everything a service offers.
-pub fn reflection_service() -> tonic_reflection::server::v1::ServerReflectionServer<
+/// Server reflection (v1) for the services named in `served`.
+pub fn reflection_service(
+    served: &[&str],
+) -> tonic_reflection::server::v1::ServerReflectionServer<
     impl tonic_reflection::server::v1::ServerReflection,
 > {
     // The descriptor sets are compiled in; failing to parse them is a build defect.
-    reflection()
+    reflection(served)
         .build_v1()
         .expect("embedded file descriptor sets are valid")
 }
 
 /// The pre-standard reflection API, which older grpcurl releases still ask for.
-pub fn reflection_service_v1alpha() -> tonic_reflection::server::v1alpha::ServerReflectionServer<
+pub fn reflection_service_v1alpha(
+    served: &[&str],
+) -> tonic_reflection::server::v1alpha::ServerReflectionServer<
     impl tonic_reflection::server::v1alpha::ServerReflection,
 > {
-    reflection()
+    reflection(served)
         .build_v1alpha()
         .expect("embedded file descriptor sets are valid")
 }
@@ -75,6 +91,7 @@ impl GrpcServer {
         shutdown: CancellationToken,
     ) -> Result<(), tonic::transport::Error> {
         let (reporter, health) = tonic_health::server::health_reporter();
+        let served = self.names.clone();
         let names: Vec<&str> = std::iter::once("").chain(self.names).collect();
         for name in &names {
             reporter
@@ -84,8 +101,8 @@ impl GrpcServer {
         let routes = self
             .routes
             .add_service(health)
-            .add_service(reflection_service())
-            .add_service(reflection_service_v1alpha());
+            .add_service(reflection_service(&served))
+            .add_service(reflection_service_v1alpha(&served));
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let signal = async move {
             shutdown.cancelled().await;

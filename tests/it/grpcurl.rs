@@ -42,16 +42,26 @@ async fn grpcurl_lists_every_service_and_checks_health() {
         (c.ingest, vec!["faro.ingest.v1.IngestService"]),
         (c.stream, vec!["faro.stream.v1.StreamService"]),
     ];
+    let every = [
+        "faro.conversations.v1.ConversationsService",
+        "faro.conversations.v1.AdminService",
+        "faro.ingest.v1.IngestService",
+        "faro.stream.v1.StreamService",
+    ];
     for (addr, services) in cases {
         let addr = addr.to_string();
         let a = addr.clone();
         let listed = tokio::task::spawn_blocking(move || run(&["-plaintext", &a, "list"]))
             .await
             .expect("join");
+        let listed: Vec<&str> = listed.lines().map(str::trim).collect();
         for s in services.iter().chain(&["grpc.health.v1.Health"]) {
+            assert!(listed.contains(s), "{addr} lists {s}: {listed:?}");
+        }
+        for s in every.iter().filter(|s| !services.contains(s)) {
             assert!(
-                listed.lines().any(|l| l.trim() == *s),
-                "{addr} lists {s}: {listed}"
+                !listed.contains(s),
+                "{addr} does not serve {s}, so must not list it: {listed:?}"
             );
         }
         for s in services.iter().chain(&[""]) {

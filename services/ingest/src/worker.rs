@@ -127,6 +127,9 @@ impl Worker {
                 Err((id, job, error)) => self.dead_letter(&id, job.as_ref(), &error).await,
             }
         }
+        if ready.is_empty() {
+            return;
+        }
         let all: Vec<ChannelEvent> = ready.iter().flat_map(|r| r.events.clone()).collect();
         let started = Instant::now();
         let events = all.len();

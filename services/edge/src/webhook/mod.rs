@@ -233,6 +233,10 @@ async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<
     }
 }
 
+/// A POST comes from one app; a body naming accounts of more apps than this is
+/// not trying more secrets: each try hashes the whole body again.
+const MAX_CANDIDATE_APPS: usize = 4;
+
 /// The routes of the one app whose secret verifies the body; accounts of other
 /// apps named in the same body are not trusted.
 fn verified_routes(
@@ -243,7 +247,7 @@ fn verified_routes(
     let mut apps: Vec<&str> = routes.iter().map(|r| r.app_id.as_str()).collect();
     apps.sort_unstable();
     apps.dedup();
-    let app = apps.into_iter().find(|app| {
+    let app = apps.into_iter().take(MAX_CANDIDATE_APPS).find(|app| {
         routes
             .iter()
             .find(|r| r.app_id == *app)
@@ -366,6 +370,25 @@ mod tests {
             .collect();
         assert_eq!(accounts, ["p2", "p3"]);
         assert!(verified_routes(vec![route("a1", "s1", "p1")], body, &presented).is_none());
+    }
+
+    #[test]
+    fn a_body_naming_many_apps_gets_a_bounded_number_of_tries() {
+        let body = br#"{"entry":[]}"#;
+        let digest =
+            signature::parse_header(signature::sign(b"s5", body).as_bytes()).expect("header");
+        let presented = Presented::Meta(digest);
+        let many: Vec<_> = (1..=5)
+            .map(|n| route(&format!("a{n}"), &format!("s{n}"), "p"))
+            .collect();
+        assert!(
+            verified_routes(many, body, &presented).is_none(),
+            "the fifth app is never tried"
+        );
+        let few: Vec<_> = (2..=5)
+            .map(|n| route(&format!("a{n}"), &format!("s{n}"), "p"))
+            .collect();
+        assert!(verified_routes(few, body, &presented).is_some());
     }
 
     #[test]

@@ -93,12 +93,16 @@ impl TestDb {
     }
 }
 
-pub async fn redis() -> Redis {
+pub async fn redis(url: &str) -> Redis {
     let client = Redis::new(
-        fred::prelude::Config::from_url(&redis_url()).expect("url"),
+        fred::prelude::Config::from_url(url).expect("url"),
+        Some(fred::prelude::PerformanceConfig {
+            default_command_timeout: Duration::from_secs(5),
+            ..Default::default()
+        }),
         None,
-        None,
-        None,
+        // Reconnects, for the test that restarts its Redis.
+        Some(fred::prelude::ReconnectPolicy::new_constant(0, 50)),
     );
     client.init().await.expect("redis is reachable");
     client
@@ -134,6 +138,8 @@ pub struct Cluster {
 
 /// Which services run in-process (crash tests run some as real processes).
 pub struct Options {
+    /// A Redis of the test's own (one it kills); default the shared one.
+    pub redis_url: Option<String>,
     pub ingest: bool,
     pub conversations: bool,
     pub claim_idle_ms: u64,
@@ -145,6 +151,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            redis_url: None,
             ingest: true,
             conversations: true,
             claim_idle_ms: 30_000,
@@ -163,6 +170,7 @@ impl Cluster {
     pub async fn start_with(options: Options) -> Self {
         let db = TestDb::create().await;
         let prefix = format!("faro-it:{}:", Uuid::new_v4().simple());
+        let redis_url = options.redis_url.clone().unwrap_or_else(redis_url);
         let shutdown = CancellationToken::new();
         let (conv_l, conversations) = listener().await;
         let (stream_l, stream) = listener().await;
@@ -188,7 +196,7 @@ impl Cluster {
             drop(conv_l);
         }
         let stream_config = faro_stream::Config {
-            redis_url: redis_url(),
+            redis_url: redis_url.clone(),
             key_prefix: prefix.clone(),
             subscriber_buffer: 1024,
         };
@@ -200,6 +208,7 @@ impl Cluster {
         }));
         if options.ingest {
             let mut config = ingest_config(&prefix, &format!("http://{conversations}"));
+            config.redis_url = redis_url.clone();
             config.workers = options.ingest_workers;
             config.batch_size = options.ingest_batch;
             config.claim_idle_ms = options.claim_idle_ms;
@@ -229,7 +238,7 @@ impl Cluster {
         }));
         Self {
             db,
-            redis: redis().await,
+            redis: redis(&redis_url).await,
             prefix,
             edge,
             conversations,

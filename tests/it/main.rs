@@ -10,6 +10,7 @@ mod grpcurl;
 mod isolation;
 mod listing;
 mod messaging;
+mod redis_restart;
 mod webhook;
 mod websocket;
 mod whatsapp;

@@ -17,6 +17,8 @@ use prost::Message;
 use crate::Error;
 
 pub(crate) const GROUP: &str = "workers";
+/// Longer than the 1 s XREADGROUP block, shorter than the edge's 10 s patience.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const JOB_FIELD: &str = "job";
 
 /// The Redis keys of one deployment (or one test), under its prefix.
@@ -44,6 +46,9 @@ pub(crate) async fn connect(url: &str) -> Result<Client, Error> {
         RedisConfig::from_url(url).map_err(|e| Error::Config(format!("REDIS_URL: {e}")))?;
     let client = Builder::from_config(config)
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        // A command never waits forever on a connection that died quietly; the
+        // edge turns the error into a 503 and the worker into a retry.
+        .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
         .build()?;
     client.init().await?;
     Ok(client)

@@ -35,7 +35,10 @@ pub async fn run(
     let redis_config = RedisConfig::from_url(&config.redis_url)
         .map_err(|e| Error::Config(format!("REDIS_URL: {e}")))?;
     let subscriber = Builder::from_config(redis_config)
-        .with_performance_config(|p| p.broadcast_channel_capacity = 16 * 1024)
+        .with_performance_config(|p| {
+            p.broadcast_channel_capacity = 16 * 1024;
+            p.default_command_timeout = std::time::Duration::from_secs(5);
+        })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         .build_subscriber_client()?;
     let hub = Arc::new(hub::Hub::new(config.subscriber_buffer));

@@ -31,6 +31,14 @@ pub use names::{channel_from_name, channel_name, direction_name, sender_type_nam
 pub use serve::{GrpcServer, reflection_service};
 pub use time::{from_timestamp, to_timestamp};
 
+/// The largest webhook body FARO accepts; the edge's limit may only be lower.
+pub const MAX_WEBHOOK_BYTES: usize = 3 * 1024 * 1024;
+
+/// The largest gRPC message a FARO service accepts. tonic's default (4 MiB)
+/// is below a maximal webhook plus its envelope, and a batch of events can be
+/// larger still; senders keep their messages under half of this.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
 /// The encoded `FileDescriptorSet` of every FARO package, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("faro_descriptor");
 

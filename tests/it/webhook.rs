@@ -218,3 +218,32 @@ async fn verification_handshake_needs_a_registered_verify_token() {
     assert_eq!(status, 400);
     c.stop().await;
 }
+
+/// A webhook at the size limit, batching hundreds of long messages, fits
+/// every hop: edge → ingest → Redis → conversations. Past tonic's default
+/// 4 MiB message limit the store call would fail and be retried forever.
+#[tokio::test]
+async fn a_webhook_at_the_size_limit_is_stored_whole() {
+    let c = Cluster::start_with(Options {
+        max_body_bytes: faro_proto::MAX_WEBHOOK_BYTES,
+        ..Options::default()
+    })
+    .await;
+    let a = c.tenant("alpha").await;
+    let text = "¿Tienen habitación? ".repeat(190); // ~4 KB, WhatsApp's longest text
+    let messages: Vec<serde_json::Value> = (0..600)
+        .map(|i| {
+            serde_json::json!({"from": "111", "id": format!("wamid.BIG{i}"), "timestamp": "1700000000",
+                               "type": "text", "text": {"body": text}})
+        })
+        .collect();
+    let body = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [
+        {"field": "messages", "value": {"metadata": {"phone_number_id": a.phone_number_id}, "messages": messages}}]}]})
+    .to_string();
+    assert!(body.len() > 2 * 1024 * 1024 && body.len() < faro_proto::MAX_WEBHOOK_BYTES);
+    let (status, _) = c.post_signed(&body, &a.app_secret).await;
+    assert_eq!(status, 200);
+    c.drained().await;
+    assert_eq!(c.count("SELECT count(*) FROM messages").await, 600);
+    c.stop().await;
+}

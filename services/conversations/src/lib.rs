@@ -55,7 +55,10 @@ pub async fn run(
         shutdown.clone(),
     ));
     let served = GrpcServer::new()
-        .add_service(ConversationsServiceServer::new(service.clone()))
+        .add_service(
+            ConversationsServiceServer::new(service.clone())
+                .max_decoding_message_size(faro_proto::MAX_GRPC_MESSAGE_BYTES),
+        )
         .add_service(AdminServiceServer::new(service))
         .serve(listener, shutdown.clone())
         .await;

@@ -44,10 +44,11 @@ impl Config {
                 "FARO_JWT_SECRET must be at least 32 bytes".into(),
             ));
         }
-        if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
-            return Err(Error::Config(
-                "max-body-bytes must be between 1 KiB and 64 MiB".into(),
-            ));
+        let max = faro_proto::MAX_WEBHOOK_BYTES;
+        if !(1024..=max).contains(&self.max_body_bytes) {
+            return Err(Error::Config(format!(
+                "max-body-bytes must be between 1024 and {max} (what ingest accepts)"
+            )));
         }
         for (name, url) in [
             ("conversations", &self.conversations_url),

@@ -8,8 +8,8 @@ use tonic::{Request, Response, Status};
 
 use crate::{Error, queue};
 
-/// Largest payload accepted; the edge enforces its own, smaller, body limit.
-const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
+/// Largest payload accepted; the edge enforces the same or a smaller limit.
+const MAX_PAYLOAD: usize = faro_proto::MAX_WEBHOOK_BYTES;
 
 pub(crate) struct Ingest {
     pub redis: Client,

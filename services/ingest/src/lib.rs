@@ -47,7 +47,8 @@ pub async fn run(
         tonic::transport::Endpoint::from_shared(config.conversations_url.clone())
             .map_err(|e| Error::Config(format!("conversations url: {e}")))?
             .connect_lazy(),
-    );
+    )
+    .max_decoding_message_size(faro_proto::MAX_GRPC_MESSAGE_BYTES);
 
     let workers = TaskTracker::new();
     let worker_stop = CancellationToken::new();
@@ -72,7 +73,10 @@ pub async fn run(
     };
     tracing::info!(addr = ?listener.local_addr().ok(), workers = config.workers, "ingest service listening");
     let served = GrpcServer::new()
-        .add_service(IngestServiceServer::new(service))
+        .add_service(
+            IngestServiceServer::new(service)
+                .max_decoding_message_size(faro_proto::MAX_GRPC_MESSAGE_BYTES),
+        )
         .serve(listener, shutdown)
         .await;
     // Stage two: the gRPC server has drained; now stop the workers.

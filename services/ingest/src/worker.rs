@@ -21,8 +21,9 @@ use crate::{
     queue::{self, Entry, Keys},
 };
 
-/// The most messages sent to conversations in one call.
+/// The most events sent to conversations in one call, by count and by size.
 const STORE_CHUNK: usize = 1000;
+const STORE_CHUNK_BYTES: usize = faro_proto::MAX_GRPC_MESSAGE_BYTES / 2;
 const BLOCK_MS: u64 = 1000;
 const STORE_ATTEMPTS: u32 = 5;
 
@@ -213,7 +214,7 @@ impl Worker {
         stop: &CancellationToken,
     ) -> Result<StoreEventsResponse, StoreError> {
         let mut all = StoreEventsResponse::default();
-        for chunk in events.chunks(STORE_CHUNK) {
+        for chunk in chunks(&events) {
             let mut attempt = 0;
             loop {
                 attempt += 1;
@@ -275,8 +276,60 @@ impl Worker {
     }
 }
 
+/// Splits a batch into store calls of at most `STORE_CHUNK` events and about
+/// `STORE_CHUNK_BYTES`: a batch of large webhooks must not exceed what
+/// conversations decodes, or the jobs would be retried forever.
+fn chunks(events: &[ChannelEvent]) -> Vec<&[ChannelEvent]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, e) in events.iter().enumerate() {
+        let len = prost::Message::encoded_len(e);
+        if i > start && (i - start == STORE_CHUNK || bytes + len > STORE_CHUNK_BYTES) {
+            out.push(&events[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < events.len() {
+        out.push(&events[start..]);
+    }
+    out
+}
+
 /// Exponential backoff with full jitter, capped at 5 s.
 fn backoff(attempt: u32) -> Duration {
     let cap = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
     Duration::from_millis(rand::random_range(cap / 2..=cap))
+}
+
+#[cfg(test)]
+mod tests {
+    use faro_proto::conversations::v1::{InboundMessage, channel_event::Kind};
+
+    use super::*;
+
+    fn event(text_bytes: usize) -> ChannelEvent {
+        ChannelEvent {
+            kind: Some(Kind::Message(InboundMessage {
+                text: "x".repeat(text_bytes),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn chunks_by_count_and_by_size_and_keeps_every_event() {
+        let small: Vec<_> = (0..2500).map(|_| event(10)).collect();
+        let sizes: Vec<usize> = chunks(&small).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [1000, 1000, 500]);
+
+        let big: Vec<_> = (0..5).map(|_| event(3 * 1024 * 1024)).collect();
+        let parts = chunks(&big);
+        assert_eq!(parts.iter().map(|c| c.len()).sum::<usize>(), 5);
+        for part in parts {
+            let bytes: usize = part.iter().map(prost::Message::encoded_len).sum();
+            assert!(bytes <= STORE_CHUNK_BYTES, "{bytes}");
+        }
+        assert!(chunks(&[]).is_empty());
+    }
 }

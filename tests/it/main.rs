@@ -5,6 +5,7 @@
 mod cli;
 mod cluster;
 mod crash;
+mod dead_letter;
 mod events;
 mod grpcurl;
 mod isolation;

@@ -40,6 +40,8 @@ pub(crate) struct Worker {
 /// A decoded, parsed job awaiting storage.
 struct Ready {
     id: String,
+    /// Kept whole, so that a job conversations rejects is dead-lettered re-drivable.
+    job: faro_proto::ingest::v1::Job,
     events: Vec<ChannelEvent>,
 }
 
@@ -154,14 +156,16 @@ impl Worker {
                             self.publish_and_ack(std::slice::from_ref(r), stored, redelivered)
                                 .await;
                         }
-                        Err(StoreError::Rejected(e)) => self.dead_letter(&r.id, None, &e).await,
+                        Err(StoreError::Rejected(e)) => {
+                            self.dead_letter(&r.id, Some(&r.job), &e).await
+                        }
                         Err(StoreError::Transient(_)) => {}
                     }
                 }
             }
             Err(StoreError::Rejected(e)) => {
                 for r in &ready {
-                    self.dead_letter(&r.id, None, &e).await;
+                    self.dead_letter(&r.id, Some(&r.job), &e).await;
                 }
             }
             Err(StoreError::Transient(e)) => {
@@ -198,6 +202,7 @@ impl Worker {
                 tracing::debug!(job = %id, events = parsed.events.len(), ignored = parsed.ignored, "job parsed");
                 Ok(Ready {
                     id,
+                    job,
                     events: parsed.events,
                 })
             }

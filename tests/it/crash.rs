@@ -13,49 +13,65 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::cluster::{Cluster, Options, Tenant, redis_url, whatsapp_text};
 
-/// A `faro ingest` process serving on `listen` and storing through `conversations_url`.
-fn spawn_ingest(c: &Cluster, listen: SocketAddr, conversations_url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_faro"))
-        .arg("ingest")
-        .args(["--ingest-listen", &listen.to_string()])
-        .args(["--conversations-url", conversations_url])
-        .args(["--redis-url", &redis_url()])
-        .args(["--redis-prefix", &c.prefix])
-        .args(["--claim-idle-ms", "1000"])
-        .args(["--ingest-workers", "2"])
-        .env("RUST_LOG", "info,faro_ingest=debug")
-        .stdout(Stdio::null())
-        .stderr(log_file(c))
-        .spawn()
-        .expect("faro ingest starts")
-}
-
-/// The child's log, kept under the target directory for post-mortems.
-fn log_file(c: &Cluster) -> Stdio {
-    let path = format!(
-        "{}/{}-ingest-{}.log",
+/// A `faro <service>` process with these flags; its log goes under the target dir.
+fn spawn_faro(c: &Cluster, service: &str, args: &[&str]) -> Child {
+    let log = format!(
+        "{}/{}-{service}-{}.log",
         env!("CARGO_TARGET_TMPDIR"),
         c.db.name,
         uuid::Uuid::new_v4().simple()
     );
-    std::fs::File::create(&path).map_or_else(|_| Stdio::null(), Stdio::from)
+    Command::new(env!("CARGO_BIN_EXE_faro"))
+        .arg(service)
+        .args(args)
+        .env("RUST_LOG", "info,faro_ingest=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).map_or_else(|_| Stdio::null(), Stdio::from))
+        .spawn()
+        .unwrap_or_else(|e| panic!("faro {service} starts: {e}"))
+}
+
+/// A `faro ingest` process serving on `listen` and storing through `conversations_url`.
+fn spawn_ingest(c: &Cluster, listen: SocketAddr, conversations_url: &str) -> Child {
+    let (listen, redis) = (listen.to_string(), redis_url());
+    spawn_faro(
+        c,
+        "ingest",
+        &[
+            "--ingest-listen",
+            &listen,
+            "--conversations-url",
+            conversations_url,
+            "--redis-url",
+            &redis,
+            "--redis-prefix",
+            &c.prefix,
+            "--claim-idle-ms",
+            "1000",
+            "--ingest-workers",
+            "2",
+        ],
+    )
 }
 
 /// A `faro conversations` process serving on `listen` for the test's database.
 fn spawn_conversations(c: &Cluster, listen: SocketAddr) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_faro"))
-        .arg("conversations")
-        .args(["--conversations-listen", &listen.to_string()])
-        .args(["--database-url", &c.db.owner_url])
-        .args([
+    let (listen, keys) = (
+        listen.to_string(),
+        crate::cluster::encryption_keys().join(","),
+    );
+    spawn_faro(
+        c,
+        "conversations",
+        &[
+            "--conversations-listen",
+            &listen,
+            "--database-url",
+            &c.db.owner_url,
             "--encryption-keys",
-            &crate::cluster::encryption_keys().join(","),
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log_file(c))
-        .spawn()
-        .expect("faro conversations starts")
+            &keys,
+        ],
+    )
 }
 
 async fn wait_listening(addr: SocketAddr) {

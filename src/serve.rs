@@ -148,6 +148,37 @@ pub struct ServeArgs {
         default_value_t = 30_000
     )]
     pub route_cache_ms: u64,
+    /// A WebSocket write slower than this (ms) drops the client.
+    #[arg(
+        long = "ws-write-timeout-ms",
+        env = "FARO_WS_WRITE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub ws_write_timeout_ms: u64,
+    /// Bytes of events queued for one WebSocket before it is closed with 4002.
+    #[arg(long = "ws-queue-bytes", env = "FARO_WS_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub ws_queue_bytes: usize,
+    /// Open connections the edge holds at most.
+    #[arg(
+        long = "max-connections",
+        env = "FARO_MAX_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    pub max_connections: usize,
+    /// Open connections from one IP address at most.
+    #[arg(
+        long = "max-connections-per-ip",
+        env = "FARO_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 1_000
+    )]
+    pub max_connections_per_ip: usize,
+    /// A new connection must send its first byte within this many ms.
+    #[arg(
+        long = "first-byte-timeout-ms",
+        env = "FARO_FIRST_BYTE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub first_byte_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -163,6 +194,11 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             drain_ms: self.drain_ms,
             route_cache_ms: self.route_cache_ms,
+            ws_write_timeout_ms: self.ws_write_timeout_ms,
+            ws_queue_bytes: self.ws_queue_bytes,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            first_byte_timeout_ms: self.first_byte_timeout_ms,
         };
         config.validate()?;
         Ok(config)

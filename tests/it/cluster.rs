@@ -146,6 +146,30 @@ pub struct Options {
     pub max_body_bytes: usize,
     pub ingest_workers: usize,
     pub ingest_batch: usize,
+    /// The edge's per-connection and per-socket limits.
+    pub edge_limits: EdgeLimits,
+}
+
+/// The edge's connection and WebSocket limits, as tests set them.
+#[derive(Clone, Copy)]
+pub struct EdgeLimits {
+    pub ws_write_timeout_ms: u64,
+    pub ws_queue_bytes: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub first_byte_timeout_ms: u64,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        Self {
+            ws_write_timeout_ms: 10_000,
+            ws_queue_bytes: 4 * 1024 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            first_byte_timeout_ms: 10_000,
+        }
+    }
 }
 
 impl Default for Options {
@@ -158,6 +182,7 @@ impl Default for Options {
             max_body_bytes: 64 * 1024,
             ingest_workers: 2,
             ingest_batch: 32,
+            edge_limits: EdgeLimits::default(),
         }
     }
 }
@@ -229,6 +254,11 @@ impl Cluster {
             max_body_bytes: options.max_body_bytes,
             drain_ms: 2_000,
             route_cache_ms: 30_000,
+            ws_write_timeout_ms: options.edge_limits.ws_write_timeout_ms,
+            ws_queue_bytes: options.edge_limits.ws_queue_bytes,
+            max_connections: options.edge_limits.max_connections,
+            max_connections_per_ip: options.edge_limits.max_connections_per_ip,
+            first_byte_timeout_ms: options.edge_limits.first_byte_timeout_ms,
         };
         let t = shutdown.clone();
         tasks.push(tokio::spawn(async move {

@@ -21,6 +21,25 @@ pub struct Config {
     /// How long webhook routes (and app secrets) are cached, in milliseconds;
     /// 0 disables the cache. A failed signature always re-asks.
     pub route_cache_ms: u64,
+
+    /// A WebSocket write that takes longer than this drops the client, in
+    /// milliseconds.
+    pub ws_write_timeout_ms: u64,
+
+    /// Bytes of events queued for one WebSocket before it is closed with 4002.
+    pub ws_queue_bytes: usize,
+
+    /// Open connections at most; beyond it the edge stops accepting (the
+    /// kernel's backlog holds the rest) until one closes.
+    pub max_connections: usize,
+
+    /// Open connections from one IP address at most; more are closed at once.
+    /// Behind a load balancer every client has its address: set it to
+    /// `max_connections` there.
+    pub max_connections_per_ip: usize,
+
+    /// A connection must send its first byte within this many milliseconds.
+    pub first_byte_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -33,6 +52,11 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("drain_ms", &self.drain_ms)
             .field("route_cache_ms", &self.route_cache_ms)
+            .field("ws_write_timeout_ms", &self.ws_write_timeout_ms)
+            .field("ws_queue_bytes", &self.ws_queue_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("first_byte_timeout_ms", &self.first_byte_timeout_ms)
             .finish()
     }
 }
@@ -61,7 +85,33 @@ impl Config {
                 )));
             }
         }
+        if self.ws_write_timeout_ms == 0 || self.first_byte_timeout_ms == 0 {
+            return Err(Error::Config(
+                "ws-write-timeout-ms and first-byte-timeout-ms must be positive".into(),
+            ));
+        }
+        if self.ws_queue_bytes < 64 * 1024 {
+            return Err(Error::Config(
+                "ws-queue-bytes must be at least 65536 (one large event)".into(),
+            ));
+        }
+        if self.max_connections_per_ip == 0 || self.max_connections_per_ip > self.max_connections {
+            return Err(Error::Config(
+                "max-connections-per-ip must be between 1 and max-connections".into(),
+            ));
+        }
         Ok(())
+    }
+
+    pub(crate) fn ws_limits(&self) -> crate::ws::Limits {
+        crate::ws::Limits {
+            write_timeout: Duration::from_millis(self.ws_write_timeout_ms),
+            queue_bytes: self.ws_queue_bytes,
+        }
+    }
+
+    pub(crate) fn first_byte_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_byte_timeout_ms)
     }
 
     pub(crate) fn route_cache_ttl(&self) -> Duration {

@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod config;
+mod conn_limits;
 mod error;
 mod events;
 mod routes;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, State,
+    conn_limits::ConnLimits,
     error::{ApiError, json_response},
     webhook::{self, Platform},
     ws,
@@ -81,6 +82,29 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
     })
 }
 
+/// Headers one request may carry, and their total bytes (names and values):
+/// past these the answer is a JSON 431. hyper's own, larger limits remain a
+/// backstop that closes with a bare 431.
+const MAX_HEADERS: usize = 100;
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+fn headers_too_large(headers: &http::HeaderMap) -> Option<ApiError> {
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    (headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES).then(|| {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes of them"),
+        )
+    })
+}
+
+/// Accept errors (out of file descriptors, mostly) back off up to this long.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
 pub(crate) async fn serve(
     state: Arc<State>,
     listener: TcpListener,
@@ -91,34 +115,80 @@ pub(crate) async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+        .header_read_timeout(Duration::from_secs(10))
+        .max_headers(4 * MAX_HEADERS);
+    // HTTP/2 peers that vanish are found by pings; streams per connection are bounded.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(256);
+    let limits = ConnLimits::new(
+        state.config.max_connections,
+        state.config.max_connections_per_ip,
+    );
+    let first_byte = state.config.first_byte_timeout();
     let graceful = GracefulShutdown::new();
+    let mut backoff = Duration::from_millis(10);
     loop {
+        // At the cap, wait here: further clients queue in the kernel's backlog.
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = limits.total_slot() => slot,
+        };
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff = Duration::from_millis(10);
+                    a
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                     continue;
                 }
             },
         };
+        let Some(slot) = limits.admit(slot, peer.ip()) else {
+            tracing::debug!(ip = %peer.ip(), "too many connections from one address; closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let service = tower::service_fn(move |req| {
+        let service = tower::service_fn(move |req: Request<Incoming>| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(state, req).await) }
+            async move {
+                if let Some(e) = headers_too_large(req.headers()) {
+                    return Ok::<_, Infallible>(e.into_response());
+                }
+                Ok::<_, Infallible>(handle(state, req).await)
+            }
         });
-        let conn = builder.serve_connection_with_upgrades(
-            TokioIo::new(stream),
-            TowerToHyperService::new(service),
-        );
-        let conn = graceful.watch(conn.into_owned());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let _slot = slot;
+            // hyper's header timer starts at the first byte; a connection that
+            // sends nothing is timed here, from accept.
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                first = tokio::time::timeout(first_byte, stream.peek(&mut probe)) => {
+                    if !matches!(first, Ok(Ok(n)) if n > 0) {
+                        tracing::debug!(%peer, "connection sent nothing in time; closed");
+                        return;
+                    }
+                }
+            }
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service),
+            );
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -1,0 +1,115 @@
+//! Bounds on open connections: in total (a semaphore the accept loop waits
+//! on) and per client IP (a count; the excess is closed at once). Idle
+//! connections that never send a byte are timed from accept by the server.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub(crate) struct ConnLimits {
+    total: Arc<Semaphore>,
+    per_ip_max: usize,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Held for as long as a connection is open; releases its slots on drop.
+pub(crate) struct ConnSlot {
+    _total: OwnedSemaphorePermit,
+    ip: IpAddr,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl ConnLimits {
+    pub(crate) fn new(total: usize, per_ip: usize) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(total)),
+            per_ip_max: per_ip,
+            per_ip: Arc::default(),
+        }
+    }
+
+    /// Waits for a free slot in the total: the accept loop calls this before
+    /// accepting, so at the cap new connections wait in the kernel's backlog
+    /// instead of costing a file descriptor each.
+    pub(crate) async fn total_slot(&self) -> OwnedSemaphorePermit {
+        self.total
+            .clone()
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("the semaphore is never closed"))
+    }
+
+    /// Counts the connection against its IP, or `None` if that IP is at its cap.
+    pub(crate) fn admit(&self, total: OwnedSemaphorePermit, ip: IpAddr) -> Option<ConnSlot> {
+        let mut map = lock(&self.per_ip);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.per_ip_max {
+            return None;
+        }
+        *n += 1;
+        Some(ConnSlot {
+            _total: total,
+            ip,
+            per_ip: self.per_ip.clone(),
+        })
+    }
+}
+
+fn lock(m: &Mutex<HashMap<IpAddr, usize>>) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+    // A panic while holding the lock cannot leave a count half-updated.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut map = lock(&self.per_ip);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_ip_at_its_cap_is_refused_until_one_closes() {
+        let limits = ConnLimits::new(10, 2);
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let s1 = limits.admit(limits.total_slot().await, a).expect("first");
+        let _s2 = limits.admit(limits.total_slot().await, a).expect("second");
+        assert!(limits.admit(limits.total_slot().await, a).is_none());
+        let _s3 = limits
+            .admit(limits.total_slot().await, b)
+            .expect("another ip");
+        drop(s1);
+        let _s4 = limits
+            .admit(limits.total_slot().await, a)
+            .expect("a slot freed");
+        // Held: s2, s3, s4; the refused connection gave its total slot back.
+        assert_eq!(limits.total.available_permits(), 10 - 3);
+    }
+
+    #[tokio::test]
+    async fn the_total_cap_waits() {
+        let limits = ConnLimits::new(1, 1);
+        let held = limits.total_slot().await;
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(50), limits.total_slot());
+        assert!(
+            waiting.await.is_err(),
+            "no second slot while the first is held"
+        );
+        drop(held);
+        let _ = limits.total_slot().await;
+    }
+}

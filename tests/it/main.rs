@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod crash;
 mod dead_letter;
+mod event_rules;
 mod events;
 mod grpcurl;
 mod isolation;

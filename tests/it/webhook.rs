@@ -40,6 +40,10 @@ async fn signed_text_reaches_the_tenants_websocket_and_is_stored_once() {
     c.drained().await;
     assert_eq!(c.count("SELECT count(*) FROM messages").await, 1);
     assert_eq!(c.count("SELECT count(*) FROM conversations").await, 1);
+    assert!(
+        crate::dead_letter::dead_letters(&c).await.is_empty(),
+        "a redelivery is stored as nothing, not rejected"
+    );
     let row: (
         String,
         String,

@@ -1,6 +1,8 @@
 //! Statuses, reactions, edits, deletions and watermarks: validated here, applied
-//! in Postgres by `faro_apply_message_events` and friends (migration 0002),
-//! whose rules are order-independent so events may come in any order, twice.
+//! in Postgres by `faro_apply_message_events` and friends (migrations 0002,
+//! 0003, 0005), whose rules are order-independent so events may come in any
+//! order, twice. They report which messages an event actually changed, so that
+//! only real changes are announced.
 
 use std::collections::HashSet;
 
@@ -97,7 +99,13 @@ pub(crate) fn status(e: pb::StatusUpdate) -> Result<(Uuid, Change), Error> {
     ))
 }
 
-pub(crate) fn reaction(e: pb::Reaction) -> Result<(Uuid, Change), Error> {
+/// A reaction. Its `arrival` (where it entered FARO's queue) breaks ties
+/// between reactions by one person within one timestamp: WhatsApp's are whole
+/// seconds, so a change or removal can share its second with what it replaces.
+pub(crate) fn reaction(
+    e: pb::Reaction,
+    arrival: Option<&pb::Arrival>,
+) -> Result<(Uuid, Change), Error> {
     let (tenant, _, channel) = scope(e.scope.as_ref())?;
     if e.reactor_id.is_empty() || e.reactor_id.len() > 256 || e.emoji.len() > 64 {
         return Err(Error::invalid(
@@ -105,14 +113,21 @@ pub(crate) fn reaction(e: pb::Reaction) -> Result<(Uuid, Change), Error> {
         ));
     }
     let ts = rfc3339(time(e.timestamp.as_ref())?);
+    let mut key = format!("{}@{ts}", e.reactor_id);
+    let mut payload = json!({"reactor_id": e.reactor_id, "emoji": e.emoji, "timestamp": ts});
+    if let Some(a) = arrival {
+        // Two reactions waiting in one second must both be kept; a redelivery is kept once.
+        key.push_str(&format!("#{}-{}-{}", a.millis, a.sequence, a.index));
+        payload["arrival"] = json!([a.millis, a.sequence, a.index]);
+    }
     Ok((
         tenant,
         Change {
             channel,
             target: target(&e.target_channel_message_id)?,
             kind: "reaction",
-            key: format!("{}@{ts}", e.reactor_id),
-            payload: json!({"reactor_id": e.reactor_id, "emoji": e.emoji, "timestamp": ts}),
+            key,
+            payload,
         },
     ))
 }
@@ -164,6 +179,15 @@ pub(crate) fn watermark(e: pb::Watermark) -> Result<(Uuid, WatermarkChange), Err
     ))
 }
 
+/// Rows of `(message id, changed)`, one per event that found its message:
+/// the messages to announce (all of them when the call is a redelivery, whose
+/// first attempt may have made the changes without announcing them).
+fn to_announce(rows: Vec<(Uuid, bool)>, redelivered: bool) -> impl Iterator<Item = Uuid> {
+    rows.into_iter()
+        .filter(move |(_, changed)| *changed || redelivered)
+        .map(|(id, _)| id)
+}
+
 /// Applies the events that waited for these newly stored messages.
 pub(crate) async fn apply_pending(
     tx: &mut Transaction<'static, Postgres>,
@@ -177,21 +201,24 @@ pub(crate) async fn apply_pending(
         .iter()
         .map(|(c, t)| (c.as_str(), t.as_str()))
         .unzip();
-    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT * FROM faro_apply_pending_events($1, $2, $3)")
-        .bind(tenant)
-        .bind(&channels)
-        .bind(&targets)
-        .fetch_all(&mut **tx)
-        .await?;
-    Ok(ids.into_iter().collect())
+    let rows: Vec<(Uuid, bool)> =
+        sqlx::query_as("SELECT * FROM faro_apply_pending_events($1, $2, $3)")
+            .bind(tenant)
+            .bind(&channels)
+            .bind(&targets)
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(to_announce(rows, false).collect())
 }
 
-/// Applies a batch's events in one round trip; the rest wait for their message.
+/// Applies a batch's events in one round trip; the rest wait for their
+/// message. Returns the messages to announce (see [`to_announce`]).
 pub(crate) async fn apply(
     tx: &mut Transaction<'static, Postgres>,
     tenant: Uuid,
     changes: &[Change],
     watermarks: &[WatermarkChange],
+    redelivered: bool,
 ) -> Result<HashSet<Uuid>, Error> {
     let mut changed = HashSet::new();
     if !changes.is_empty() {
@@ -200,7 +227,7 @@ pub(crate) async fn apply(
         let kinds: Vec<&str> = changes.iter().map(|c| c.kind).collect();
         let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
         let payloads: Vec<String> = changes.iter().map(|c| c.payload.to_string()).collect();
-        let ids: Vec<Uuid> = sqlx::query_scalar(
+        let rows: Vec<(Uuid, bool)> = sqlx::query_as(
             "SELECT * FROM faro_apply_message_events($1, $2, $3, $4, $5, $6::text[]::jsonb[])",
         )
         .bind(tenant)
@@ -211,11 +238,11 @@ pub(crate) async fn apply(
         .bind(&payloads)
         .fetch_all(&mut **tx)
         .await?;
-        changed.extend(ids);
+        changed.extend(to_announce(rows, redelivered));
     }
     for w in watermarks {
-        let ids: Vec<Uuid> =
-            sqlx::query_scalar("SELECT * FROM faro_apply_watermark($1, $2, $3, $4, $5, $6)")
+        let rows: Vec<(Uuid, bool)> =
+            sqlx::query_as("SELECT * FROM faro_apply_watermark($1, $2, $3, $4, $5, $6)")
                 .bind(tenant)
                 .bind(w.location)
                 .bind(w.channel)
@@ -224,7 +251,7 @@ pub(crate) async fn apply(
                 .bind(w.watermark)
                 .fetch_all(&mut **tx)
                 .await?;
-        changed.extend(ids);
+        changed.extend(to_announce(rows, redelivered));
     }
     Ok(changed)
 }

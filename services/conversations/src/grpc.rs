@@ -178,11 +178,14 @@ impl ConversationsService for Service {
         &self,
         request: Request<pb::StoreEventsRequest>,
     ) -> Result<Response<pb::StoreEventsResponse>, Status> {
-        let events = request.into_inner().events;
+        let pb::StoreEventsRequest {
+            events,
+            redelivered,
+        } = request.into_inner();
         if events.len() > MAX_BATCH {
             return Err(Error::invalid(format!("at most {MAX_BATCH} events per call")).into());
         }
-        let outcome = store::store_events(&self.pool, events).await?;
+        let outcome = store::store_events(&self.pool, events, redelivered).await?;
         Ok(Response::new(pb::StoreEventsResponse {
             stored: outcome.stored,
             updated: outcome.updated,

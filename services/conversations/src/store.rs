@@ -129,7 +129,9 @@ struct TenantBatch {
 }
 
 /// What a request did: the messages it carried (each flagged inserted or
-/// already stored), and the other messages its events changed.
+/// already stored), and the messages its events changed (for a redelivery:
+/// every message they applied to). A carried message that was already stored
+/// and that an event changed is in both.
 pub(crate) struct Outcome {
     pub stored: Vec<pb::StoredMessage>,
     pub updated: Vec<pb::StoredMessage>,
@@ -138,6 +140,7 @@ pub(crate) struct Outcome {
 pub(crate) async fn store_events(
     pool: &PgPool,
     events: Vec<pb::ChannelEvent>,
+    redelivered: bool,
 ) -> Result<Outcome, Error> {
     let mut by_tenant: BTreeMap<Uuid, TenantBatch> = BTreeMap::new();
     let mut seen = HashSet::new();
@@ -153,7 +156,9 @@ pub(crate) async fn store_events(
                 }
             }
             Kind::Status(e) => push(&mut by_tenant, events::status(e)?),
-            Kind::Reaction(e) => push(&mut by_tenant, events::reaction(e)?),
+            Kind::Reaction(e) => {
+                push(&mut by_tenant, events::reaction(e, event.arrival.as_ref())?);
+            }
             Kind::Edit(e) => push(&mut by_tenant, events::edit(e)?),
             Kind::Deletion(e) => push(&mut by_tenant, events::deletion(e)?),
             Kind::Watermark(e) => {
@@ -167,7 +172,7 @@ pub(crate) async fn store_events(
         updated: Vec::new(),
     };
     for (tenant, batch) in by_tenant {
-        let (stored, updated) = store_tenant(pool, tenant, batch).await?;
+        let (stored, updated) = store_tenant(pool, tenant, batch, redelivered).await?;
         outcome.stored.extend(stored);
         outcome.updated.extend(updated);
     }
@@ -192,6 +197,7 @@ async fn store_tenant(
     pool: &PgPool,
     tenant: Uuid,
     batch: TenantBatch,
+    redelivered: bool,
 ) -> Result<(Vec<pb::StoredMessage>, Vec<pb::StoredMessage>), Error> {
     let mut tx = tenant_tx(pool, tenant).await?;
     let mut convs: HashMap<Uuid, ConversationRow> = HashMap::new();
@@ -212,7 +218,16 @@ async fn store_tenant(
         .map(|r| (r.channel.clone(), r.channel_message_id.clone()))
         .collect();
     let mut changed = events::apply_pending(&mut tx, tenant, &new_keys).await?;
-    changed.extend(events::apply(&mut tx, tenant, &batch.changes, &batch.watermarks).await?);
+    changed.extend(
+        events::apply(
+            &mut tx,
+            tenant,
+            &batch.changes,
+            &batch.watermarks,
+            redelivered,
+        )
+        .await?,
+    );
 
     // Read back only what the inserts did not return: duplicates of stored
     // messages, and messages the events changed. Usually nothing.
@@ -274,20 +289,31 @@ async fn store_tenant(
         .values()
         .map(|r| ((r.channel.clone(), r.channel_message_id.clone()), r.id))
         .collect();
-    // The request's messages in request order; what remains was changed by events.
-    let stored = batch
-        .messages
-        .iter()
-        .filter_map(|m| by_key.get(&(m.channel.to_owned(), m.channel_message_id.clone())))
-        .filter_map(|id| rows.remove(id))
-        .map(|r| {
-            let new = inserted.contains(&r.id);
-            wrap(r, new)
-        })
-        .collect();
+    // The request's messages in request order; what remains was changed by
+    // events. One already stored that an event changed is news of its own.
+    let mut stored = Vec::with_capacity(batch.messages.len());
+    let mut changed_stored = Vec::new();
+    for m in &batch.messages {
+        let Some(r) = by_key
+            .get(&(m.channel.to_owned(), m.channel_message_id.clone()))
+            .and_then(|id| rows.remove(id))
+        else {
+            continue;
+        };
+        let new = inserted.contains(&r.id);
+        let announce_change = !new && changed.contains(&r.id);
+        let s = wrap(r, new);
+        if announce_change {
+            changed_stored.push(s.clone());
+        }
+        stored.push(s);
+    }
     let mut updated: Vec<MessageRow> = rows.into_values().collect();
     updated.sort_by_key(|r| (r.timestamp, r.id));
-    let updated = updated.into_iter().map(|r| wrap(r, false)).collect();
+    let updated = changed_stored
+        .into_iter()
+        .chain(updated.into_iter().map(|r| wrap(r, false)))
+        .collect();
     Ok((stored, updated))
 }
 

@@ -7,7 +7,7 @@ use std::{
 };
 
 use faro_proto::{
-    conversations::v1::{ChannelEvent, StoreEventsRequest, StoreEventsResponse},
+    conversations::v1::{Arrival, ChannelEvent, StoreEventsRequest, StoreEventsResponse},
     from_timestamp,
     ingest::v1::Provider,
 };
@@ -136,7 +136,7 @@ impl Worker {
         let all: Vec<ChannelEvent> = ready.iter().flat_map(|r| r.events.clone()).collect();
         let started = Instant::now();
         let events = all.len();
-        match self.store_with_retry(all, stop).await {
+        match self.store_with_retry(all, redelivered, stop).await {
             Ok(stored) => {
                 let stored_in = started.elapsed();
                 self.publish_and_ack(&ready, stored, redelivered).await;
@@ -149,11 +149,15 @@ impl Worker {
                 );
             }
             Err(StoreError::Rejected(_)) if ready.len() > 1 => {
-                // Find the job at fault rather than failing its neighbours.
+                // Find the job at fault rather than failing its neighbours. The
+                // rejected call may have committed other tenants' parts (one
+                // transaction per tenant) or earlier chunks, which now come
+                // back as already stored: each retry is a redelivery, so that
+                // they are announced.
                 for r in &ready {
-                    match self.store_with_retry(r.events.clone(), stop).await {
+                    match self.store_with_retry(r.events.clone(), true, stop).await {
                         Ok(stored) => {
-                            self.publish_and_ack(std::slice::from_ref(r), stored, redelivered)
+                            self.publish_and_ack(std::slice::from_ref(r), stored, true)
                                 .await;
                         }
                         Err(StoreError::Rejected(e)) => {
@@ -194,7 +198,8 @@ impl Worker {
             received_at: from_timestamp(sub.received_at.as_ref()).unwrap_or_else(chrono::Utc::now),
         };
         match parse::parse(provider, &sub.payload, &ctx) {
-            Ok(parsed) => {
+            Ok(mut parsed) => {
+                stamp_arrivals(&id, &mut parsed.events);
                 if parsed.untrusted > 0 {
                     tracing::warn!(job = %id, count = parsed.untrusted,
                         "ignored events for accounts not verified with this payload");
@@ -216,6 +221,7 @@ impl Worker {
     async fn store_with_retry(
         &mut self,
         events: Vec<ChannelEvent>,
+        redelivered: bool,
         stop: &CancellationToken,
     ) -> Result<StoreEventsResponse, StoreError> {
         let mut all = StoreEventsResponse::default();
@@ -225,6 +231,7 @@ impl Worker {
                 attempt += 1;
                 let request = StoreEventsRequest {
                     events: chunk.to_vec(),
+                    redelivered,
                 };
                 match self.conversations.store_events(request).await {
                     Ok(r) => {
@@ -281,6 +288,25 @@ impl Worker {
     }
 }
 
+/// Stamps each event with its place in the queue: its job's stream id
+/// (`millis-sequence`) and its index in the job. The same on every
+/// redelivery, so conversations can break timestamp ties by arrival.
+fn stamp_arrivals(job_id: &str, events: &mut [ChannelEvent]) {
+    let Some((millis, sequence)) = job_id.split_once('-') else {
+        return;
+    };
+    let (Ok(millis), Ok(sequence)) = (millis.parse(), sequence.parse()) else {
+        return;
+    };
+    for (index, e) in events.iter_mut().enumerate() {
+        e.arrival = Some(Arrival {
+            millis,
+            sequence,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+        });
+    }
+}
+
 /// Splits a batch into store calls of at most `STORE_CHUNK` events and about
 /// `STORE_CHUNK_BYTES`: a batch of large webhooks must not exceed what
 /// conversations decodes, or the jobs would be retried forever.
@@ -319,6 +345,7 @@ mod tests {
                 text: "x".repeat(text_bytes),
                 ..Default::default()
             })),
+            arrival: None,
         }
     }
 
@@ -336,5 +363,22 @@ mod tests {
             assert!(bytes <= STORE_CHUNK_BYTES, "{bytes}");
         }
         assert!(chunks(&[]).is_empty());
+    }
+
+    #[test]
+    fn arrivals_follow_the_stream_id_then_the_place_in_the_job() {
+        let mut events = vec![event(1), event(1)];
+        stamp_arrivals("1764486290123-7", &mut events);
+        let arrivals: Vec<_> = events
+            .iter()
+            .map(|e| e.arrival.as_ref().map(|a| (a.millis, a.sequence, a.index)))
+            .collect();
+        assert_eq!(
+            arrivals,
+            [Some((1_764_486_290_123, 7, 0)), Some((1_764_486_290_123, 7, 1))]
+        );
+        let mut odd = vec![event(1)];
+        stamp_arrivals("not-an-id", &mut odd);
+        assert!(odd[0].arrival.is_none(), "no arrival rather than a wrong one");
     }
 }

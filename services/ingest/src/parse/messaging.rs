@@ -134,6 +134,11 @@ fn item_events(
         return;
     }
     if let Some(d) = item.get("delivery") {
+        // A delivery has no timestamp of its own (Meta documents none); its
+        // watermark is when the messages were delivered. The receive time is
+        // only a last resort: a retry of the webhook would move it.
+        let mark = unix_millis(d.get("watermark"));
+        let delivered = mark.unwrap_or(timestamp);
         for mid in d
             .get("mids")
             .and_then(Value::as_array)
@@ -145,11 +150,11 @@ fn item_events(
                 route,
                 mid,
                 DeliveryStatus::Delivered,
-                timestamp,
+                delivered,
                 item,
             ));
         }
-        if let Some(w) = unix_millis(d.get("watermark")) {
+        if let Some(w) = mark {
             out.push(watermark(route, &customer, DeliveryStatus::Delivered, w));
         }
         return;

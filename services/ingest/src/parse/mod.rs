@@ -48,7 +48,11 @@ pub struct Parsed {
 
 impl Parsed {
     pub(crate) fn push(&mut self, kind: Kind) {
-        self.events.push(ChannelEvent { kind: Some(kind) });
+        self.events.push(ChannelEvent {
+            kind: Some(kind),
+            // Stamped by the worker, which knows where the job sits in the queue.
+            arrival: None,
+        });
     }
 }
 

@@ -140,10 +140,24 @@ async fn a_batch_retried_job_by_job_announces_what_the_first_call_stored() {
     let mut ws = c.websocket(&c.token(&good.id, 300)).await;
 
     let hold = Hold::start(&c, &good, "wamid.PLUG").await;
-    for (t, id) in [(&good, "wamid.GOOD"), (&bad, "wamid.BAD")] {
-        let body = whatsapp_text(t, id, "16505551234", "hola", 1_749_416_100);
-        assert_eq!(c.post_signed(&body, &t.app_secret).await.0, 200);
-    }
+    // The good job also reacts to the plug: a change the first call commits too.
+    let mut body: serde_json::Value = serde_json::from_str(&whatsapp_text(
+        &good,
+        "wamid.GOOD",
+        "16505551234",
+        "hola",
+        1_749_416_100,
+    ))
+    .expect("json");
+    let messages = &mut body["entry"][0]["changes"][0]["value"]["messages"];
+    let reaction = serde_json::json!({"from": "16505550000", "id": "wamid.GOOD-REACTION",
+        "timestamp": "1749416101", "type": "reaction",
+        "reaction": {"message_id": "wamid.PLUG", "emoji": "👍"}});
+    messages.as_array_mut().expect("messages").push(reaction);
+    let body = body.to_string();
+    assert_eq!(c.post_signed(&body, &good.app_secret).await.0, 200);
+    let body = whatsapp_text(&bad, "wamid.BAD", "16505551234", "hola", 1_749_416_100);
+    assert_eq!(c.post_signed(&body, &bad.app_secret).await.0, 200);
     hold.release().await;
     c.drained().await;
 
@@ -159,13 +173,26 @@ async fn a_batch_retried_job_by_job_announces_what_the_first_call_stored() {
     let payload = job.submission.expect("submission").payload;
     assert!(String::from_utf8_lossy(&payload).contains("wamid.BAD"));
 
-    // The agent hears of the plug, then of GOOD, before anything posted later.
+    assert_eq!(
+        c.message("wamid.PLUG").await["reactions"]["16505550000"]["emoji"],
+        "👍"
+    );
+
+    // The agent hears of the plug, then of GOOD and the reaction, before anything posted later.
     let body = whatsapp_text(&good, "wamid.AFTER", "16505551234", "?", 1_749_416_200);
     assert_eq!(c.post_signed(&body, &good.app_secret).await.0, 200);
-    for id in ["wamid.PLUG", "wamid.GOOD", "wamid.AFTER"] {
+    for (kind, id) in [
+        ("message.created", "wamid.PLUG"),
+        ("message.created", "wamid.GOOD"),
+        ("message.updated", "wamid.PLUG"),
+        ("message.created", "wamid.AFTER"),
+    ] {
         let e = ws.next_event().await;
-        assert_eq!(e["type"], "message.created");
-        assert_eq!(e["message"]["channel_message_id"], id);
+        assert_eq!(
+            (e["type"].as_str(), e["message"]["channel_message_id"].as_str()),
+            (Some(kind), Some(id)),
+            "unexpected frame {e}"
+        );
     }
     c.stop().await;
 }

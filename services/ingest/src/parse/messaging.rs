@@ -342,3 +342,53 @@ fn message(
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use faro_proto::conversations::v1::ChannelEvent;
+
+    use super::*;
+
+    /// The events' times, in order, for a payload received at `received_ms`.
+    fn times(body: &Value, received_ms: i64) -> Vec<i64> {
+        let routes = [Route {
+            external_account_id: "P1".into(),
+            channel: Channel::FacebookMessenger.into(),
+            ..Default::default()
+        }];
+        let ctx = Context {
+            routes: &routes,
+            meta_app_id: "",
+            received_at: DateTime::from_timestamp_millis(received_ms).expect("time"),
+        };
+        let parsed = parse(body, Platform::Messenger, &ctx).expect("parsed");
+        parsed
+            .events
+            .iter()
+            .map(|e: &ChannelEvent| match &e.kind {
+                Some(Kind::Status(s)) => s.timestamp,
+                Some(Kind::Watermark(w)) => w.watermark,
+                other => panic!("unexpected {other:?}"),
+            })
+            .map(|t| {
+                let t = t.expect("a time");
+                t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_delivery_is_dated_by_its_watermark_not_by_its_receipt() {
+        // Meta's documented delivery: no `timestamp`.
+        let body = json!({"object": "page", "entry": [{"id": "P1", "messaging": [{
+            "sender": {"id": "U1"}, "recipient": {"id": "P1"},
+            "delivery": {"mids": ["mid.1"], "watermark": 1_458_668_856_253_i64}}]}]});
+        let watermark = 1_458_668_856_253;
+        assert_eq!(times(&body, 1_700_000_000_000), [watermark, watermark]);
+        assert_eq!(
+            times(&body, 1_700_000_999_000),
+            [watermark, watermark],
+            "a retry received later says the same"
+        );
+    }
+}

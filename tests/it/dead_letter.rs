@@ -120,8 +120,7 @@ async fn a_batch_retried_job_by_job_announces_what_the_first_call_stored() {
     .await;
     let x = c.tenant("alpha").await;
     let y = c.tenant("bravo").await;
-    let (good, bad) = if x.id.parse::<Uuid>().expect("uuid") < y.id.parse::<Uuid>().expect("uuid")
-    {
+    let (good, bad) = if x.id.parse::<Uuid>().expect("uuid") < y.id.parse::<Uuid>().expect("uuid") {
         (x, y)
     } else {
         (y, x)
@@ -189,7 +188,10 @@ async fn a_batch_retried_job_by_job_announces_what_the_first_call_stored() {
     ] {
         let e = ws.next_event().await;
         assert_eq!(
-            (e["type"].as_str(), e["message"]["channel_message_id"].as_str()),
+            (
+                e["type"].as_str(),
+                e["message"]["channel_message_id"].as_str()
+            ),
             (Some(kind), Some(id)),
             "unexpected frame {e}"
         );

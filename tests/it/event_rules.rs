@@ -85,7 +85,12 @@ async fn a_messenger_delivery_is_dated_by_its_watermark_not_its_arrival() {
     let sent = messenger_mid("Ei5p");
 
     // The message is stored first; the delivery (no `timestamp`, as Meta documents it) follows.
-    post_json(&c, "facebook", &fixture_json("messenger/echo_page_inbox.json")).await;
+    post_json(
+        &c,
+        "facebook",
+        &fixture_json("messenger/echo_page_inbox.json"),
+    )
+    .await;
     c.drained().await;
     post_json(&c, "facebook", &delivery).await;
     c.drained().await;
@@ -182,7 +187,10 @@ async fn a_messenger_unreact_in_the_same_millisecond_removes_the_reaction() {
     post_json(&c, "facebook", &unreact).await;
     c.drained().await;
     let m = c.message(&messenger_mid("Tx4w")).await;
-    assert_eq!(m["reactions"][PSID]["emoji"], "", "the unreact wins the tie");
+    assert_eq!(
+        m["reactions"][PSID]["emoji"], "",
+        "the unreact wins the tie"
+    );
     c.stop().await;
 }
 
@@ -208,7 +216,10 @@ async fn a_failure_keeps_its_error_whatever_order_it_arrives_in() {
         assert_eq!(m["status"], "read", "{id}: it was read, whatever failed");
         assert_eq!(millis(&m["read_at"]), 1_749_416_408_000, "{id}");
         assert_eq!(millis(&m["failed_at"]), 1_749_416_410_000, "{id}");
-        assert_eq!(m["status_error"][0]["code"], 131_047, "{id}: Meta's error is kept");
+        assert_eq!(
+            m["status_error"][0]["code"], 131_047,
+            "{id}: Meta's error is kept"
+        );
         assert_eq!(
             m["status_error"][0]["error_data"]["details"],
             "Message failed to send because more than 24 hours have passed since the customer last replied to this number.",
@@ -222,7 +233,10 @@ async fn a_failure_keeps_its_error_whatever_order_it_arrives_in() {
 async fn expect_frame(ws: &mut Ws, kind: &str, id: &str) -> Value {
     let e = ws.next_event().await;
     assert_eq!(
-        (e["type"].as_str(), e["message"]["channel_message_id"].as_str()),
+        (
+            e["type"].as_str(),
+            e["message"]["channel_message_id"].as_str()
+        ),
         (Some(kind), Some(id)),
         "unexpected frame {e}"
     );

@@ -375,10 +375,16 @@ mod tests {
             .collect();
         assert_eq!(
             arrivals,
-            [Some((1_764_486_290_123, 7, 0)), Some((1_764_486_290_123, 7, 1))]
+            [
+                Some((1_764_486_290_123, 7, 0)),
+                Some((1_764_486_290_123, 7, 1))
+            ]
         );
         let mut odd = vec![event(1)];
         stamp_arrivals("not-an-id", &mut odd);
-        assert!(odd[0].arrival.is_none(), "no arrival rather than a wrong one");
+        assert!(
+            odd[0].arrival.is_none(),
+            "no arrival rather than a wrong one"
+        );
     }
 }

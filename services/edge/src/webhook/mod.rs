@@ -271,7 +271,7 @@ pub(crate) async fn deliver(
     let presented = presented_signature(platform, headers, received_at.timestamp())?;
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
     // Everything up to a verified signature is work anyone can make us do.
-    let unverified = state.unverified.enter()?;
+    let unverified = state.unverified.enter().await?;
     let ids = accounts::account_ids(platform, &body)?;
     let unknown = || {
         ApiError::unauthorized(

@@ -6,10 +6,10 @@
 //! fails against cached routes the caller asks again with `fresh`: an app
 //! secret rotated in the last TTL must not cost Meta a rejected delivery.
 //!
-//! The cache is an LRU with a TTL per entry: a flood of fresh made-up ids
-//! evicts only the least recently used entries, never the routes of the
-//! accounts that are delivering right now (a wholesale clear would send every
-//! real account back to the database at once).
+//! Both are LRUs with a TTL per entry, and separate: a flood of fresh
+//! made-up ids evicts only other unknown ids, never the routes of connected
+//! accounts (a wholesale clear, or one shared LRU, would send every real
+//! account back to the database at once).
 
 use std::{
     sync::Mutex,
@@ -23,7 +23,7 @@ use faro_proto::conversations::v1::{
 use hashlink::LruCache;
 use tonic::transport::Channel as GrpcChannel;
 
-/// Entries kept; beyond it the least recently used one goes.
+/// Entries kept of each kind; beyond it the least recently used one goes.
 const MAX_ENTRIES: usize = 100_000;
 /// A `fresh` lookup still uses entries this young: bad signatures naming a
 /// real account must not become one database lookup each.
@@ -31,12 +31,16 @@ const MIN_REFRESH: Duration = Duration::from_secs(1);
 
 type Key = (i32, String);
 
-/// A route, or the knowledge that the account is not connected, and when.
-type Entry = (Instant, Option<ChannelRoute>);
+struct Entries {
+    /// Connected accounts: their route, and when it was read.
+    known: LruCache<Key, (Instant, ChannelRoute)>,
+    /// Accounts found not connected, and when.
+    unknown: LruCache<Key, Instant>,
+}
 
 pub(crate) struct RouteCache {
     ttl: Duration,
-    entries: Mutex<LruCache<Key, Entry>>,
+    entries: Mutex<Entries>,
 }
 
 impl RouteCache {
@@ -47,11 +51,14 @@ impl RouteCache {
     fn with_capacity(ttl: Duration, capacity: usize) -> Self {
         Self {
             ttl,
-            entries: Mutex::new(LruCache::new(capacity.max(1))),
+            entries: Mutex::new(Entries {
+                known: LruCache::new(capacity.max(1)),
+                unknown: LruCache::new(capacity.max(1)),
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Key, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -66,18 +73,26 @@ impl RouteCache {
         let mut found = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
         let mut entries = self.lock();
+        let age = |at: Instant| now.saturating_duration_since(at);
         for id in ids {
             let key = (channel as i32, id.clone());
-            match entries.get(&key) {
-                Some((at, route)) if now.saturating_duration_since(*at) < max_age => {
-                    found.extend(route.clone());
+            if let Some((at, route)) = entries.known.get(&key) {
+                if age(*at) < max_age {
+                    found.push(route.clone());
+                    continue;
                 }
-                Some((at, _)) if now.saturating_duration_since(*at) >= self.ttl => {
-                    entries.remove(&key);
-                    missing.push(id.clone());
+                if age(*at) >= self.ttl {
+                    entries.known.remove(&key);
                 }
-                _ => missing.push(id.clone()),
+            } else if let Some(at) = entries.unknown.get(&key) {
+                if age(*at) < max_age {
+                    continue;
+                }
+                if age(*at) >= self.ttl {
+                    entries.unknown.remove(&key);
+                }
             }
+            missing.push(id.clone());
         }
         (found, missing)
     }
@@ -88,8 +103,17 @@ impl RouteCache {
         }
         let mut entries = self.lock();
         for id in missing {
-            let route = routes.iter().find(|r| r.external_account_id == id).cloned();
-            entries.insert((channel as i32, id), (now, route));
+            let key = (channel as i32, id);
+            match routes.iter().find(|r| r.external_account_id == key.1) {
+                Some(route) => {
+                    entries.unknown.remove(&key);
+                    entries.known.insert(key, (now, route.clone()));
+                }
+                None => {
+                    entries.known.remove(&key);
+                    entries.unknown.insert(key, now);
+                }
+            }
         }
     }
 
@@ -142,28 +166,33 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_unknown_ids_evicts_the_least_recently_used_not_everything() {
+    fn a_flood_of_unknown_ids_never_evicts_a_connected_account() {
         let ttl = Duration::from_secs(30);
         let cache = RouteCache::with_capacity(ttl, 3);
         let now = Instant::now();
         let ch = Channel::Whatsapp;
         cache.remember(ch, ids(&["real"]), &[route("real")], now);
         for n in 0..10 {
-            // The real account keeps delivering between the junk.
-            let (found, missing) = cache.cached(ch, &ids(&["real"]), now, ttl);
-            assert_eq!((found.len(), missing.len()), (1, 0), "after {n} junk ids");
             let junk = format!("junk-{n}");
             let (_, missing) = cache.cached(ch, &ids(&[&junk]), now, ttl);
             assert_eq!(missing, [junk.clone()]);
             cache.remember(ch, missing, &[], now);
         }
-        assert_eq!(cache.lock().len(), 3);
+        // The real account was not used meanwhile, and is still cached.
+        let (found, missing) = cache.cached(ch, &ids(&["real"]), now, ttl);
+        assert_eq!((found.len(), missing.len()), (1, 0));
+        assert_eq!(cache.lock().unknown.len(), 3, "unknown ids are bounded");
         // Unknown accounts are remembered as unknown: no lookup while fresh.
         let (found, missing) = cache.cached(ch, &ids(&["junk-9"]), now, ttl);
         assert!(found.is_empty() && missing.is_empty());
-        // The oldest junk was evicted.
-        let (_, missing) = cache.cached(ch, &ids(&["junk-0"]), now, ttl);
+        // The least recently used junk was evicted, not the whole cache.
+        let (_, missing) = cache.cached(ch, &ids(&["junk-0", "junk-8"]), now, ttl);
         assert_eq!(missing, ["junk-0"]);
+        // An account connected since it was found unknown is found on refresh.
+        cache.remember(ch, ids(&["junk-8"]), &[route("junk-8")], now);
+        let (found, _) = cache.cached(ch, &ids(&["junk-8"]), now, ttl);
+        assert_eq!(found.len(), 1);
+        assert!(cache.lock().unknown.peek(&(ch as i32, "junk-8".into())).is_none());
     }
 
     #[test]
@@ -179,7 +208,7 @@ mod tests {
         assert_eq!(missing, ["a"], "a fresh lookup asks again");
         let (_, missing) = cache.cached(ch, &ids(&["a"]), then + ttl, ttl);
         assert_eq!(missing, ["a"]);
-        assert_eq!(cache.lock().len(), 0, "an expired entry is removed");
+        assert_eq!(cache.lock().known.len(), 0, "an expired entry is removed");
         // Channels are separate keys.
         cache.remember(ch, ids(&["a"]), &[route("a")], then);
         let (_, missing) = cache.cached(Channel::InstagramDm, &ids(&["a"]), then, ttl);

@@ -205,7 +205,7 @@ async fn messenger_items_that_cannot_be_stored_do_not_sink_their_neighbours() {
          "message": {"mid": "m_NOSENDER", "text": "from nobody"}},
         {"sender": {"id": "6785432101234567"}, "recipient": {"id": PAGE},
          "delivery": {"seq": 1}}
-    ]}]});
+    ], "changes": [{"field": "feed", "value": {"item": "comment"}}]}]});
     let status = c
         .post_meta("facebook", body.to_string().as_bytes(), whatsapp::SECRET)
         .await;
@@ -216,9 +216,10 @@ async fn messenger_items_that_cannot_be_stored_do_not_sink_their_neighbours() {
     let dead = rejected_parts(&c).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     let why = reasons(&dead[0].1);
-    assert_eq!(why.len(), 2, "{why:?}");
-    assert!(why[0].contains("no sender"), "{why:?}");
-    assert!(why[1].contains("delivery names no message"), "{why:?}");
+    assert_eq!(why.len(), 3, "{why:?}");
+    assert!(why[0].contains("not conversation events"), "{why:?}");
+    assert!(why[1].contains("no sender"), "{why:?}");
+    assert!(why[2].contains("delivery names no message"), "{why:?}");
     c.stop().await;
 }
 

@@ -63,6 +63,13 @@ pub fn parse(root: &Value, platform: Platform, ctx: &Context<'_>) -> Result<Pars
             .get("messaging")
             .and_then(Value::as_array)
             .map_or(&[][..], Vec::as_slice);
+        // Feed changes (comments, mentions) and handover `standby` items are
+        // delivered beside `messaging` but are not this inbox's conversations.
+        for key in ["changes", "standby"] {
+            for other in entry.get(key).and_then(Value::as_array).into_iter().flatten() {
+                out.reject(format!("`{key}` items are not conversation events"), other);
+            }
+        }
         let (account, route) = ctx.account(entry.get("id"));
         let (Some(account), Some(route)) = (account.as_deref(), route) else {
             out.reject_unverified(account.as_deref(), items);

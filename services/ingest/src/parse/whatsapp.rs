@@ -299,6 +299,11 @@ fn messages(
     ctx: &Context<'_>,
     out: &mut Parsed,
 ) {
+    for k in [key, "statuses"] {
+        if let Some(v) = value.get(k).filter(|v| !v.is_array()) {
+            out.reject(format!("`{k}` is not an array"), v);
+        }
+    }
     let messages = items(value, key);
     let statuses = items(value, "statuses");
     let (phone_number_id, route) = ctx.account(value.pointer("/metadata/phone_number_id"));

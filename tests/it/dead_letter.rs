@@ -123,13 +123,13 @@ async fn a_whatsapp_message_without_a_sender_is_dead_lettered_alone() {
     let (c, _alpha) = whatsapp::setup().await;
     // Two contacts, so no single contact can stand in for the missing `from`.
     let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [
-        {"field": "messages", "value": {"metadata": {"phone_number_id": whatsapp::PHONE},
-         "contacts": [{"wa_id": "16505551234"}, {"wa_id": "16505551235"}],
-         "messages": [
-            {"from": "16505551234", "id": "wamid.GOOD", "timestamp": "1749416383",
-             "type": "text", "text": {"body": "hello"}},
-            {"id": "wamid.NOBODY", "timestamp": "1749416384", "type": "text", "text": {"body": "who?"}}
-         ]}}]}]});
+    {"field": "messages", "value": {"metadata": {"phone_number_id": whatsapp::PHONE},
+     "contacts": [{"wa_id": "16505551234"}, {"wa_id": "16505551235"}],
+     "messages": [
+        {"from": "16505551234", "id": "wamid.GOOD", "timestamp": "1749416383",
+         "type": "text", "text": {"body": "hello"}},
+        {"id": "wamid.NOBODY", "timestamp": "1749416384", "type": "text", "text": {"body": "who?"}}
+     ]}}]}]});
     let status = c
         .post_meta("whatsapp", body.to_string().as_bytes(), whatsapp::SECRET)
         .await;

@@ -97,7 +97,13 @@ impl RouteCache {
         (found, missing)
     }
 
-    fn remember(&self, channel: Channel, missing: Vec<String>, routes: &[ChannelRoute], now: Instant) {
+    fn remember(
+        &self,
+        channel: Channel,
+        missing: Vec<String>,
+        routes: &[ChannelRoute],
+        now: Instant,
+    ) {
         if self.ttl.is_zero() {
             return;
         }
@@ -175,7 +181,7 @@ mod tests {
         for n in 0..10 {
             let junk = format!("junk-{n}");
             let (_, missing) = cache.cached(ch, &ids(&[&junk]), now, ttl);
-            assert_eq!(missing, [junk.clone()]);
+            assert_eq!(missing, [junk]);
             cache.remember(ch, missing, &[], now);
         }
         // The real account was not used meanwhile, and is still cached.
@@ -192,7 +198,13 @@ mod tests {
         cache.remember(ch, ids(&["junk-8"]), &[route("junk-8")], now);
         let (found, _) = cache.cached(ch, &ids(&["junk-8"]), now, ttl);
         assert_eq!(found.len(), 1);
-        assert!(cache.lock().unknown.peek(&(ch as i32, "junk-8".into())).is_none());
+        assert!(
+            cache
+                .lock()
+                .unknown
+                .peek(&(ch as i32, "junk-8".into()))
+                .is_none()
+        );
     }
 
     #[test]
@@ -204,7 +216,8 @@ mod tests {
         cache.remember(ch, ids(&["a"]), &[route("a")], then);
         let (found, _) = cache.cached(ch, &ids(&["a"]), then + Duration::from_secs(29), ttl);
         assert_eq!(found.len(), 1);
-        let (_, missing) = cache.cached(ch, &ids(&["a"]), then + Duration::from_secs(2), MIN_REFRESH);
+        let (_, missing) =
+            cache.cached(ch, &ids(&["a"]), then + Duration::from_secs(2), MIN_REFRESH);
         assert_eq!(missing, ["a"], "a fresh lookup asks again");
         let (_, missing) = cache.cached(ch, &ids(&["a"]), then + ttl, ttl);
         assert_eq!(missing, ["a"]);

@@ -299,7 +299,10 @@ mod tests {
 /// the way ingest's parsers read it. Only for tests: it is what ran before the
 /// scan, and costs ~20× the body in memory.
 #[cfg(test)]
-pub(crate) fn account_ids_by_full_parse(platform: Platform, root: &serde_json::Value) -> BTreeSet<String> {
+pub(crate) fn account_ids_by_full_parse(
+    platform: Platform,
+    root: &serde_json::Value,
+) -> BTreeSet<String> {
     use faro_proto::account_id;
     use serde_json::Value;
     let entries = || {

@@ -77,7 +77,10 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(response.headers().contains_key(http::header::RETRY_AFTER));
         drop(a);
-        assert!(limit.enter().await.is_ok(), "a finished request frees its permit");
+        assert!(
+            limit.enter().await.is_ok(),
+            "a finished request frees its permit"
+        );
 
         // With a wait, a request queued behind a busy permit gets it when freed.
         let patient = Arc::new(UnverifiedLimit::new(1, Duration::from_secs(3600)));
@@ -88,6 +91,9 @@ mod tests {
         });
         tokio::task::yield_now().await;
         drop(held);
-        assert!(waiter.await.expect("joined"), "the queued request is served");
+        assert!(
+            waiter.await.expect("joined"),
+            "the queued request is served"
+        );
     }
 }

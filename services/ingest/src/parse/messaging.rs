@@ -66,7 +66,12 @@ pub fn parse(root: &Value, platform: Platform, ctx: &Context<'_>) -> Result<Pars
         // Feed changes (comments, mentions) and handover `standby` items are
         // delivered beside `messaging` but are not this inbox's conversations.
         for key in ["changes", "standby"] {
-            for other in entry.get(key).and_then(Value::as_array).into_iter().flatten() {
+            for other in entry
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 out.reject(format!("`{key}` items are not conversation events"), other);
             }
         }
@@ -110,7 +115,10 @@ fn item_events(
     };
     if sender.is_empty() || customer.is_empty() {
         // Conversations would refuse it, and with it the whole job.
-        out.reject("item has no sender or no customer (`sender.id`, `recipient.id`)", item);
+        out.reject(
+            "item has no sender or no customer (`sender.id`, `recipient.id`)",
+            item,
+        );
         return;
     }
 
@@ -166,7 +174,10 @@ fn item_events(
             out.push(watermark(route, &customer, DeliveryStatus::Delivered, w));
         }
         if out.events.len() == before {
-            out.reject("delivery names no message (`mids`) and no `watermark`", item);
+            out.reject(
+                "delivery names no message (`mids`) and no `watermark`",
+                item,
+            );
         }
         return;
     }

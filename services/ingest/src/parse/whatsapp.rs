@@ -361,7 +361,10 @@ fn messages(
     for s in statuses {
         let Some(status) = str_at(s, "/status").and_then(delivery_status) else {
             out.reject(
-                format!("unknown status {:?}", str_at(s, "/status").unwrap_or_default()),
+                format!(
+                    "unknown status {:?}",
+                    str_at(s, "/status").unwrap_or_default()
+                ),
                 s,
             );
             continue;

@@ -271,9 +271,10 @@ impl Worker {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        let mut listed = HashSet::new();
         let partly_dead: Vec<queue::PartlyDead<'_>> = jobs
             .iter()
-            .filter(|j| !j.rejected.is_empty())
+            .filter(|j| !j.rejected.is_empty() && listed.insert(j.id.as_str()))
             .map(|j| queue::PartlyDead {
                 id: &j.id,
                 job: &j.job,

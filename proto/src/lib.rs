@@ -23,10 +23,12 @@ pub mod stream {
     }
 }
 
+pub mod account;
 mod names;
 mod serve;
 mod time;
 
+pub use account::{AccountId, account_id};
 pub use names::{channel_from_name, channel_name, direction_name, sender_type_name};
 pub use serve::{GrpcServer, reflection_service};
 pub use time::{from_timestamp, to_timestamp};

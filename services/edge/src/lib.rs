@@ -45,6 +45,8 @@ pub(crate) struct State {
     pub ingest: IngestServiceClient<Channel>,
     pub stream: StreamServiceClient<Channel>,
     pub routes: routes::RouteCache,
+    /// Bounds the work done for webhooks whose signature is not verified yet.
+    pub unverified: webhook::UnverifiedLimit,
     pub shutdown: CancellationToken,
 }
 
@@ -87,6 +89,7 @@ pub async fn run(
         )?),
         stream: StreamServiceClient::new(channel("stream", &config.stream_url, None)?),
         routes: routes::RouteCache::new(config.route_cache_ttl()),
+        unverified: webhook::UnverifiedLimit::default(),
         shutdown: shutdown.clone(),
         config,
     });

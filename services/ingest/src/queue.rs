@@ -184,15 +184,53 @@ pub(crate) async fn claim_stale(
 /// Acknowledges and deletes done entries, atomically (MULTI/EXEC): a process
 /// dying between a separate XACK and XDEL would leave an entry that is neither
 /// pending nor new, which no worker ever reads again.
-pub(crate) async fn ack(client: &Client, keys: &Keys, ids: &[String]) -> Result<(), Error> {
+///
+/// A job stored except for some parts that can never be stored is
+/// dead-lettered in the same transaction (whole, with those parts and their
+/// reasons): its parts are either still pending or stored and dead-lettered.
+pub(crate) async fn ack(
+    client: &Client,
+    keys: &Keys,
+    ids: &[String],
+    partly_dead: &[PartlyDead<'_>],
+) -> Result<(), Error> {
     if ids.is_empty() {
         return Ok(());
     }
     let trx = client.multi();
+    for p in partly_dead {
+        let _: Value = trx
+            .xadd(
+                &keys.dead,
+                false,
+                None,
+                "*",
+                vec![
+                    ("source_id", Bytes::from(p.id.to_owned())),
+                    ("error", Bytes::from(p.error.clone())),
+                    (JOB_FIELD, Bytes::from(p.job.encode_to_vec())),
+                    (REJECTED_FIELD, Bytes::from(p.rejected.clone())),
+                ],
+            )
+            .await?;
+    }
     let _: Value = trx.xack(&keys.jobs, GROUP, ids.to_vec()).await?;
     let _: Value = trx.xdel(&keys.jobs, ids.to_vec()).await?;
     let _: Value = trx.exec(true).await?;
     Ok(())
+}
+
+/// The dead-letter field listing the parts of a job that were not stored:
+/// a JSON array of `{"reason", "part"}`.
+const REJECTED_FIELD: &str = "rejected";
+
+/// A job whose payload was stored except for some parts.
+pub(crate) struct PartlyDead<'a> {
+    pub id: &'a str,
+    pub job: &'a Job,
+    pub error: String,
+    /// JSON array of `{"reason", "part"}`.
+    pub rejected: String,
 }
 
 /// Keeps a job no worker can process, whole and with its error, and acks it,

@@ -43,6 +43,8 @@ struct Ready {
     /// Kept whole, so that a job conversations rejects is dead-lettered re-drivable.
     job: faro_proto::ingest::v1::Job,
     events: Vec<ChannelEvent>,
+    /// Parts of the payload that can never be stored: dead-lettered with the ack.
+    rejected: Vec<parse::Rejected>,
 }
 
 enum StoreError {
@@ -200,15 +202,16 @@ impl Worker {
         match parse::parse(provider, &sub.payload, &ctx) {
             Ok(mut parsed) => {
                 stamp_arrivals(&id, &mut parsed.events);
-                if parsed.untrusted > 0 {
-                    tracing::warn!(job = %id, count = parsed.untrusted,
-                        "ignored events for accounts not verified with this payload");
+                if let Some(first) = parsed.rejected.first() {
+                    tracing::warn!(job = %id, count = parsed.rejected.len(), reason = %first.reason,
+                        "parts of a payload cannot be stored; they will be dead-lettered");
                 }
                 tracing::debug!(job = %id, events = parsed.events.len(), ignored = parsed.ignored, "job parsed");
                 Ok(Ready {
                     id,
                     job,
                     events: parsed.events,
+                    rejected: parsed.rejected,
                 })
             }
             Err(e) => {
@@ -275,7 +278,18 @@ impl Worker {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        if let Err(e) = queue::ack(&self.redis, &self.keys, &ids).await {
+        let mut listed = HashSet::new();
+        let partly_dead: Vec<queue::PartlyDead<'_>> = jobs
+            .iter()
+            .filter(|j| !j.rejected.is_empty() && listed.insert(j.id.as_str()))
+            .map(|j| queue::PartlyDead {
+                id: &j.id,
+                job: &j.job,
+                error: rejected_summary(&j.rejected),
+                rejected: rejected_json(&j.rejected),
+            })
+            .collect();
+        if let Err(e) = queue::ack(&self.redis, &self.keys, &ids, &partly_dead).await {
             tracing::warn!(error = %e, "ack failed; jobs will be redelivered and deduplicated");
         }
     }
@@ -325,6 +339,30 @@ fn chunks(events: &[ChannelEvent]) -> Vec<&[ChannelEvent]> {
         out.push(&events[start..]);
     }
     out
+}
+
+/// The parts listed in a dead letter; the job is kept whole beside them, so a
+/// payload of thousands of bad parts is described by its first ones.
+const REJECTED_LISTED: usize = 100;
+
+fn rejected_summary(rejected: &[parse::Rejected]) -> String {
+    let first = rejected.first().map_or("", |r| r.reason.as_str());
+    match rejected.len() {
+        1 => format!("a part of the payload was not stored: {first}"),
+        n => format!("{n} parts of the payload were not stored; the first: {first}"),
+    }
+}
+
+fn rejected_json(rejected: &[parse::Rejected]) -> String {
+    let parts: Vec<serde_json::Value> = rejected
+        .iter()
+        .take(REJECTED_LISTED)
+        .map(|r| {
+            let part = serde_json::from_str(&r.raw).unwrap_or(serde_json::Value::Null);
+            serde_json::json!({"reason": r.reason, "part": part})
+        })
+        .collect();
+    serde_json::Value::Array(parts).to_string()
 }
 
 /// Exponential backoff with full jitter, capped at 5 s.

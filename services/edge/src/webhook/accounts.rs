@@ -1,67 +1,208 @@
-//! Which accounts a webhook body names, per platform: just enough parsing to
+//! Which accounts a webhook body names, per platform: just enough reading to
 //! route it and find the secret that verifies it. Untrusted until verified.
+//!
+//! This runs before the signature is checked, so it must cost little whatever
+//! the body: one pass over the bytes that deserializes only the id paths and
+//! skips everything else without building it (no `serde_json::Value` of an
+//! attacker's 3 MiB). What an id is comes from `faro_proto::AccountId`, the
+//! definition ingest's parsers use too.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, fmt};
 
-use serde_json::Value;
+use faro_proto::AccountId;
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::Platform;
 use crate::error::ApiError;
 
 const MAX_ACCOUNTS_PER_POST: usize = 1000;
 
-fn id(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() && s.len() <= 100 => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// Where ids sit in a body, as a static description walked by [`Scan`].
+enum Path {
+    /// An account id (by the shared rule).
+    Id,
+    /// An object; the named members are walked, every other member skipped.
+    Fields(&'static [(&'static str, Path)]),
+    /// An array; every element is walked.
+    Each(&'static Path),
+}
+
+/// `entry[].changes[].value.metadata.phone_number_id`
+const WHATSAPP: Path = Path::Fields(&[(
+    "entry",
+    Path::Each(&Path::Fields(&[(
+        "changes",
+        Path::Each(&Path::Fields(&[(
+            "value",
+            Path::Fields(&[("metadata", Path::Fields(&[("phone_number_id", Path::Id)]))]),
+        )])),
+    )])),
+)]);
+
+/// `entry[].id`
+const MESSAGING: Path = Path::Fields(&[("entry", Path::Each(&Path::Fields(&[("id", Path::Id)])))]);
+
+/// `whatsappInboundMessage.to`, `whatsappMessage.from`
+const YCLOUD: Path = Path::Fields(&[
+    ("whatsappInboundMessage", Path::Fields(&[("to", Path::Id)])),
+    ("whatsappMessage", Path::Fields(&[("from", Path::Id)])),
+]);
+
+/// Walks one value along `path`, adding the ids it finds to `out`. A value of
+/// another shape than the path expects is skipped, as a full parse's
+/// `Value::get` would: only malformed JSON is an error.
+struct Scan<'a> {
+    path: &'static Path,
+    out: &'a mut BTreeSet<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for Scan<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        match self.path {
+            Path::Id => {
+                if let Some(id) = AccountId::deserialize(d)?.0 {
+                    self.out.insert(id);
+                    if self.out.len() > MAX_ACCOUNTS_PER_POST {
+                        return Err(de::Error::custom(TOO_MANY));
+                    }
+                }
+                Ok(())
+            }
+            _ => d.deserialize_any(self),
+        }
     }
 }
 
-fn entries(root: &Value) -> impl Iterator<Item = &Value> {
-    root.get("entry")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+const TOO_MANY: &str = "the body names too many accounts";
+
+impl<'de> Visitor<'de> for Scan<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        match self.path {
+            Path::Each(inner) => {
+                while seq
+                    .next_element_seed(Scan {
+                        path: inner,
+                        out: &mut *self.out,
+                    })?
+                    .is_some()
+                {}
+            }
+            _ => while seq.next_element::<IgnoredAny>()?.is_some() {},
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Path::Fields(fields) = self.path else {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(());
+        };
+        while let Some(field) = map.next_key_seed(Field(fields))? {
+            match field {
+                Some(path) => map.next_value_seed(Scan {
+                    path,
+                    out: &mut *self.out,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A member name: which of the walked fields it is, if any (compared after
+/// unescaping, as a full parse would, and without allocating).
+struct Field(&'static [(&'static str, Path)]);
+
+impl<'de> DeserializeSeed<'de> for Field {
+    type Value = Option<&'static Path>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Field {
+    type Value = Option<&'static Path>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().find(|(name, _)| *name == v).map(|(_, p)| p))
+    }
 }
 
 pub(crate) fn account_ids(platform: Platform, body: &[u8]) -> Result<BTreeSet<String>, ApiError> {
-    let root: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}")))?;
-    if !root.is_object() {
-        return Err(ApiError::bad_request(
-            "invalid_json",
-            "the body must be a JSON object",
-        ));
+    let invalid = |why: String| ApiError::bad_request("invalid_json", why);
+    // JSON is UTF-8 (RFC 8259); skipped strings are not checked by the scan,
+    // so check the whole body once, as ingest's full parse will.
+    std::str::from_utf8(body).map_err(|e| invalid(format!("the body is not JSON: {e}")))?;
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(invalid("the body must be a JSON object".into()));
     }
-    let ids: BTreeSet<String> = match platform {
-        Platform::WhatsApp => entries(&root)
-            .flat_map(|e| {
-                e.get("changes")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-            })
-            .filter_map(|c| id(c.pointer("/value/metadata/phone_number_id")))
-            .collect(),
-        Platform::Messenger | Platform::Instagram => {
-            entries(&root).filter_map(|e| id(e.get("id"))).collect()
-        }
-        Platform::YCloud => [
-            root.pointer("/whatsappInboundMessage/to"),
-            root.pointer("/whatsappMessage/from"),
-        ]
-        .into_iter()
-        .filter_map(id)
-        .collect(),
+    let path = match platform {
+        Platform::WhatsApp => &WHATSAPP,
+        Platform::Messenger | Platform::Instagram => &MESSAGING,
+        Platform::YCloud => &YCLOUD,
     };
-    if ids.len() > MAX_ACCOUNTS_PER_POST {
-        return Err(ApiError::bad_request(
-            "too_many_accounts",
-            "the body names too many accounts",
-        ));
+    let mut ids = BTreeSet::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let scanned = Scan {
+        path,
+        out: &mut ids,
     }
-    Ok(ids)
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    match scanned {
+        Ok(()) => Ok(ids),
+        Err(e) if ids.len() > MAX_ACCOUNTS_PER_POST => {
+            tracing::debug!(error = %e, "webhook names too many accounts");
+            Err(ApiError::bad_request("too_many_accounts", TOO_MANY))
+        }
+        Err(e) => Err(invalid(format!("the body is not JSON: {e}"))),
+    }
 }
 
 #[cfg(test)]
@@ -79,9 +220,9 @@ mod tests {
     #[test]
     fn finds_every_account_of_every_platform() {
         let wa = r#"{"entry":[{"changes":[{"value":{"metadata":{"phone_number_id":"1"}}},{"value":{}}]},
-                    {"changes":[{"value":{"metadata":{"phone_number_id":"2"}}}]},{}]}"#;
+                    {"changes":[{"value":{"metadata":{"phone_number_id":2}}}]},{}]}"#;
         assert_eq!(ids(Platform::WhatsApp, wa), ["1", "2"]);
-        let page = r#"{"object":"page","entry":[{"id":"10"},{"id":11},{"id":""}]}"#;
+        let page = r#"{"object":"page","entry":[{"id":"10"},{"id":11},{"id":""},{"id":1.5}]}"#;
         assert_eq!(ids(Platform::Messenger, page), ["10", "11"]);
         assert_eq!(ids(Platform::Instagram, page), ["10", "11"]);
         let yc = r#"{"id":"evt_1","whatsappInboundMessage":{"to":"+1555"}}"#;
@@ -91,22 +232,165 @@ mod tests {
     }
 
     #[test]
+    fn member_names_are_compared_unescaped_and_other_shapes_are_skipped() {
+        let wa = r#"{"entr\u0079":[0,"x",[{"changes":1}],{"changes":[null,{"value":[]},
+                    {"value":{"metadata":{"phone_number_id":"\u0031\u0032"}}}]}]}"#;
+        assert_eq!(ids(Platform::WhatsApp, wa), ["12"]);
+        // A duplicated member: every occurrence is looked up (a superset of what
+        // the parser, which keeps the last, files events under).
+        let dup = r#"{"entry":[{"id":"1"}],"entry":[{"id":"2"}]}"#;
+        assert_eq!(ids(Platform::Messenger, dup), ["1", "2"]);
+    }
+
+    #[test]
     fn refuses_what_is_not_a_json_object() {
-        for bad in ["<xml/>", "[1,2]", "\"x\"", ""] {
-            let e = account_ids(Platform::WhatsApp, bad.as_bytes()).expect_err("refused");
+        for bad in [
+            &b"<xml/>"[..],
+            b"[1,2]",
+            b"\"x\"",
+            b"",
+            b"{",
+            b"{} {}",
+            b"{\"entry\":[0,]}",
+            b"{\"object\":\"\xff\"}",
+        ] {
+            let e = account_ids(Platform::WhatsApp, bad).expect_err("refused");
             assert_eq!(
                 (e.status, e.code),
-                (StatusCode::BAD_REQUEST, "invalid_json")
+                (StatusCode::BAD_REQUEST, "invalid_json"),
+                "{}",
+                String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn too_many_accounts_are_refused() {
+        let entries: Vec<String> = (0..=MAX_ACCOUNTS_PER_POST)
+            .map(|n| format!(r#"{{"id":"{n}"}}"#))
+            .collect();
+        let body = format!(r#"{{"entry":[{}]}}"#, entries.join(","));
+        let e = account_ids(Platform::Messenger, body.as_bytes()).expect_err("refused");
+        assert_eq!(e.code, "too_many_accounts");
+        let body = format!(r#"{{"entry":[{}]}}"#, entries[1..].join(","));
+        assert_eq!(
+            account_ids(Platform::Messenger, body.as_bytes())
+                .expect("at the limit")
+                .len(),
+            MAX_ACCOUNTS_PER_POST
+        );
+    }
+
+    #[test]
+    fn a_maximal_body_of_junk_names_no_account() {
+        // The body of the report: 3 MiB of `0`s where entries should be.
+        let mut body = b"{\"entry\":[0".to_vec();
+        while body.len() < faro_proto::MAX_WEBHOOK_BYTES - 4 {
+            body.extend_from_slice(b",0");
+        }
+        body.extend_from_slice(b"]}");
+        for p in [Platform::WhatsApp, Platform::Messenger, Platform::YCloud] {
+            assert!(account_ids(p, &body).expect("json").is_empty());
+        }
+    }
+}
+
+/// The definition the scan must agree with: a full parse into a `Value`, read
+/// the way ingest's parsers read it. Only for tests: it is what ran before the
+/// scan, and costs ~20× the body in memory.
+#[cfg(test)]
+pub(crate) fn account_ids_by_full_parse(
+    platform: Platform,
+    root: &serde_json::Value,
+) -> BTreeSet<String> {
+    use faro_proto::account_id;
+    use serde_json::Value;
+    let entries = || {
+        root.get("entry")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    };
+    match platform {
+        Platform::WhatsApp => entries()
+            .flat_map(|e| {
+                e.get("changes")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+            })
+            .filter_map(|c| account_id(c.pointer("/value/metadata/phone_number_id")))
+            .collect(),
+        Platform::Messenger | Platform::Instagram => {
+            entries().filter_map(|e| account_id(e.get("id"))).collect()
+        }
+        Platform::YCloud => [
+            root.pointer("/whatsappInboundMessage/to"),
+            root.pointer("/whatsappMessage/from"),
+        ]
+        .into_iter()
+        .filter_map(account_id)
+        .collect(),
     }
 }
 
 #[cfg(test)]
 mod props {
     use proptest::prelude::*;
+    use serde_json::{Value, json};
 
     use super::*;
+
+    const PLATFORMS: [Platform; 4] = [
+        Platform::WhatsApp,
+        Platform::Messenger,
+        Platform::Instagram,
+        Platform::YCloud,
+    ];
+
+    /// JSON trees whose member names are mostly the ones on the id paths, so
+    /// that ids are found at every depth and in every wrong shape.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
+            ".{0,8}".prop_map(Value::String),
+            "[0-9+]{1,16}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(7, 64, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            8 => prop::sample::select(&[
+                                "entry",
+                                "changes",
+                                "value",
+                                "metadata",
+                                "phone_number_id",
+                                "id",
+                                "whatsappInboundMessage",
+                                "whatsappMessage",
+                                "to",
+                                "from",
+                            ][..])
+                            .prop_map(str::to_owned),
+                            1 => "[a-z]{1,6}",
+                        ],
+                        inner,
+                    ),
+                    0..4,
+                )
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
@@ -119,12 +403,31 @@ mod props {
                 body.clone(),
                 format!(r#"{{"entry":[{{"id":{wrapped:?},"changes":[{{"value":{{"metadata":{{"phone_number_id":{wrapped:?}}}}}}}]}}]}}"#).into_bytes(),
                 format!(r#"{{"whatsappInboundMessage":{{"to":{wrapped:?}}},"whatsappMessage":{{"from":[{wrapped:?}]}}}}"#).into_bytes(),
+                format!(r#"{{"entry":[{wrapped}]}}"#).into_bytes(),
             ];
             for bytes in &candidates {
-                for p in [Platform::WhatsApp, Platform::Messenger, Platform::Instagram, Platform::YCloud] {
+                for p in PLATFORMS {
                     if let Err(e) = account_ids(p, bytes) {
                         prop_assert!(e.status.is_client_error());
                     }
+                }
+            }
+        }
+
+        /// On every valid body the scan finds exactly the ids a full parse
+        /// finds, so the edge routes what ingest will file, no more, no less.
+        #[test]
+        fn the_scan_agrees_with_a_full_parse(root in prop::collection::btree_map(
+            prop_oneof![Just("entry".to_owned()), Just("whatsappInboundMessage".to_owned()),
+                        Just("whatsappMessage".to_owned()), "[a-z]{1,6}"],
+            arb_json(), 0..4)) {
+            let root = Value::Object(root.into_iter().collect());
+            let text = root.to_string();
+            for p in PLATFORMS {
+                let expected = account_ids_by_full_parse(p, &root);
+                match account_ids(p, text.as_bytes()) {
+                    Ok(found) => prop_assert_eq!(found, expected, "{}", text),
+                    Err(e) => prop_assert_eq!(e.code, "too_many_accounts"),
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! WhatsApp, Messenger and Instagram, and YCloud's signed deliveries.
 
 mod accounts;
+mod limit;
 
 use bytes::Bytes;
 use faro_proto::{
@@ -14,6 +15,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 use subtle::ConstantTimeEq;
+
+pub(crate) use limit::UnverifiedLimit;
 
 use crate::{
     State,
@@ -267,6 +270,8 @@ pub(crate) async fn deliver(
     let received_at = chrono::Utc::now();
     let presented = presented_signature(platform, headers, received_at.timestamp())?;
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
+    // Everything up to a verified signature is work anyone can make us do.
+    let unverified = state.unverified.enter().await?;
     let ids = accounts::account_ids(platform, &body)?;
     let unknown = || {
         ApiError::unauthorized(
@@ -300,6 +305,7 @@ pub(crate) async fn deliver(
             }
         }
     };
+    drop(unverified);
     let (app_id, meta_app_id) = (routes[0].app_id.clone(), routes[0].meta_app_id.clone());
     let routes = routes
         .into_iter()

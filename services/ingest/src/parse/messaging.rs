@@ -55,21 +55,33 @@ pub fn parse(root: &Value, platform: Platform, ctx: &Context<'_>) -> Result<Pars
         .into_iter()
         .flatten()
     {
+        if !entry.is_object() {
+            out.reject("entry is not an object", entry);
+            continue;
+        }
         let items = entry
             .get("messaging")
             .and_then(Value::as_array)
             .map_or(&[][..], Vec::as_slice);
-        let account = match entry.get("id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => String::new(),
-        };
-        let Some(route) = ctx.route(&account) else {
-            out.untrusted += items.len();
+        // Feed changes (comments, mentions) and handover `standby` items are
+        // delivered beside `messaging` but are not this inbox's conversations.
+        for key in ["changes", "standby"] {
+            for other in entry
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.reject(format!("`{key}` items are not conversation events"), other);
+            }
+        }
+        let (account, route) = ctx.account(entry.get("id"));
+        let (Some(account), Some(route)) = (account.as_deref(), route) else {
+            out.reject_unverified(account.as_deref(), items);
             continue;
         };
         for item in items {
-            item_events(item, &account, route, platform, ctx, &mut out);
+            item_events(item, account, route, platform, ctx, &mut out);
         }
     }
     Ok(out)
@@ -101,6 +113,14 @@ fn item_events(
     } else {
         sender.clone()
     };
+    if sender.is_empty() || customer.is_empty() {
+        // Conversations would refuse it, and with it the whole job.
+        out.reject(
+            "item has no sender or no customer (`sender.id`, `recipient.id`)",
+            item,
+        );
+        return;
+    }
 
     if let Some(r) = item.get("reaction")
         && let Some(target) = str_at(r, "/mid")
@@ -139,6 +159,7 @@ fn item_events(
         // only a last resort: a retry of the webhook would move it.
         let mark = unix_millis(d.get("watermark"));
         let delivered = mark.unwrap_or(timestamp);
+        let before = out.events.len();
         for mid in d
             .get("mids")
             .and_then(Value::as_array)
@@ -157,14 +178,24 @@ fn item_events(
         if let Some(w) = mark {
             out.push(watermark(route, &customer, DeliveryStatus::Delivered, w));
         }
+        if out.events.len() == before {
+            out.reject(
+                "delivery names no message (`mids`) and no `watermark`",
+                item,
+            );
+        }
         return;
     }
     if let Some(r) = item.get("read") {
+        let before = out.events.len();
         if let Some(mid) = str_at(r, "/mid") {
             out.push(status(route, mid, DeliveryStatus::Read, timestamp, item));
         }
         if let Some(w) = unix_millis(r.get("watermark")) {
             out.push(watermark(route, &customer, DeliveryStatus::Read, w));
+        }
+        if out.events.len() == before {
+            out.reject("read names no message (`mid`) and no `watermark`", item);
         }
         return;
     }

@@ -2,8 +2,10 @@
 //!
 //! Parsers are tolerant: optional fields are optional, unknown fields are
 //! ignored, and an item of a kind FARO does not understand is kept as a message
-//! of type `unsupported` with its raw JSON rather than failing the batch. Only
-//! a payload that is not the expected JSON envelope at all is an error (and is
+//! of type `unsupported` with its raw JSON rather than failing the batch. A
+//! part that can never be stored (no verified account, no sender) is rejected
+//! with its reason and dead-lettered alone, never silently dropped. Only a
+//! payload that is not the expected JSON envelope at all is an error (and is
 //! dead-lettered whole). Every entry, change and item of a batch is walked.
 
 pub mod messaging;
@@ -33,17 +35,36 @@ impl Context<'_> {
             .iter()
             .find(|r| r.external_account_id == account)
     }
+
+    /// The account at `v` (by the rule the edge routes by, so that whatever
+    /// the edge verified is found here) and its route, if verified.
+    pub(crate) fn account(&self, v: Option<&Value>) -> (Option<String>, Option<&Route>) {
+        let id = faro_proto::account_id(v);
+        let route = id.as_deref().and_then(|id| self.route(id));
+        (id, route)
+    }
 }
 
-/// What a payload yields.
+/// What a payload yields. Every part of a verified payload ends up in one of
+/// these, never only in a log line.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub events: Vec<ChannelEvent>,
-    /// Items naming an account that was not verified for this payload.
-    pub untrusted: usize,
-    /// Items deliberately not stored: echoes of messages our own app sent,
-    /// statuses of a kind that changes nothing an agent sees.
+    /// Parts that can never be stored (no account verified for them, no
+    /// sender, a kind that is not a conversation event, …): dead-lettered with
+    /// their reason while the rest of the payload is stored.
+    pub rejected: Vec<Rejected>,
+    /// Items deliberately not stored because they already are: echoes of
+    /// messages our own app sent.
     pub ignored: usize,
+}
+
+/// One part of a payload that cannot be stored, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub reason: String,
+    /// The part as the platform sent it (JSON).
+    pub raw: String,
 }
 
 impl Parsed {
@@ -53,6 +74,25 @@ impl Parsed {
             // Stamped by the worker, which knows where the job sits in the queue.
             arrival: None,
         });
+    }
+
+    pub(crate) fn reject(&mut self, reason: impl Into<String>, raw: &Value) {
+        self.rejected.push(Rejected {
+            reason: reason.into(),
+            raw: raw.to_string(),
+        });
+    }
+
+    /// Rejects the items of an account that was not verified for this payload
+    /// (or a part naming no account at all).
+    pub(crate) fn reject_unverified(&mut self, account: Option<&str>, items: &[Value]) {
+        let reason = match account {
+            Some(a) => format!("account {a:?} was not verified for this payload"),
+            None => "the item names no account".to_owned(),
+        };
+        for item in items {
+            self.reject(reason.clone(), item);
+        }
     }
 }
 

@@ -247,6 +247,10 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
         .into_iter()
         .flatten()
     {
+        if !entry.is_object() {
+            out.reject("entry is not an object", entry);
+            continue;
+        }
         let waba = entry.get("id").cloned().unwrap_or(Value::Null);
         for change in entry
             .get("changes")
@@ -269,7 +273,11 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
                         &mut out,
                     );
                 }
-                _ => out.ignored += 1,
+                // Account notices (templates, quality, …) have no thread to go in.
+                field => out.reject(
+                    format!("change field {field:?} is not a conversation event"),
+                    change,
+                ),
             }
         }
     }
@@ -291,14 +299,24 @@ fn messages(
     ctx: &Context<'_>,
     out: &mut Parsed,
 ) {
+    for k in [key, "statuses"] {
+        if let Some(v) = value.get(k).filter(|v| !v.is_array()) {
+            out.reject(format!("`{k}` is not an array"), v);
+        }
+    }
     let messages = items(value, key);
     let statuses = items(value, "statuses");
-    let phone_number_id = str_at(value, "/metadata/phone_number_id").unwrap_or_default();
-    let Some(route) = ctx.route(phone_number_id) else {
-        out.untrusted += messages.len() + statuses.len();
+    let (phone_number_id, route) = ctx.account(value.pointer("/metadata/phone_number_id"));
+    let Some(route) = route else {
+        out.reject_unverified(phone_number_id.as_deref(), messages);
+        out.reject_unverified(phone_number_id.as_deref(), statuses);
         return;
     };
+    let phone_number_id = phone_number_id.as_deref().unwrap_or_default();
     let business = str_at(value, "/metadata/display_phone_number").unwrap_or(phone_number_id);
+    for e in items(value, "errors") {
+        out.reject("an error notice from the platform, not a message", e);
+    }
     let contacts = items(value, "contacts");
     for m in messages {
         let customer = match direction {
@@ -309,9 +327,16 @@ fn messages(
             .iter()
             .find(|c| customer.is_some() && str_at(c, "/wa_id") == customer)
             .or_else(|| (contacts.len() == 1).then(|| &contacts[0]));
-        let customer = customer
-            .or_else(|| contact.and_then(|c| str_at(c, "/wa_id")))
-            .unwrap_or("unknown");
+        // Never a shared placeholder customer: a message nobody sent is kept
+        // aside with its reason, not filed in a stranger's thread.
+        let Some(customer) = customer.or_else(|| contact.and_then(|c| str_at(c, "/wa_id"))) else {
+            let field = match direction {
+                Direction::Outbound => "`to`",
+                _ => "`from`",
+            };
+            out.reject(format!("message has no customer ({field})"), m);
+            continue;
+        };
         let party = Party {
             customer,
             customer_name: contact
@@ -335,11 +360,17 @@ fn messages(
     }
     for s in statuses {
         let Some(status) = str_at(s, "/status").and_then(delivery_status) else {
-            out.ignored += 1;
+            out.reject(
+                format!(
+                    "unknown status {:?}",
+                    str_at(s, "/status").unwrap_or_default()
+                ),
+                s,
+            );
             continue;
         };
         let Some(id) = str_at(s, "/id") else {
-            out.ignored += 1;
+            out.reject("status names no message (`id`)", s);
             continue;
         };
         out.push(Kind::Status(StatusUpdate {

@@ -30,9 +30,13 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
     match event_type {
         "whatsapp.inbound_message.received" => {
             let m = root.get("whatsappInboundMessage").unwrap_or(&Value::Null);
-            let business = str_at(m, "/to").unwrap_or_default();
-            let Some(route) = ctx.route(business) else {
-                out.untrusted += 1;
+            let (business, route) = ctx.account(m.get("to"));
+            let (Some(business), Some(route)) = (business.as_deref(), route) else {
+                out.reject_unverified(business.as_deref(), std::slice::from_ref(root));
+                return Ok(out);
+            };
+            let Some(from) = str_at(m, "/from").map(wa_id).filter(|f| !f.is_empty()) else {
+                out.reject("message has no customer (`from`)", root);
                 return Ok(out);
             };
             // Meta's shape, keyed by the WhatsApp message id (what statuses name).
@@ -41,7 +45,7 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
                 obj.insert("id".into(), Value::String(wamid.to_owned()));
             }
             let party = Party {
-                customer: wa_id(str_at(m, "/from").unwrap_or("unknown")),
+                customer: from,
                 customer_name: str_at(m, "/customerProfile/name").unwrap_or_default(),
                 customer_user_id: "",
                 business,
@@ -53,16 +57,16 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
         }
         "whatsapp.message.updated" => {
             let m = root.get("whatsappMessage").unwrap_or(&Value::Null);
-            let business = str_at(m, "/from").unwrap_or_default();
-            let Some(route) = ctx.route(business) else {
-                out.untrusted += 1;
+            let (business, route) = ctx.account(m.get("from"));
+            let Some(route) = route else {
+                out.reject_unverified(business.as_deref(), std::slice::from_ref(root));
                 return Ok(out);
             };
             let (Some(status), Some(wamid)) = (
                 str_at(m, "/status").and_then(delivery_status),
                 str_at(m, "/wamid"),
             ) else {
-                out.ignored += 1;
+                out.reject("status is unknown or names no message (`wamid`)", root);
                 return Ok(out);
             };
             let at = match str_at(m, "/status") {
@@ -90,7 +94,10 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
                     .to_string(),
             }));
         }
-        _ => out.ignored += 1,
+        other => out.reject(
+            format!("event type {other:?} is not a conversation event"),
+            root,
+        ),
     }
     Ok(out)
 }

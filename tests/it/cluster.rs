@@ -184,6 +184,7 @@ impl Cluster {
             encryption_keys: encryption_keys(),
             db_max_connections: 8,
             pending_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
+            sweeper_database_url: None,
         };
         if options.conversations {
             let t = shutdown.clone();
@@ -229,6 +230,8 @@ impl Cluster {
             max_body_bytes: options.max_body_bytes,
             drain_ms: 2_000,
             route_cache_ms: 30_000,
+            jwt_issuer: None,
+            jwt_audience: None,
         };
         let t = shutdown.clone();
         tasks.push(tokio::spawn(async move {

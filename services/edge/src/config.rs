@@ -21,6 +21,13 @@ pub struct Config {
     /// How long webhook routes (and app secrets) are cached, in milliseconds;
     /// 0 disables the cache. A failed signature always re-asks.
     pub route_cache_ms: u64,
+
+    /// When set, agents' JWTs must carry this `iss`.
+    pub jwt_issuer: Option<String>,
+
+    /// When set, agents' JWTs must carry this `aud`; when unset, a token
+    /// naming any audience is refused.
+    pub jwt_audience: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -33,6 +40,8 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("drain_ms", &self.drain_ms)
             .field("route_cache_ms", &self.route_cache_ms)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
             .finish()
     }
 }
@@ -43,6 +52,14 @@ impl Config {
             return Err(Error::Config(
                 "FARO_JWT_SECRET must be at least 32 bytes".into(),
             ));
+        }
+        for (name, v) in [
+            ("FARO_JWT_ISSUER", &self.jwt_issuer),
+            ("FARO_JWT_AUDIENCE", &self.jwt_audience),
+        ] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(Error::Config(format!("{name} must not be empty when set")));
+            }
         }
         let max = faro_proto::MAX_WEBHOOK_BYTES;
         if !(1024..=max).contains(&self.max_body_bytes) {

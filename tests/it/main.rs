@@ -12,6 +12,7 @@ mod isolation;
 mod listing;
 mod messaging;
 mod redis_restart;
+mod security;
 mod webhook;
 mod websocket;
 mod whatsapp;

@@ -236,8 +236,10 @@ pub fn issue(args: &TokenArgs) -> anyhow::Result<(String, u64)> {
 
 pub fn token(args: TokenArgs) -> anyhow::Result<()> {
     let (token, exp) = issue(&args)?;
-    print(json!({"token": token, "tenant_id": args.tenant, "sub": args.sub, "exp": exp,
-                 "iss": args.issuer, "aud": args.audience}));
+    print(
+        json!({"token": token, "tenant_id": args.tenant, "sub": args.sub, "exp": exp,
+                 "iss": args.issuer, "aud": args.audience}),
+    );
     Ok(())
 }
 

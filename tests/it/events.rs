@@ -254,10 +254,9 @@ async fn events_waiting_past_their_ttl_are_dropped() {
         .execute(&c.db.owner)
         .await
         .expect("age two events");
-    let sweeper = c
-        .db
-        .app_options()
-        .username(faro_conversations::SWEEPER_ROLE);
+    let sweeper =
+        c.db.app_options()
+            .username(faro_conversations::SWEEPER_ROLE);
     let sweeper = sqlx::PgPool::connect_with(sweeper)
         .await
         .expect("sweeper pool");

@@ -30,7 +30,8 @@ async fn a_verify_token_opens_only_its_apps_channels_and_never_a_ycloud_placehol
     let c = Cluster::start().await;
     let alpha = c.bare_tenant("alpha").await;
     let wa = c.app("meta-wa", "secret-wa", "verify-wa").await;
-    c.connect(&alpha, Channel::Whatsapp, "pn-alpha-1", &wa).await;
+    c.connect(&alpha, Channel::Whatsapp, "pn-alpha-1", &wa)
+        .await;
     let ycloud = c.app("ycloud-1", "secret-yc", "any-placeholder").await;
     c.connect(&alpha, Channel::Whatsapp, "+15550001111", &ycloud)
         .await;
@@ -85,17 +86,22 @@ async fn only_the_sweeper_role_can_expire_pending_events() {
     let app = sqlx::PgPool::connect_with(c.db.app_options())
         .await
         .expect("app pool");
-    let denied = sqlx::query_scalar::<_, i64>("SELECT faro_expire_pending_events(interval '1 hour')")
-        .fetch_one(&app)
-        .await
-        .expect_err("faro_app may not expire across tenants");
+    let denied =
+        sqlx::query_scalar::<_, i64>("SELECT faro_expire_pending_events(interval '1 hour')")
+            .fetch_one(&app)
+            .await
+            .expect_err("faro_app may not expire across tenants");
     let code = denied
         .as_database_error()
         .and_then(|d| d.code())
         .map(|c| c.into_owned());
     assert_eq!(code.as_deref(), Some("42501"), "{denied}");
     let week = std::time::Duration::from_secs(7 * 24 * 3600);
-    assert!(faro_conversations::expire_pending(&app, week).await.is_err());
+    assert!(
+        faro_conversations::expire_pending(&app, week)
+            .await
+            .is_err()
+    );
     app.close().await;
     let left = "SELECT count(*) FROM pending_message_events";
     assert_eq!(c.count(left).await, 2);
@@ -141,7 +147,10 @@ async fn only_the_sweeper_role_can_expire_pending_events() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    assert_eq!(remaining, 0, "the service's sweeper expired both tenants' events");
+    assert_eq!(
+        remaining, 0,
+        "the service's sweeper expired both tenants' events"
+    );
     stop.cancel();
     service
         .await
@@ -193,7 +202,11 @@ fn faro_token(args: &[&str]) -> String {
         .env_remove("FARO_JWT_AUDIENCE")
         .output()
         .expect("faro token runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     json["token"].as_str().expect("a token").to_owned()
 }
@@ -248,15 +261,32 @@ async fn the_edge_refuses_tokens_before_their_nbf_or_for_another_issuer_or_audie
     let (plain, minted, wrong_aud, no_aud) = tokio::task::spawn_blocking(move || {
         (
             mint(&[]),
-            mint(&["--issuer", "https://auth.faro.test", "--audience", "faro-edge"]),
-            mint(&["--issuer", "https://auth.faro.test", "--audience", "billing"]),
+            mint(&[
+                "--issuer",
+                "https://auth.faro.test",
+                "--audience",
+                "faro-edge",
+            ]),
+            mint(&[
+                "--issuer",
+                "https://auth.faro.test",
+                "--audience",
+                "billing",
+            ]),
             mint(&["--issuer", "https://auth.faro.test"]),
         )
     })
     .await
     .expect("faro token");
-    assert!(open(scoped_edge, &minted).await.is_ok(), "faro token mints what the edge requires");
-    for (name, token) in [("no iss/aud", &plain), ("another audience", &wrong_aud), ("no aud", &no_aud)] {
+    assert!(
+        open(scoped_edge, &minted).await.is_ok(),
+        "faro token mints what the edge requires"
+    );
+    for (name, token) in [
+        ("no iss/aud", &plain),
+        ("another audience", &wrong_aud),
+        ("no aud", &no_aud),
+    ] {
         let (status, json) = open(scoped_edge, token).await.err().expect(name);
         assert_eq!(
             (status, json["error"]["code"].as_str()),
@@ -358,8 +388,15 @@ async fn a_location_scoped_agent_gets_only_its_locations_events() {
     post(&s, "wamid.SOUTH1").await;
     post(&n, "wamid.NORTH1").await;
     let first = north_agent.next_event().await;
-    assert_eq!(first["message"]["channel_message_id"], "wamid.NORTH1", "{first}");
-    assert_eq!(first["message"]["location_id"].as_str(), Some(north.as_str()), "{first}");
+    assert_eq!(
+        first["message"]["channel_message_id"], "wamid.NORTH1",
+        "{first}"
+    );
+    assert_eq!(
+        first["message"]["location_id"].as_str(),
+        Some(north.as_str()),
+        "{first}"
+    );
 
     // The tenant-wide agent sees both, in order.
     let ids = [

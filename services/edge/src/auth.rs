@@ -243,7 +243,9 @@ mod tests {
     fn a_token_is_refused_before_its_nbf() {
         let keys = JwtKeys::new(&[7; 32]).expect("keys");
         let c = claims(now() + 7200);
-        let early = keys.issue_not_before(&c, Some(now() + 3600)).expect("issue");
+        let early = keys
+            .issue_not_before(&c, Some(now() + 3600))
+            .expect("issue");
         assert_eq!(
             refusal(&keys, &early).as_deref(),
             Some("token not valid yet (nbf)")
@@ -280,7 +282,10 @@ mod tests {
         let plain = scoped(None, None);
         assert_eq!(refusal(&plain, &plain.issue(&c).expect("issue")), None);
         assert_eq!(
-            refusal(&plain, &scoped(None, Some("faro-edge")).issue(&c).expect("issue")),
+            refusal(
+                &plain,
+                &scoped(None, Some("faro-edge")).issue(&c).expect("issue")
+            ),
             refused
         );
     }

@@ -129,15 +129,22 @@ mod tests {
     fn a_ycloud_digest_with_any_byte_changed_is_refused() {
         // HMAC-SHA256("whsec_test", "1749416384.{\"id\":\"evt_1\"}"), computed independently.
         let body = br#"{"id":"evt_1"}"#;
-        let header = b"t=1749416384,s=93e6fbf7feeec3e66d4d72fce9c564faf6b337618ca02b84def8d7a7a92a8d90";
+        let header =
+            b"t=1749416384,s=93e6fbf7feeec3e66d4d72fce9c564faf6b337618ca02b84def8d7a7a92a8d90";
         let (t, digest, raw) = parse_ycloud_header(header).expect("well formed");
         assert_eq!(sign_ycloud(b"whsec_test", t, body).as_bytes(), header);
         assert!(verify_ycloud(b"whsec_test", raw, body, &digest));
         let mut last = digest;
         last[31] ^= 0x01;
-        assert!(!verify_ycloud(b"whsec_test", raw, body, &last), "last byte flipped");
+        assert!(
+            !verify_ycloud(b"whsec_test", raw, body, &last),
+            "last byte flipped"
+        );
         for (i, bad) in each_byte_flipped(digest) {
-            assert!(!verify_ycloud(b"whsec_test", raw, body, &bad), "byte {i} flipped");
+            assert!(
+                !verify_ycloud(b"whsec_test", raw, body, &bad),
+                "byte {i} flipped"
+            );
         }
     }
 

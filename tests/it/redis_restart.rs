@@ -152,6 +152,18 @@ async fn health(addr: &str) -> Option<i32> {
     Some(r.into_inner().status)
 }
 
+fn agent_token(tenant: &str) -> String {
+    faro_edge::auth::JwtKeys::new(crate::cluster::JWT_SECRET.as_bytes())
+        .expect("keys")
+        .issue(&faro_edge::auth::Claims {
+            sub: "agent-1".into(),
+            tenant_id: tenant.parse().expect("uuid"),
+            location_ids: None,
+            exp: u64::try_from(chrono::Utc::now().timestamp() + 300).unwrap_or_default(),
+        })
+        .expect("token")
+}
+
 /// Redis is down when `faro all` starts: the process stays up, the edge
 /// answers webhooks 503 (so Meta retries) rather than refusing connections,
 /// ingest and stream report NOT_SERVING, and once a Redis listens the same
@@ -292,6 +304,16 @@ async fn faro_starts_without_redis_and_serves_once_it_comes() {
             "{addr} without Redis"
         );
     }
+    let refused = tokio_tungstenite::connect_async(format!(
+        "ws://{edge}/api/v1/messages/stream?access_token={}",
+        agent_token(&tenant)
+    ))
+    .await
+    .expect_err("no live events without Redis");
+    assert!(
+        matches!(&refused, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 503),
+        "{refused}"
+    );
     assert!(faro.0.try_wait().expect("wait").is_none(), "still running");
 
     let redis = OwnRedis::start(redis_port).await;
@@ -321,16 +343,10 @@ async fn faro_starts_without_redis_and_serves_once_it_comes() {
     }
 
     // Live events flow too: the stream subscribed to the late Redis.
-    let token = faro_edge::auth::JwtKeys::new(crate::cluster::JWT_SECRET.as_bytes())
-        .expect("keys")
-        .issue(&faro_edge::auth::Claims {
-            sub: "agent-1".into(),
-            tenant_id: tenant.parse().expect("uuid"),
-            location_ids: None,
-            exp: u64::try_from(chrono::Utc::now().timestamp() + 300).unwrap_or_default(),
-        })
-        .expect("token");
-    let url = format!("ws://{edge}/api/v1/messages/stream?access_token={token}");
+    let url = format!(
+        "ws://{edge}/api/v1/messages/stream?access_token={}",
+        agent_token(&tenant)
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("the WebSocket opens");

@@ -113,8 +113,8 @@ impl JwtKeys {
                 let message = match e.kind() {
                     ErrorKind::ExpiredSignature => "token expired",
                     ErrorKind::ImmatureSignature => "token not valid yet (nbf)",
-                    // Which of two missing claims is reported first is not stable.
                     ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => SCOPE_REFUSED,
+                    // One message for both: which missing claim is reported first is not stable.
                     ErrorKind::MissingRequiredClaim(c) if c == "iss" || c == "aud" => SCOPE_REFUSED,
                     ErrorKind::InvalidSignature => "token signature is invalid",
                     ErrorKind::MissingRequiredClaim(_) | ErrorKind::Json(_) => {

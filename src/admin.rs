@@ -208,6 +208,12 @@ pub struct TokenArgs {
     pub ttl: u64,
     #[arg(long = "jwt-secret", env = "FARO_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: String,
+    /// The `iss` the edge requires (its FARO_JWT_ISSUER), if any.
+    #[arg(long = "issuer", env = "FARO_JWT_ISSUER")]
+    pub issuer: Option<String>,
+    /// The `aud` the edge requires (its FARO_JWT_AUDIENCE), if any.
+    #[arg(long = "audience", env = "FARO_JWT_AUDIENCE")]
+    pub audience: Option<String>,
 }
 
 pub fn issue(args: &TokenArgs) -> anyhow::Result<(String, u64)> {
@@ -219,13 +225,21 @@ pub fn issue(args: &TokenArgs) -> anyhow::Result<(String, u64)> {
         location_ids: (!args.locations.is_empty()).then(|| args.locations.clone()),
         exp,
     };
-    let token = faro_edge::auth::JwtKeys::new(args.jwt_secret.as_bytes())?.issue(&claims)?;
+    let token = faro_edge::auth::JwtKeys::with_scope(
+        args.jwt_secret.as_bytes(),
+        args.issuer.as_deref(),
+        args.audience.as_deref(),
+    )?
+    .issue(&claims)?;
     Ok((token, exp))
 }
 
 pub fn token(args: TokenArgs) -> anyhow::Result<()> {
     let (token, exp) = issue(&args)?;
-    print(json!({"token": token, "tenant_id": args.tenant, "sub": args.sub, "exp": exp}));
+    print(
+        json!({"token": token, "tenant_id": args.tenant, "sub": args.sub, "exp": exp,
+                 "iss": args.issuer, "aud": args.audience}),
+    );
     Ok(())
 }
 

@@ -184,6 +184,8 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<()> {
         locations: vec![],
         ttl: 24 * 3600,
         jwt_secret: jwt_secret.clone(),
+        issuer: args.serve.jwt_issuer.clone(),
+        audience: args.serve.jwt_audience.clone(),
     })?;
     let now = chrono::Utc::now().timestamp();
     let body = sample_webhook(

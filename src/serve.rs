@@ -96,6 +96,14 @@ pub struct ServeArgs {
         default_value_t = 168
     )]
     pub pending_ttl_hours: u64,
+    /// Postgres URL of the pending-event sweeper (role faro_sweeper); default
+    /// DATABASE_URL with that user.
+    #[arg(
+        long = "sweeper-database-url",
+        env = "FARO_SWEEPER_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub sweeper_database_url: Option<String>,
 
     #[arg(
         long = "redis-url",
@@ -179,6 +187,12 @@ pub struct ServeArgs {
         default_value_t = 10_000
     )]
     pub first_byte_timeout_ms: u64,
+    /// When set, agents' JWTs must carry this issuer (`iss`).
+    #[arg(long = "jwt-issuer", env = "FARO_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// When set, agents' JWTs must carry this audience (`aud`).
+    #[arg(long = "jwt-audience", env = "FARO_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
 }
 
 impl ServeArgs {
@@ -199,6 +213,8 @@ impl ServeArgs {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             first_byte_timeout_ms: self.first_byte_timeout_ms,
+            jwt_issuer: self.jwt_issuer.clone(),
+            jwt_audience: self.jwt_audience.clone(),
         };
         config.validate()?;
         Ok(config)
@@ -230,6 +246,7 @@ impl ServeArgs {
             pending_ttl: std::time::Duration::from_secs(
                 self.pending_ttl_hours.saturating_mul(3600),
             ),
+            sweeper_database_url: self.sweeper_database_url.clone(),
         };
         faro_conversations::SecretBox::from_specs(&config.encryption_keys)
             .context("FARO_ENCRYPTION_KEYS")?;

@@ -41,6 +41,10 @@ pub const MAX_WEBHOOK_BYTES: usize = 3 * 1024 * 1024;
 /// larger still; senders keep their messages under half of this.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long a service that needs Redis waits for it before serving anyway
+/// (NOT_SERVING, UNAVAILABLE) while it keeps retrying in the background.
+pub const STARTUP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The encoded `FileDescriptorSet` of every FARO package, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("faro_descriptor");
 

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     body::Body,
@@ -60,6 +60,7 @@ pub fn reflection_service_v1alpha(
 pub struct GrpcServer {
     routes: Routes,
     names: Vec<&'static str>,
+    ready: Option<watch::Receiver<bool>>,
 }
 
 impl GrpcServer {
@@ -83,6 +84,15 @@ impl GrpcServer {
         self
     }
 
+    /// Health follows `ready` (NOT_SERVING while false) instead of reporting
+    /// SERVING from the start: for a service that listens before its backing
+    /// store (Redis) is reachable, so that callers get a quick UNAVAILABLE
+    /// rather than a refused connection.
+    pub fn ready_when(mut self, ready: watch::Receiver<bool>) -> Self {
+        self.ready = Some(ready);
+        self
+    }
+
     /// Serves until `shutdown` fires. Health flips to NOT_SERVING first so that
     /// load balancers stop routing here, then in-flight calls are drained.
     pub async fn serve(
@@ -93,10 +103,34 @@ impl GrpcServer {
         let (reporter, health) = tonic_health::server::health_reporter();
         let served = self.names.clone();
         let names: Vec<&str> = std::iter::once("").chain(self.names).collect();
+        let status = |ready: bool| {
+            if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
+        };
+        let initially = self.ready.as_ref().is_none_or(|r| *r.borrow());
         for name in &names {
-            reporter
-                .set_service_status(name, ServingStatus::Serving)
-                .await;
+            reporter.set_service_status(name, status(initially)).await;
+        }
+        if let Some(mut ready) = self.ready {
+            let (reporter, names, stop) = (reporter.clone(), names.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        changed = ready.changed() => if changed.is_err() { return },
+                    }
+                    let now = status(*ready.borrow_and_update());
+                    for name in &names {
+                        if stop.is_cancelled() {
+                            return;
+                        }
+                        reporter.set_service_status(name, now).await;
+                    }
+                }
+            });
         }
         let routes = self
             .routes

@@ -209,6 +209,7 @@ impl Cluster {
             encryption_keys: encryption_keys(),
             db_max_connections: 8,
             pending_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
+            sweeper_database_url: None,
         };
         if options.conversations {
             let t = shutdown.clone();
@@ -246,20 +247,8 @@ impl Cluster {
         } else {
             drop(ingest_l);
         }
-        let edge_config = faro_edge::Config {
-            conversations_url: format!("http://{conversations}"),
-            ingest_url: format!("http://{ingest}"),
-            stream_url: format!("http://{stream}"),
-            jwt_secret: JWT_SECRET.into(),
-            max_body_bytes: options.max_body_bytes,
-            drain_ms: 2_000,
-            route_cache_ms: 30_000,
-            ws_write_timeout_ms: options.edge_limits.ws_write_timeout_ms,
-            ws_queue_bytes: options.edge_limits.ws_queue_bytes,
-            max_connections: options.edge_limits.max_connections,
-            max_connections_per_ip: options.edge_limits.max_connections_per_ip,
-            first_byte_timeout_ms: options.edge_limits.first_byte_timeout_ms,
-        };
+        let mut edge_config = edge_config(conversations, ingest, stream, options.edge_limits);
+        edge_config.max_body_bytes = options.max_body_bytes;
         let t = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             faro_edge::run(edge_config, edge_l, t)
@@ -540,6 +529,31 @@ impl Cluster {
             .fetch_one(&self.db.owner)
             .await
             .expect("count")
+    }
+}
+
+/// The edge's configuration in tests, wired to the other services.
+pub fn edge_config(
+    conversations: SocketAddr,
+    ingest: SocketAddr,
+    stream: SocketAddr,
+    limits: EdgeLimits,
+) -> faro_edge::Config {
+    faro_edge::Config {
+        conversations_url: format!("http://{conversations}"),
+        ingest_url: format!("http://{ingest}"),
+        stream_url: format!("http://{stream}"),
+        jwt_secret: JWT_SECRET.into(),
+        max_body_bytes: 64 * 1024,
+        drain_ms: 2_000,
+        route_cache_ms: 30_000,
+        ws_write_timeout_ms: limits.ws_write_timeout_ms,
+        ws_queue_bytes: limits.ws_queue_bytes,
+        max_connections: limits.max_connections,
+        max_connections_per_ip: limits.max_connections_per_ip,
+        first_byte_timeout_ms: limits.first_byte_timeout_ms,
+        jwt_issuer: None,
+        jwt_audience: None,
     }
 }
 

@@ -13,8 +13,8 @@ use fred::interfaces::StreamsInterface;
 use prost::Message;
 use serde_json::json;
 
-use uuid::Uuid;
 use crate::whatsapp;
+use uuid::Uuid;
 
 const PAGE: &str = "107856318000001";
 const YCLOUD_SECRET: &str = "faro-test-ycloud-webhook-secret";

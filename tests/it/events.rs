@@ -237,8 +237,8 @@ async fn events_racing_their_message_are_never_stranded() {
 }
 
 /// Events that never meet their message are dropped once Meta would have
-/// stopped retrying; younger ones stay. The service role can do this across
-/// tenants only through the narrow expiry function.
+/// stopped retrying; younger ones stay. Only the sweeper's role can do this
+/// across tenants, through the narrow expiry function.
 #[tokio::test]
 async fn events_waiting_past_their_ttl_are_dropped() {
     let (c, _) = setup().await;
@@ -254,12 +254,15 @@ async fn events_waiting_past_their_ttl_are_dropped() {
         .execute(&c.db.owner)
         .await
         .expect("age two events");
-    let app = sqlx::PgPool::connect_with(c.db.app_options())
+    let sweeper =
+        c.db.app_options()
+            .username(faro_conversations::SWEEPER_ROLE);
+    let sweeper = sqlx::PgPool::connect_with(sweeper)
         .await
-        .expect("app pool");
+        .expect("sweeper pool");
     let week = std::time::Duration::from_secs(7 * 24 * 3600);
     assert_eq!(
-        faro_conversations::expire_pending(&app, week)
+        faro_conversations::expire_pending(&sweeper, week)
             .await
             .expect("expire"),
         2
@@ -269,7 +272,11 @@ async fn events_waiting_past_their_ttl_are_dropped() {
         .await
         .expect("left");
     assert_eq!(left, ["edit"]);
+    sweeper.close().await;
     // The service role still cannot delete pending events directly without a tenant.
+    let app = sqlx::PgPool::connect_with(c.db.app_options())
+        .await
+        .expect("app pool");
     let deleted = sqlx::query("DELETE FROM pending_message_events")
         .execute(&app)
         .await

@@ -13,6 +13,7 @@ mod isolation;
 mod listing;
 mod messaging;
 mod redis_restart;
+mod security;
 mod slow_clients;
 mod webhook;
 mod websocket;

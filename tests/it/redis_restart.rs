@@ -124,3 +124,253 @@ async fn a_redis_restart_is_announced_to_agents_and_ingest_recovers() {
     c.stop().await;
     drop(redis);
 }
+
+/// `faro all` as a real process; killed when dropped, even if the test fails.
+struct Faro(Child);
+
+impl Drop for Faro {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The serving status grpc.health.v1 reports for the whole server at `addr`.
+async fn health(addr: &str) -> Option<i32> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let r = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    Some(r.into_inner().status)
+}
+
+fn agent_token(tenant: &str) -> String {
+    faro_edge::auth::JwtKeys::new(crate::cluster::JWT_SECRET.as_bytes())
+        .expect("keys")
+        .issue(&faro_edge::auth::Claims {
+            sub: "agent-1".into(),
+            tenant_id: tenant.parse().expect("uuid"),
+            location_ids: None,
+            exp: u64::try_from(chrono::Utc::now().timestamp() + 300).unwrap_or_default(),
+        })
+        .expect("token")
+}
+
+/// Redis is down when `faro all` starts: the process stays up, the edge
+/// answers webhooks 503 (so Meta retries) rather than refusing connections,
+/// ingest and stream report NOT_SERVING, and once a Redis listens the same
+/// process takes webhooks and delivers live events without a restart.
+#[tokio::test]
+async fn faro_starts_without_redis_and_serves_once_it_comes() {
+    use faro_proto::conversations::v1::{self as pb, Channel};
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    let db = crate::cluster::TestDb::create().await;
+    let redis_port = free_port();
+    let [edge, ingest, conversations, stream] =
+        [(); 4].map(|()| format!("127.0.0.1:{}", free_port()));
+    let log = format!(
+        "{}/{}-all-no-redis.log",
+        env!("CARGO_TARGET_TMPDIR"),
+        db.name
+    );
+    let keys = crate::cluster::encryption_keys().join(",");
+    let mut faro = Faro(
+        Command::new(env!("CARGO_BIN_EXE_faro"))
+            .arg("all")
+            .args(["--edge-listen", &edge, "--ingest-listen", &ingest])
+            .args([
+                "--conversations-listen",
+                &conversations,
+                "--stream-listen",
+                &stream,
+            ])
+            .args(["--ingest-url", &format!("http://{ingest}")])
+            .args(["--conversations-url", &format!("http://{conversations}")])
+            .args(["--stream-url", &format!("http://{stream}")])
+            .args(["--database-url", &db.owner_url, "--encryption-keys", &keys])
+            .args(["--jwt-secret", crate::cluster::JWT_SECRET])
+            .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).map_or_else(|_| Stdio::null(), Stdio::from))
+            .spawn()
+            .expect("faro all starts"),
+    );
+    let mut up = false;
+    for _ in 0..400 {
+        if let Ok(Some(status)) = faro.0.try_wait() {
+            panic!("faro all exited without Redis ({status}); see {log}");
+        }
+        if tokio::net::TcpStream::connect(&edge).await.is_ok()
+            && tokio::net::TcpStream::connect(&conversations).await.is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "faro all listens without Redis; see {log}");
+
+    // A tenant with a WhatsApp number: conversations needs no Redis.
+    let mut admin =
+        pb::admin_service_client::AdminServiceClient::connect(format!("http://{conversations}"))
+            .await
+            .expect("admin");
+    let tenant = admin
+        .create_tenant(pb::CreateTenantRequest {
+            name: "alpha".into(),
+        })
+        .await
+        .expect("tenant")
+        .into_inner()
+        .id;
+    let location = admin
+        .create_location(pb::CreateLocationRequest {
+            tenant_id: tenant.clone(),
+            name: "HQ".into(),
+        })
+        .await
+        .expect("location")
+        .into_inner()
+        .id;
+    let secret = "secret-no-redis";
+    let app = admin
+        .create_meta_app(pb::CreateMetaAppRequest {
+            meta_app_id: "app-no-redis".into(),
+            name: String::new(),
+            app_secret: secret.into(),
+            verify_token: "verify-no-redis".into(),
+            owner_tenant_id: String::new(),
+        })
+        .await
+        .expect("app")
+        .into_inner()
+        .id;
+    admin
+        .connect_channel(pb::ConnectChannelRequest {
+            tenant_id: tenant.clone(),
+            location_id: location.clone(),
+            channel: Channel::Whatsapp.into(),
+            external_account_id: "pn-no-redis".into(),
+            app_id: app,
+            display_name: String::new(),
+        })
+        .await
+        .expect("channel");
+    let a = crate::cluster::Tenant {
+        id: tenant.clone(),
+        location_id: location,
+        phone_number_id: "pn-no-redis".into(),
+        app_secret: secret.into(),
+    };
+    let http = reqwest::Client::new();
+    let post = |id: &str| {
+        let body = whatsapp_text(&a, id, "34600000001", "hola", 1_700_000_000);
+        let sig = faro_edge::sign_meta_payload(secret.as_bytes(), body.as_bytes());
+        let req = http
+            .post(format!("http://{edge}/api/v1/webhooks/whatsapp"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(body);
+        async move {
+            let r = req.send().await.expect("the edge answers");
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+
+    let (status, json) = post("wamid.NOREDIS1").await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{json}"
+    );
+    for addr in [&ingest, &stream] {
+        assert_eq!(
+            health(addr).await,
+            Some(ServingStatus::NotServing as i32),
+            "{addr} without Redis"
+        );
+    }
+    let refused = tokio_tungstenite::connect_async(format!(
+        "ws://{edge}/api/v1/messages/stream?access_token={}",
+        agent_token(&tenant)
+    ))
+    .await
+    .expect_err("no live events without Redis");
+    assert!(
+        matches!(&refused, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 503),
+        "{refused}"
+    );
+    assert!(faro.0.try_wait().expect("wait").is_none(), "still running");
+
+    let redis = OwnRedis::start(redis_port).await;
+    let mut status = 0;
+    for _ in 0..600 {
+        status = post("wamid.NOREDIS1").await.0;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(
+            status, 503,
+            "until Redis is reached, Meta is asked to retry"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "see {log}");
+    for addr in [&ingest, &stream] {
+        let mut serving = None;
+        for _ in 0..400 {
+            serving = health(addr).await;
+            if serving == Some(ServingStatus::Serving as i32) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(serving, Some(ServingStatus::Serving as i32), "{addr}");
+    }
+
+    // Live events flow too: the stream subscribed to the late Redis.
+    let url = format!(
+        "ws://{edge}/api/v1/messages/stream?access_token={}",
+        agent_token(&tenant)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the WebSocket opens");
+    assert_eq!(post("wamid.NOREDIS2").await.0, 200);
+    let event = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(frame) = ws.next().await {
+            if let Ok(Message::Text(t)) = frame {
+                let v: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+                if v["message"]["channel_message_id"] == "wamid.NOREDIS2" {
+                    return v;
+                }
+            }
+        }
+        panic!("socket closed");
+    })
+    .await
+    .expect("the event within 20 s");
+    assert_eq!(event["type"], "message.created");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&db.owner)
+        .await
+        .expect("count");
+    assert!(stored >= 1);
+    drop(faro);
+    drop(redis);
+    db.drop_db().await;
+}

@@ -19,6 +19,11 @@ pub struct Config {
     /// Events still waiting for their message after this long are dropped
     /// (Meta stops retrying after 7 days). Checked every ten minutes.
     pub pending_ttl: std::time::Duration,
+
+    /// Postgres URL the sweeper of expired pending events connects with: the
+    /// one role allowed to delete across tenants, and allowed nothing else.
+    /// Default: DATABASE_URL as faro_sweeper.
+    pub sweeper_database_url: Option<String>,
 }
 
 /// Never prints key material or database passwords.
@@ -45,6 +50,10 @@ impl std::fmt::Debug for Config {
             .field("encryption_key_ids", &key_ids)
             .field("db_max_connections", &self.db_max_connections)
             .field("pending_ttl", &self.pending_ttl)
+            .field(
+                "sweeper_database_url",
+                &self.sweeper_database_url.as_deref().map(redact),
+            )
             .finish()
     }
 }
@@ -61,10 +70,11 @@ mod tests {
             encryption_keys: vec!["k1:c2VjcmV0LWtleS1tYXRlcmlhbA==".into()],
             db_max_connections: 4,
             pending_ttl: std::time::Duration::from_secs(3600),
+            sweeper_database_url: Some("postgres://faro_sweeper:pw2@db/faro".into()),
         };
         let shown = format!("{c:?}");
         assert!(
-            !shown.contains("hunter2") && !shown.contains("c2VjcmV0"),
+            !shown.contains("hunter2") && !shown.contains("pw2") && !shown.contains("c2VjcmV0"),
             "{shown}"
         );
         assert!(

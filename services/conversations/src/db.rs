@@ -13,6 +13,9 @@ use crate::{Config, Error};
 /// The role the service queries as. Created by the first migration.
 pub const APP_ROLE: &str = "faro_app";
 
+/// The role that expires pending events across tenants. Created by migration 0006.
+pub const SWEEPER_ROLE: &str = "faro_sweeper";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs the embedded migrations as the database owner.
@@ -41,6 +44,32 @@ pub fn app_connect_options(config: &Config) -> Result<PgConnectOptions, Error> {
             .map(|o| o.username(APP_ROLE).password(""))
             .map_err(|e| Error::Config(format!("DATABASE_URL is not a valid Postgres URL: {e}"))),
     }
+}
+
+/// The options the sweeper connects with: the explicit sweeper URL, or the
+/// owner URL with the user replaced by [`SWEEPER_ROLE`] (and no password).
+pub fn sweeper_connect_options(config: &Config) -> Result<PgConnectOptions, Error> {
+    match &config.sweeper_database_url {
+        Some(url) => PgConnectOptions::from_str(url).map_err(|e| {
+            Error::Config(format!(
+                "FARO_SWEEPER_DATABASE_URL is not a valid Postgres URL: {e}"
+            ))
+        }),
+        None => PgConnectOptions::from_str(&config.database_url)
+            .map(|o| o.username(SWEEPER_ROLE).password(""))
+            .map_err(|e| Error::Config(format!("DATABASE_URL is not a valid Postgres URL: {e}"))),
+    }
+}
+
+/// One lazily opened connection for the sweeper: the service starts (and
+/// serves) even while this role cannot log in; each sweep reports its error.
+pub(crate) fn sweeper_pool(config: &Config) -> Result<PgPool, Error> {
+    let options = sweeper_connect_options(config)?.application_name("faro-sweeper");
+    Ok(PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options))
 }
 
 /// Connects as the app role and refuses to start if that role could see past
@@ -88,6 +117,7 @@ pub(crate) fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
 }
 
 /// Deletes pending events older than `ttl` (at least an hour), across tenants.
+/// `pool` must connect as [`SWEEPER_ROLE`]: no other role may call this.
 pub async fn expire_pending(pool: &PgPool, ttl: Duration) -> Result<i64, Error> {
     let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
     Ok(

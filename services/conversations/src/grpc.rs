@@ -91,9 +91,12 @@ impl Service {
         if req.verify_token.is_empty() || req.verify_token.len() > 512 {
             return Ok(false);
         }
+        // Only apps with an account on this channel, and never a YCloud endpoint's placeholder.
+        let channel = require_channel(req.channel)?;
         let rows: Vec<(Uuid, String, Vec<u8>)> =
-            sqlx::query_as("SELECT * FROM faro_apps_by_verify_token($1)")
+            sqlx::query_as("SELECT * FROM faro_apps_by_verify_token($1, $2)")
                 .bind(admin::verify_token_hash(&req.verify_token))
+                .bind(channel)
                 .fetch_all(&self.pool)
                 .await?;
         let presented = req.verify_token.as_bytes();

@@ -6,7 +6,8 @@
 //! edge's webhook-routing lookups. Every query runs as a role that neither owns
 //! the tables nor bypasses row-level security, with the tenant set per
 //! transaction (see [`db::tenant_tx`]); the routing lookups go through two
-//! narrow `SECURITY DEFINER` functions instead.
+//! narrow `SECURITY DEFINER` functions instead. Expiring events that waited too
+//! long runs across tenants too, so it has a role of its own (`faro_sweeper`).
 
 mod admin;
 mod config;
@@ -32,7 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use crypto::SecretBox;
-pub use db::{APP_ROLE, app_connect_options, expire_pending, migrate};
+pub use db::{
+    APP_ROLE, SWEEPER_ROLE, app_connect_options, expire_pending, migrate, sweeper_connect_options,
+};
 pub use error::Error;
 
 /// Serves the conversations and admin gRPC services on `listener` until
@@ -44,13 +47,14 @@ pub async fn run(
 ) -> Result<(), Error> {
     let secrets = SecretBox::from_specs(&config.encryption_keys)?;
     let pool = db::connect_app(&config).await?;
+    let sweeper_pool = db::sweeper_pool(&config)?;
     let service = grpc::Service {
         pool: pool.clone(),
         secrets: Arc::new(secrets),
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "conversations service listening");
     let sweeper = tokio::spawn(sweep_pending(
-        pool.clone(),
+        sweeper_pool.clone(),
         config.pending_ttl,
         shutdown.clone(),
     ));
@@ -64,6 +68,7 @@ pub async fn run(
         .await;
     shutdown.cancel();
     let _ = sweeper.await;
+    sweeper_pool.close().await;
     pool.close().await;
     served.map_err(|e| Error::Serve(e.to_string()))
 }

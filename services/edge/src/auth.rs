@@ -1,4 +1,7 @@
 //! Agents' JWTs (HS256): claims `sub`, `tenant_id`, optional `location_ids`, `exp`.
+//! A token whose `nbf` is still ahead is refused (30 s leeway). When the edge is
+//! configured with an issuer or an audience, tokens must carry that `iss` or
+//! `aud`: a secret shared with another system then cannot mint tokens for FARO.
 //!
 //! Browsers cannot set an Authorization header on a WebSocket, so the token is
 //! also accepted as a subprotocol (`Sec-WebSocket-Protocol: faro.v1, bearer.<jwt>`,
@@ -28,27 +31,77 @@ pub struct Claims {
     pub exp: u64,
 }
 
+/// The registered claims [`JwtKeys`] stamps on what it issues, beside [`Claims`].
+#[derive(Serialize)]
+struct Issued<'a> {
+    #[serde(flatten)]
+    claims: &'a Claims,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+}
+
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl JwtKeys {
+    /// Keys for `secret` that require no issuer and no audience.
     pub fn new(secret: &[u8]) -> Result<Self, Error> {
+        Self::with_scope(secret, None, None)
+    }
+
+    /// Keys that require `iss == issuer` and `aud == audience` when those are
+    /// set, and stamp them on the tokens they issue.
+    pub fn with_scope(
+        secret: &[u8],
+        issuer: Option<&str>,
+        audience: Option<&str>,
+    ) -> Result<Self, Error> {
         let map = |e: jsonwebtoken::errors::Error| Error::Config(format!("JWT secret: {e}"));
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if let Some(iss) = issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        // Without a configured audience a token naming one is refused (RFC 7519 4.1.3).
+        if let Some(aud) = audience {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        validation.validate_nbf = true;
         validation.leeway = 30;
         Ok(Self {
             encoding: EncodingKey::from_secret(secret).map_err(map)?,
             decoding: DecodingKey::from_secret(secret).map_err(map)?,
             validation,
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
         })
     }
 
     pub fn issue(&self, claims: &Claims) -> Result<String, Error> {
-        encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+        self.issue_not_before(claims, None)
+    }
+
+    /// Issues a token that is valid only from `nbf` (Unix seconds) on.
+    pub fn issue_not_before(&self, claims: &Claims, nbf: Option<u64>) -> Result<String, Error> {
+        let issued = Issued {
+            claims,
+            iss: self.issuer.as_deref(),
+            aud: self.audience.as_deref(),
+            nbf,
+        };
+        encode(&Header::new(Algorithm::HS256), &issued, &self.encoding)
             .map_err(|e| Error::Config(format!("cannot sign token: {e}")))
     }
 
@@ -59,6 +112,10 @@ impl JwtKeys {
                 use jsonwebtoken::errors::ErrorKind;
                 let message = match e.kind() {
                     ErrorKind::ExpiredSignature => "token expired",
+                    ErrorKind::ImmatureSignature => "token not valid yet (nbf)",
+                    ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => SCOPE_REFUSED,
+                    // One message for both: which missing claim is reported first is not stable.
+                    ErrorKind::MissingRequiredClaim(c) if c == "iss" || c == "aud" => SCOPE_REFUSED,
                     ErrorKind::InvalidSignature => "token signature is invalid",
                     ErrorKind::MissingRequiredClaim(_) | ErrorKind::Json(_) => {
                         "token claims are invalid (need sub, tenant_id, exp)"
@@ -69,6 +126,8 @@ impl JwtKeys {
             })
     }
 }
+
+const SCOPE_REFUSED: &str = "token issuer or audience is not accepted here";
 
 /// A presented token and, when it came as a subprotocol, the protocol to echo.
 #[derive(Debug, PartialEq, Eq)]
@@ -174,6 +233,61 @@ mod tests {
             .expect("issue");
         assert!(keys.validate(&other).is_err());
         assert!(keys.validate("not.a.jwt").is_err());
+    }
+
+    fn refusal(keys: &JwtKeys, token: &str) -> Option<String> {
+        keys.validate(token).err().map(|e| e.message)
+    }
+
+    #[test]
+    fn a_token_is_refused_before_its_nbf() {
+        let keys = JwtKeys::new(&[7; 32]).expect("keys");
+        let c = claims(now() + 7200);
+        let early = keys
+            .issue_not_before(&c, Some(now() + 3600))
+            .expect("issue");
+        assert_eq!(
+            refusal(&keys, &early).as_deref(),
+            Some("token not valid yet (nbf)")
+        );
+        for nbf in [now() - 60, now() + 10] {
+            let ok = keys.issue_not_before(&c, Some(nbf)).expect("issue");
+            assert_eq!(refusal(&keys, &ok), None, "nbf {nbf}");
+        }
+    }
+
+    #[test]
+    fn issuer_and_audience_are_required_when_configured() {
+        let secret = [7; 32];
+        let scoped = |iss: Option<&str>, aud: Option<&str>| {
+            JwtKeys::with_scope(&secret, iss, aud).expect("keys")
+        };
+        let edge = scoped(Some("faro-auth"), Some("faro-edge"));
+        let c = claims(now() + 60);
+        let good = edge.issue(&c).expect("issue");
+        assert_eq!(edge.validate(&good).expect("valid"), c);
+
+        let refused = Some(SCOPE_REFUSED.to_owned());
+        for token in [
+            scoped(None, None).issue(&c),
+            scoped(Some("other"), Some("faro-edge")).issue(&c),
+            scoped(None, Some("faro-edge")).issue(&c),
+            scoped(Some("faro-auth"), Some("other")).issue(&c),
+            scoped(Some("faro-auth"), None).issue(&c),
+        ] {
+            assert_eq!(refusal(&edge, &token.expect("issue")), refused);
+        }
+        // An edge with neither configured accepts plain tokens and refuses one
+        // addressed to some audience: it cannot tell it is the one meant.
+        let plain = scoped(None, None);
+        assert_eq!(refusal(&plain, &plain.issue(&c).expect("issue")), None);
+        assert_eq!(
+            refusal(
+                &plain,
+                &scoped(None, Some("faro-edge")).issue(&c).expect("issue")
+            ),
+            refused
+        );
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub struct Config {
 
     /// A connection must send its first byte within this many milliseconds.
     pub first_byte_timeout_ms: u64,
+    /// When set, agents' JWTs must carry this `iss`.
+    pub jwt_issuer: Option<String>,
+
+    /// When set, agents' JWTs must carry this `aud`; when unset, a token
+    /// naming any audience is refused.
+    pub jwt_audience: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -57,6 +63,8 @@ impl std::fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("first_byte_timeout_ms", &self.first_byte_timeout_ms)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
             .finish()
     }
 }
@@ -67,6 +75,14 @@ impl Config {
             return Err(Error::Config(
                 "FARO_JWT_SECRET must be at least 32 bytes".into(),
             ));
+        }
+        for (name, v) in [
+            ("FARO_JWT_ISSUER", &self.jwt_issuer),
+            ("FARO_JWT_AUDIENCE", &self.jwt_audience),
+        ] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(Error::Config(format!("{name} must not be empty when set")));
+            }
         }
         let max = faro_proto::MAX_WEBHOOK_BYTES;
         if !(1024..=max).contains(&self.max_body_bytes) {

@@ -76,7 +76,11 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.validate()?;
     let state = Arc::new(State {
-        jwt: auth::JwtKeys::new(config.jwt_secret.as_bytes())?,
+        jwt: auth::JwtKeys::with_scope(
+            config.jwt_secret.as_bytes(),
+            config.jwt_issuer.as_deref(),
+            config.jwt_audience.as_deref(),
+        )?,
         conversations: ConversationsServiceClient::new(channel(
             "conversations",
             &config.conversations_url,

@@ -97,6 +97,57 @@ mod tests {
         assert_eq!(parse_ycloud_header(spaced.as_bytes()).map(|p| p.0), Some(5));
     }
 
+    /// Every byte of the digest counts: a check that compared a prefix (or
+    /// skipped the end) would pass a digest whose last byte is wrong.
+    fn each_byte_flipped(digest: [u8; 32]) -> impl Iterator<Item = (usize, [u8; 32])> {
+        (0..32).flat_map(move |i| {
+            [0x01u8, 0x80].map(|bit| {
+                let mut d = digest;
+                d[i] ^= bit;
+                (i, d)
+            })
+        })
+    }
+
+    #[test]
+    fn a_meta_digest_with_any_byte_changed_is_refused() {
+        // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog"), computed independently.
+        let body = b"The quick brown fox jumps over the lazy dog";
+        let header = b"sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8";
+        let digest = parse_header(header).expect("well formed");
+        assert_eq!(sign(b"key", body).as_bytes(), header);
+        assert!(verify(b"key", body, &digest));
+        let mut last = digest;
+        last[31] ^= 0x01;
+        assert!(!verify(b"key", body, &last), "last byte flipped");
+        for (i, bad) in each_byte_flipped(digest) {
+            assert!(!verify(b"key", body, &bad), "byte {i} flipped");
+        }
+    }
+
+    #[test]
+    fn a_ycloud_digest_with_any_byte_changed_is_refused() {
+        // HMAC-SHA256("whsec_test", "1749416384.{\"id\":\"evt_1\"}"), computed independently.
+        let body = br#"{"id":"evt_1"}"#;
+        let header =
+            b"t=1749416384,s=93e6fbf7feeec3e66d4d72fce9c564faf6b337618ca02b84def8d7a7a92a8d90";
+        let (t, digest, raw) = parse_ycloud_header(header).expect("well formed");
+        assert_eq!(sign_ycloud(b"whsec_test", t, body).as_bytes(), header);
+        assert!(verify_ycloud(b"whsec_test", raw, body, &digest));
+        let mut last = digest;
+        last[31] ^= 0x01;
+        assert!(
+            !verify_ycloud(b"whsec_test", raw, body, &last),
+            "last byte flipped"
+        );
+        for (i, bad) in each_byte_flipped(digest) {
+            assert!(
+                !verify_ycloud(b"whsec_test", raw, body, &bad),
+                "byte {i} flipped"
+            );
+        }
+    }
+
     #[test]
     fn rejects_malformed_headers() {
         for bad in [

@@ -14,6 +14,9 @@ const MAX_PAYLOAD: usize = faro_proto::MAX_WEBHOOK_BYTES;
 pub(crate) struct Ingest {
     pub redis: Client,
     pub keys: Arc<queue::Keys>,
+    /// False until Redis was first reached: answer at once rather than queue
+    /// the command behind a connection that does not exist.
+    pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
 fn validate(req: &SubmitRequest) -> Result<(), Error> {
@@ -39,6 +42,11 @@ impl IngestService for Ingest {
         &self,
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
+        if !*self.ready.borrow() {
+            return Err(Status::unavailable(
+                "queue unavailable: redis not reached yet",
+            ));
+        }
         let submission = request.into_inner();
         validate(&submission)?;
         let job = Job {

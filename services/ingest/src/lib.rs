@@ -19,7 +19,7 @@ mod worker;
 use std::sync::Arc;
 
 use faro_proto::{GrpcServer, ingest::v1::ingest_service_server::IngestServiceServer};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use config::Config;
@@ -34,6 +34,10 @@ pub type ConversationsClient =
 
 /// Serves `Submit` and runs `config.workers` workers until `shutdown` fires.
 /// Stops accepting first, then lets workers finish the batch in hand.
+///
+/// Listens at once, even while Redis is unreachable: until it is reached
+/// (retried with backoff), health says NOT_SERVING and `Submit` answers
+/// UNAVAILABLE, which the edge turns into a 503 so that Meta retries.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -41,35 +45,41 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.validate()?;
     let keys = Keys::new(&config.key_prefix);
-    let producer = queue::connect(&config.redis_url).await?;
-    queue::ensure_group(&producer, &keys).await?;
+    let producer = queue::client(&config.redis_url)?;
     let conversations = ConversationsClient::new(
         tonic::transport::Endpoint::from_shared(config.conversations_url.clone())
             .map_err(|e| Error::Config(format!("conversations url: {e}")))?
             .connect_lazy(),
     )
     .max_decoding_message_size(faro_proto::MAX_GRPC_MESSAGE_BYTES);
+    let consumers = (0..config.workers)
+        .map(|_| queue::client(&config.redis_url))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let workers = TaskTracker::new();
     let worker_stop = CancellationToken::new();
-    for n in 0..config.workers {
-        let consumer = queue::connect(&config.redis_url).await?;
-        let w = worker::Worker {
-            redis: consumer,
-            publisher: producer.clone(),
-            conversations: conversations.clone(),
+    let (ready_tx, ready) = watch::channel(false);
+    workers.spawn(start_workers(
+        Startup {
+            producer: producer.clone(),
+            consumers,
+            conversations,
             keys: keys.clone(),
-            consumer: format!("{}-{n}", config.consumer_name()),
-            batch: config.batch_size,
-            claim_idle: config.claim_idle(),
-        };
-        workers.spawn(w.run(worker_stop.clone()));
-    }
+            config: config.clone(),
+            workers: workers.clone(),
+            ready: ready_tx,
+        },
+        worker_stop.clone(),
+    ));
     workers.close();
 
+    // Redis is normally there: wait for it briefly so that a normal start
+    // never answers UNAVAILABLE; past this, serve and say NOT_SERVING.
+    let _ = tokio::time::timeout(faro_proto::STARTUP_GRACE, ready.clone().wait_for(|r| *r)).await;
     let service = grpc::Ingest {
         redis: producer.clone(),
         keys: Arc::new(keys),
+        ready: ready.clone(),
     };
     tracing::info!(addr = ?listener.local_addr().ok(), workers = config.workers, "ingest service listening");
     let served = GrpcServer::new()
@@ -77,6 +87,7 @@ pub async fn run(
             IngestServiceServer::new(service)
                 .max_decoding_message_size(faro_proto::MAX_GRPC_MESSAGE_BYTES),
         )
+        .ready_when(ready)
         .serve(listener, shutdown)
         .await;
     // Stage two: the gRPC server has drained; now stop the workers.
@@ -84,4 +95,49 @@ pub async fn run(
     workers.wait().await;
     queue::quit(&producer).await;
     served.map_err(|e| Error::Serve(e.to_string()))
+}
+
+/// What starting the workers needs once Redis answers.
+struct Startup {
+    producer: fred::clients::Client,
+    consumers: Vec<fred::clients::Client>,
+    conversations: ConversationsClient,
+    keys: Keys,
+    config: Config,
+    workers: TaskTracker,
+    ready: watch::Sender<bool>,
+}
+
+/// Waits for Redis, makes sure the consumer group exists, reports ready, then
+/// starts the workers (each on a connection of its own).
+async fn start_workers(s: Startup, stop: CancellationToken) {
+    if !queue::connect(&s.producer, &stop).await {
+        return;
+    }
+    let mut pause = std::time::Duration::from_millis(100);
+    while let Err(e) = queue::ensure_group(&s.producer, &s.keys).await {
+        tracing::warn!(error = %e, "cannot create the consumer group; retrying");
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    }
+    tracing::info!("redis reached; taking jobs");
+    s.ready.send_replace(true);
+    for (n, consumer) in s.consumers.into_iter().enumerate() {
+        if !queue::connect(&consumer, &stop).await {
+            return;
+        }
+        let w = worker::Worker {
+            redis: consumer,
+            publisher: s.producer.clone(),
+            conversations: s.conversations.clone(),
+            keys: s.keys.clone(),
+            consumer: format!("{}-{n}", s.config.consumer_name()),
+            batch: s.config.batch_size,
+            claim_idle: s.config.claim_idle(),
+        };
+        s.workers.spawn(w.run(stop.clone()));
+    }
 }

@@ -13,6 +13,7 @@ use fred::{
     types::Value,
 };
 use prost::Message;
+use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 
@@ -41,17 +42,43 @@ impl Keys {
     }
 }
 
-pub(crate) async fn connect(url: &str) -> Result<Client, Error> {
+/// A client for `url`, not connected yet; a malformed URL is an error here.
+pub(crate) fn client(url: &str) -> Result<Client, Error> {
     let config =
         RedisConfig::from_url(url).map_err(|e| Error::Config(format!("REDIS_URL: {e}")))?;
-    let client = Builder::from_config(config)
+    Ok(Builder::from_config(config)
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         // A command never waits forever on a connection that died quietly; the
         // edge turns the error into a 503 and the worker into a retry.
         .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
-        .build()?;
-    client.init().await?;
-    Ok(client)
+        .build()?)
+}
+
+/// Connects `client`, retrying with backoff for as long as Redis is
+/// unreachable, so that a process started before Redis still comes up. Once
+/// connected, the client's reconnect policy takes over. `false` if `stop`
+/// fired first.
+pub(crate) async fn connect(client: &Client, stop: &CancellationToken) -> bool {
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        let attempt = tokio::select! {
+            () = stop.cancelled() => return false,
+            r = client.init() => r,
+        };
+        match attempt {
+            Ok(_) => return true,
+            Err(e) => tracing::warn!(
+                error = %e,
+                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "redis unreachable; retrying"
+            ),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
 }
 
 pub(crate) async fn quit(client: &Client) {

@@ -14,6 +14,9 @@ use crate::hub::{Hub, Item};
 
 pub(crate) struct Stream {
     pub hub: Arc<Hub>,
+    /// False until the Redis subscription first stands: a subscriber taken
+    /// before would silently miss what is published meanwhile.
+    pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A subscriber's event stream; leaving the hub when tonic drops it (the client went away).
@@ -51,6 +54,11 @@ impl StreamService for Stream {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        if !*self.ready.borrow() {
+            return Err(Status::unavailable(
+                "live events unavailable: redis not reached yet",
+            ));
+        }
         let req = request.into_inner();
         if !valid_id(&req.tenant_id) {
             return Err(Status::invalid_argument("tenant_id must be a UUID"));

@@ -16,10 +16,14 @@ use std::sync::Arc;
 
 use faro_proto::{GrpcServer, redis_keys, stream::v1::stream_service_server::StreamServiceServer};
 use fred::{
+    clients::SubscriberClient,
     interfaces::{ClientLike, EventInterface, PubsubInterface},
     prelude::{Builder, Config as RedisConfig, ReconnectPolicy},
 };
-use tokio::{net::TcpListener, sync::broadcast::error::RecvError};
+use tokio::{
+    net::TcpListener,
+    sync::{broadcast::error::RecvError, watch},
+};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -46,10 +50,16 @@ pub async fn run(
     // Every (re)connection after the first may have missed events.
     let mut reconnects = subscriber.reconnect_rx();
     let mut messages = subscriber.message_rx();
-    subscriber.init().await?;
-    let _resubscribe = subscriber.manage_subscriptions();
     let pattern = redis_keys::events_pattern(&config.key_prefix);
-    subscriber.psubscribe(pattern.clone()).await?;
+    // Listen at once, even while Redis is unreachable: NOT_SERVING and
+    // UNAVAILABLE until the subscription stands, rather than a dead process.
+    let (ready_tx, ready) = watch::channel(false);
+    let subscribing = tokio::spawn(subscribe(
+        subscriber.clone(),
+        pattern.clone(),
+        ready_tx,
+        shutdown.clone(),
+    ));
 
     let fanout = {
         let hub = hub.clone();
@@ -80,12 +90,20 @@ pub async fn run(
     };
 
     tracing::info!(addr = ?listener.local_addr().ok(), %pattern, "stream service listening");
-    let service = grpc::Stream { hub: hub.clone() };
+    // Redis is normally there: wait for it briefly so that a normal start
+    // never answers UNAVAILABLE; past this, serve and say NOT_SERVING.
+    let _ = tokio::time::timeout(faro_proto::STARTUP_GRACE, ready.clone().wait_for(|r| *r)).await;
+    let service = grpc::Stream {
+        hub: hub.clone(),
+        ready: ready.clone(),
+    };
     let served = GrpcServer::new()
         .add_service(StreamServiceServer::new(service))
+        .ready_when(ready)
         .serve(listener, shutdown.clone())
         .await;
     shutdown.cancel();
+    let _ = subscribing.await;
     tracing::info!(subscribers = hub.subscribers(), "closing live streams");
     hub.close_all();
     let _ = fanout.await;
@@ -93,4 +111,46 @@ pub async fn run(
         tracing::debug!(error = %e, "redis quit");
     }
     served.map_err(|e| Error::Serve(e.to_string()))
+}
+
+/// Connects and subscribes to `pattern`, retrying with backoff while Redis is
+/// unreachable; then reports ready. Later reconnections resubscribe on their own.
+async fn subscribe(
+    subscriber: SubscriberClient,
+    pattern: String,
+    ready: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    let mut pause = std::time::Duration::from_millis(100);
+    let mut connected = false;
+    loop {
+        let attempt = async {
+            if !connected {
+                subscriber.init().await?;
+                connected = true;
+                // Keeps the subscription across the client's own reconnections.
+                let _resubscribe = subscriber.manage_subscriptions();
+            }
+            subscriber.psubscribe(pattern.clone()).await
+        };
+        let result = tokio::select! {
+            () = stop.cancelled() => return,
+            r = attempt => r,
+        };
+        match result {
+            Ok(()) => break,
+            Err(e) => tracing::warn!(
+                error = %e,
+                retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                "redis unreachable; retrying"
+            ),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    }
+    tracing::info!(%pattern, "subscribed to live events");
+    ready.send_replace(true);
 }

@@ -127,7 +127,8 @@ const MAX_CHALLENGE: usize = 256;
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// `GET`: echo `hub.challenge` if `hub.mode=subscribe` and the verify token
-/// belongs to a registered app; 403 otherwise.
+/// belongs to an app with an account on this path's channel (never a YCloud
+/// endpoint, whose token is a placeholder); 403 otherwise.
 pub(crate) async fn handshake(
     state: &State,
     platform: Platform,
@@ -183,7 +184,7 @@ pub(crate) async fn handshake(
         .matched;
     if !matched {
         return Err(forbidden(
-            "hub.verify_token does not match a registered app",
+            "hub.verify_token does not match an app connected on this channel",
         ));
     }
     let mut response = Response::new(Full::new(Bytes::from(challenge)));

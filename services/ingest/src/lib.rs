@@ -53,7 +53,7 @@ pub async fn run(
     )
     .max_decoding_message_size(faro_proto::MAX_GRPC_MESSAGE_BYTES);
     let consumers = (0..config.workers)
-        .map(|_| queue::client(&config.redis_url))
+        .map(|_| queue::worker_client(&config.redis_url))
         .collect::<Result<Vec<_>, _>>()?;
 
     let workers = TaskTracker::new();

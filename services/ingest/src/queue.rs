@@ -9,7 +9,7 @@ use faro_proto::ingest::v1::Job;
 use fred::{
     clients::Client,
     interfaces::{ClientLike, StreamsInterface, TransactionInterface},
-    prelude::{Builder, Config as RedisConfig, ReconnectPolicy},
+    prelude::{Blocking, Builder, Config as RedisConfig, ReconnectPolicy},
     types::Value,
 };
 use prost::Message;
@@ -44,8 +44,20 @@ impl Keys {
 
 /// A client for `url`, not connected yet; a malformed URL is an error here.
 pub(crate) fn client(url: &str) -> Result<Client, Error> {
-    let config =
+    client_with(url, Blocking::Block)
+}
+
+/// A worker's own client. A command sent while its `XREADGROUP` is blocked
+/// first interrupts the read (`CLIENT UNBLOCK` on a side connection), so that a
+/// stopping worker does not wait out the block: see [`unblock`].
+pub(crate) fn worker_client(url: &str) -> Result<Client, Error> {
+    client_with(url, Blocking::Interrupt)
+}
+
+fn client_with(url: &str, blocking: Blocking) -> Result<Client, Error> {
+    let mut config =
         RedisConfig::from_url(url).map_err(|e| Error::Config(format!("REDIS_URL: {e}")))?;
+    config.blocking = blocking;
     Ok(Builder::from_config(config)
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         // A command never waits forever on a connection that died quietly; the
@@ -78,6 +90,17 @@ pub(crate) async fn connect(client: &Client, stop: &CancellationToken) -> bool {
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+/// Ends a blocked read on a [`worker_client`] connection whose future was
+/// dropped: the `PING` makes the client interrupt the read before sending it.
+/// An interrupted `XREADGROUP` delivers nothing. If entries were delivered just
+/// before the interrupt, their reply is discarded and they stay pending under
+/// this consumer until a worker reclaims them after `claim_idle`: late, never lost.
+pub(crate) async fn unblock(client: &Client) {
+    if let Err(e) = client.ping::<()>(None).await {
+        tracing::debug!(error = %e, "redis ping after an interrupted read");
     }
 }
 

@@ -92,14 +92,22 @@ impl Worker {
         &mut self,
         stop: &CancellationToken,
     ) -> Result<(), fred::error::Error> {
-        let entries = queue::read_new(
+        let read = queue::read_new(
             &self.redis,
             &self.keys,
             &self.consumer,
             self.batch,
             BLOCK_MS,
-        )
-        .await?;
+        );
+        // Stopping does not wait out the block: the read is dropped and
+        // interrupted (see `queue::unblock` for why no job is lost).
+        let entries = tokio::select! {
+            r = read => r?,
+            () = stop.cancelled() => {
+                queue::unblock(&self.redis).await;
+                return Ok(());
+            }
+        };
         self.process(entries, false, stop).await;
         Ok(())
     }

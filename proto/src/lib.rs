@@ -24,13 +24,14 @@ pub mod stream {
 }
 
 pub mod account;
+mod drain;
 mod names;
 mod serve;
 mod time;
 
 pub use account::{AccountId, account_id};
 pub use names::{channel_from_name, channel_name, direction_name, sender_type_name};
-pub use serve::{GrpcServer, reflection_service};
+pub use serve::{DRAIN_DEADLINE, GrpcServer, reflection_service};
 pub use time::{from_timestamp, to_timestamp};
 
 /// The largest webhook body FARO accepts; the edge's limit may only be lower.

@@ -1,9 +1,10 @@
 //! The serve loop every gRPC service shares, so that health, reflection and
 //! graceful shutdown behave the same everywhere.
 
-use std::convert::Infallible;
+use std::{convert::Infallible, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     body::Body,
@@ -55,17 +56,39 @@ pub fn reflection_service_v1alpha(
         .expect("embedded file descriptor sets are valid")
 }
 
+/// How long a stopping server waits for the calls in flight before it closes
+/// their connections: a server stream (a live subscription) may never end on
+/// its own, and a process told to stop must stop.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
 /// A set of gRPC services served together with `grpc.health.v1` and reflection.
-#[derive(Default)]
 pub struct GrpcServer {
     routes: Routes,
     names: Vec<&'static str>,
     ready: Option<watch::Receiver<bool>>,
+    drain: Duration,
+}
+
+impl Default for GrpcServer {
+    fn default() -> Self {
+        Self {
+            routes: Routes::default(),
+            names: Vec::new(),
+            ready: None,
+            drain: DRAIN_DEADLINE,
+        }
+    }
 }
 
 impl GrpcServer {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Replaces [`DRAIN_DEADLINE`].
+    pub fn drain_deadline(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
     }
 
     pub fn add_service<S>(mut self, svc: S) -> Self
@@ -94,7 +117,8 @@ impl GrpcServer {
     }
 
     /// Serves until `shutdown` fires. Health flips to NOT_SERVING first so that
-    /// load balancers stop routing here, then in-flight calls are drained.
+    /// load balancers stop routing here, then in-flight calls are drained for
+    /// at most the drain deadline; connections still open then are closed.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -137,7 +161,14 @@ impl GrpcServer {
             .add_service(health)
             .add_service(reflection_service(&served))
             .add_service(reflection_service_v1alpha(&served));
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let force = CancellationToken::new();
+        let incoming = {
+            let force = force.clone();
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .map(move |io| io.map(|io| crate::drain::Drainable::new(io, force.clone())))
+        };
+        let stopping = shutdown.clone();
         let signal = async move {
             shutdown.cancelled().await;
             for name in &names {
@@ -146,9 +177,69 @@ impl GrpcServer {
                     .await;
             }
         };
-        Server::builder()
+        let served = Server::builder()
             .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, signal)
+            .serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(served);
+        tokio::select! {
+            r = &mut served => return r,
+            () = async {
+                stopping.cancelled().await;
+                tokio::time::sleep(self.drain).await;
+            } => {}
+        }
+        tracing::warn!(
+            deadline_ms = self.drain.as_millis(),
+            "drain deadline passed; closing the connections still open"
+        );
+        force.cancel();
+        served.await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    use super::*;
+
+    /// A health watch is a server stream that never ends by itself: without a
+    /// drain deadline, stopping the server would wait for it forever.
+    #[tokio::test]
+    async fn a_stream_that_never_ends_does_not_hold_up_shutdown() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(
+            GrpcServer::new()
+                .drain_deadline(Duration::from_millis(100))
+                .serve(listener, shutdown.clone()),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
             .await
+            .expect("connect");
+        let mut client = HealthClient::new(channel);
+        let mut watch = client
+            .watch(HealthCheckRequest::default())
+            .await
+            .expect("watch")
+            .into_inner();
+        let first = watch.message().await.expect("status").expect("one");
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+
+        shutdown.cancel();
+        // A generous bound on a hang, not a timing claim.
+        let stopped = tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("the server stops despite the open stream");
+        assert!(stopped.expect("join").is_ok());
+        // The watcher may hear NOT_SERVING; then its stream ends (not hangs).
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(_)) = watch.message().await {}
+        })
+        .await
+        .expect("the watcher's stream ends");
     }
 }

@@ -292,7 +292,9 @@ pub async fn signal() {
 /// Validates every selected service's configuration, binds every port, then
 /// runs them until a signal. Shutdown is staged: the edge stops taking
 /// webhooks and drains first, so its last submissions still reach ingest;
-/// then the backends drain.
+/// then ingest, whose workers store the batch in hand through conversations;
+/// then conversations and stream. Each gRPC server drains for at most
+/// `faro_proto::DRAIN_DEADLINE`.
 pub async fn run(services: &[Service], args: ServeArgs) -> anyhow::Result<()> {
     run_until(services, args, signal()).await
 }
@@ -328,8 +330,10 @@ pub async fn run_until(
     }
 
     let front = CancellationToken::new();
+    let middle = CancellationToken::new();
     let back = CancellationToken::new();
     let mut backends = JoinSet::new();
+    let mut ingests = JoinSet::new();
     if let Some(c) = conversations {
         let l = bind(Service::Conversations, args.conversations_listen).await?;
         let t = back.clone();
@@ -346,8 +350,8 @@ pub async fn run_until(
     }
     if let Some(c) = ingest {
         let l = bind(Service::Ingest, args.ingest_listen).await?;
-        let t = back.clone();
-        backends.spawn(async move { faro_ingest::run(c, l, t).await.map_err(anyhow::Error::from) });
+        let t = middle.clone();
+        ingests.spawn(async move { faro_ingest::run(c, l, t).await.map_err(anyhow::Error::from) });
     }
     let mut edge_task = match edge {
         Some(c) => {
@@ -362,7 +366,13 @@ pub async fn run_until(
     let mut failure: Option<anyhow::Error> = None;
     tokio::select! {
         () = stop => tracing::info!("shutting down"),
-        Some(done) = backends.join_next() => {
+        Some(done) = async {
+            tokio::select! {
+                Some(done) = backends.join_next() => Some(done),
+                Some(done) = ingests.join_next() => Some(done),
+                else => None,
+            }
+        } => {
             failure = Some(match done {
                 Ok(Ok(())) => anyhow::anyhow!("a service stopped unexpectedly"),
                 Ok(Err(e)) => e,
@@ -386,12 +396,14 @@ pub async fn run_until(
             Ok(Ok(())) => {}
         }
     }
-    back.cancel();
-    while let Some(done) = backends.join_next().await {
-        match done {
-            Ok(Err(e)) => tracing::error!(error = %e, "service stopped with an error"),
-            Err(e) => tracing::error!(error = %e, "service task failed"),
-            Ok(Ok(())) => {}
+    for (token, set) in [(&middle, &mut ingests), (&back, &mut backends)] {
+        token.cancel();
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok(Err(e)) => tracing::error!(error = %e, "service stopped with an error"),
+                Err(e) => tracing::error!(error = %e, "service task failed"),
+                Ok(Ok(())) => {}
+            }
         }
     }
     match failure {

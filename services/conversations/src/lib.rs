@@ -45,6 +45,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    // Ours to cancel on the way out (it stops the sweeper); the caller's token is left alone.
+    let shutdown = shutdown.child_token();
     let secrets = SecretBox::from_specs(&config.encryption_keys)?;
     let pool = db::connect_app(&config).await?;
     let sweeper_pool = db::sweeper_pool(&config)?;

@@ -67,7 +67,9 @@ impl StreamService for Stream {
             return Err(Status::invalid_argument("location_ids must be UUIDs"));
         }
         let locations: HashSet<String> = req.location_ids.into_iter().collect();
-        let (id, rx) = self.hub.subscribe(req.tenant_id.clone(), locations);
+        let Some((id, rx)) = self.hub.subscribe(req.tenant_id.clone(), locations) else {
+            return Err(Status::unavailable("stream service is shutting down"));
+        };
         tracing::debug!(tenant = %req.tenant_id, subscriber = id, "subscriber joined");
         Ok(Response::new(Subscription {
             hub: self.hub.clone(),

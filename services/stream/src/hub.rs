@@ -22,10 +22,17 @@ struct Subscriber {
     tx: mpsc::Sender<Item>,
 }
 
+#[derive(Default)]
+struct Tenants {
+    by_tenant: HashMap<String, Vec<Subscriber>>,
+    /// Set by [`Hub::close_all`] at shutdown: later subscribers are refused.
+    closed: bool,
+}
+
 pub(crate) struct Hub {
     buffer: usize,
     next_id: AtomicU64,
-    tenants: Mutex<HashMap<String, Vec<Subscriber>>>,
+    tenants: Mutex<Tenants>,
 }
 
 impl Hub {
@@ -37,28 +44,33 @@ impl Hub {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tenants> {
         // A panic while holding the lock cannot leave the map inconsistent.
         self.tenants.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a subscriber; returns its id (for [`Hub::remove`]) and its receiver.
+    /// Registers a subscriber; returns its id (for [`Hub::remove`]) and its
+    /// receiver, or `None` once the hub is closed (shutdown).
     pub(crate) fn subscribe(
         &self,
         tenant: String,
         locations: HashSet<String>,
-    ) -> (u64, mpsc::Receiver<Item>) {
+    ) -> Option<(u64, mpsc::Receiver<Item>)> {
         let (tx, rx) = mpsc::channel(self.buffer);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock()
+        let mut all = self.lock();
+        if all.closed {
+            return None;
+        }
+        all.by_tenant
             .entry(tenant)
             .or_default()
             .push(Subscriber { id, locations, tx });
-        (id, rx)
+        Some((id, rx))
     }
 
     pub(crate) fn remove(&self, tenant: &str, id: u64) {
-        let mut tenants = self.lock();
+        let tenants = &mut self.lock().by_tenant;
         if let Some(subs) = tenants.get_mut(tenant) {
             subs.retain(|s| s.id != id);
             if subs.is_empty() {
@@ -68,7 +80,7 @@ impl Hub {
     }
 
     pub(crate) fn subscribers(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
+        self.lock().by_tenant.values().map(Vec::len).sum()
     }
 
     /// Decodes one pub/sub message and hands it to that tenant's subscribers.
@@ -88,7 +100,7 @@ impl Hub {
     }
 
     pub(crate) fn dispatch(&self, event: Event) {
-        let mut tenants = self.lock();
+        let tenants = &mut self.lock().by_tenant;
         let Some(subs) = tenants.get_mut(&event.tenant_id) else {
             return;
         };
@@ -121,7 +133,7 @@ impl Hub {
 
     /// Ends every stream with DATA_LOSS: events may have been missed.
     pub(crate) fn fail_all(&self, why: &'static str) {
-        let drained: Vec<Subscriber> = self.lock().drain().flat_map(|(_, v)| v).collect();
+        let drained: Vec<Subscriber> = self.lock().by_tenant.drain().flat_map(|(_, v)| v).collect();
         if !drained.is_empty() {
             tracing::warn!(subscribers = drained.len(), why, "ending live streams");
         }
@@ -132,9 +144,11 @@ impl Hub {
         }
     }
 
-    /// Ends every stream cleanly (shutdown).
+    /// Ends every stream cleanly and refuses new ones (shutdown).
     pub(crate) fn close_all(&self) {
-        self.lock().clear();
+        let mut all = self.lock();
+        all.closed = true;
+        all.by_tenant.clear();
     }
 }
 
@@ -153,9 +167,11 @@ mod tests {
     #[tokio::test]
     async fn routes_by_tenant_and_location() {
         let hub = Hub::new(8);
-        let (_, mut all_a) = hub.subscribe("a".into(), HashSet::new());
-        let (_, mut a_l2) = hub.subscribe("a".into(), HashSet::from(["l2".to_owned()]));
-        let (_, mut b) = hub.subscribe("b".into(), HashSet::new());
+        let (_, mut all_a) = hub.subscribe("a".into(), HashSet::new()).expect("open");
+        let (_, mut a_l2) = hub
+            .subscribe("a".into(), HashSet::from(["l2".to_owned()]))
+            .expect("open");
+        let (_, mut b) = hub.subscribe("b".into(), HashSet::new()).expect("open");
         hub.dispatch(event("a", "l1"));
         hub.dispatch(event("a", "l2"));
         assert_eq!(
@@ -188,7 +204,7 @@ mod tests {
     #[tokio::test]
     async fn slow_subscriber_is_cut_off_with_data_loss() {
         let hub = Hub::new(1);
-        let (_, mut rx) = hub.subscribe("a".into(), HashSet::new());
+        let (_, mut rx) = hub.subscribe("a".into(), HashSet::new()).expect("open");
         hub.dispatch(event("a", "l"));
         hub.dispatch(event("a", "l"));
         assert_eq!(hub.subscribers(), 0);
@@ -201,13 +217,23 @@ mod tests {
     #[tokio::test]
     async fn dropped_receivers_are_forgotten() {
         let hub = Hub::new(4);
-        let (id, rx) = hub.subscribe("a".into(), HashSet::new());
+        let (id, rx) = hub.subscribe("a".into(), HashSet::new()).expect("open");
         drop(rx);
         hub.dispatch(event("a", "l"));
         assert_eq!(hub.subscribers(), 0);
-        let (id2, _rx) = hub.subscribe("a".into(), HashSet::new());
+        let (id2, _rx) = hub.subscribe("a".into(), HashSet::new()).expect("open");
         assert_ne!(id, id2);
         hub.remove("a", id2);
+        assert_eq!(hub.subscribers(), 0);
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_stream_and_refuses_new_ones() {
+        let hub = Hub::new(4);
+        let (_, mut rx) = hub.subscribe("a".into(), HashSet::new()).expect("open");
+        hub.close_all();
+        assert!(rx.recv().await.is_none(), "the stream ends cleanly");
+        assert!(hub.subscribe("a".into(), HashSet::new()).is_none());
         assert_eq!(hub.subscribers(), 0);
     }
 }

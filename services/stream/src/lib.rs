@@ -29,13 +29,17 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use error::Error;
 
-/// Serves `Subscribe` on `listener` until `shutdown` fires.
+/// Serves `Subscribe` on `listener` until `shutdown` fires. Then every live
+/// stream is ended at once (they never end by themselves, and the server's
+/// drain would wait for them), and the server drains what is left.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     config.validate()?;
+    // Ours to cancel on the way out; the caller's token is left alone.
+    let shutdown = shutdown.child_token();
     let redis_config = RedisConfig::from_url(&config.redis_url)
         .map_err(|e| Error::Config(format!("REDIS_URL: {e}")))?;
     let subscriber = Builder::from_config(redis_config)
@@ -90,6 +94,14 @@ pub async fn run(
     };
 
     tracing::info!(addr = ?listener.local_addr().ok(), %pattern, "stream service listening");
+    let closer = {
+        let (hub, stop) = (hub.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            tracing::info!(subscribers = hub.subscribers(), "closing live streams");
+            hub.close_all();
+        })
+    };
     // Redis is normally there: wait for it briefly so that a normal start
     // never answers UNAVAILABLE; past this, serve and say NOT_SERVING.
     let _ = tokio::time::timeout(faro_proto::STARTUP_GRACE, ready.clone().wait_for(|r| *r)).await;
@@ -104,8 +116,7 @@ pub async fn run(
         .await;
     shutdown.cancel();
     let _ = subscribing.await;
-    tracing::info!(subscribers = hub.subscribers(), "closing live streams");
-    hub.close_all();
+    let _ = closer.await;
     let _ = fanout.await;
     if let Err(e) = subscriber.quit().await {
         tracing::debug!(error = %e, "redis quit");

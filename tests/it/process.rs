@@ -1,0 +1,93 @@
+//! Real `faro` processes for the tests that kill or stop them. A [`Faro`] is
+//! killed when dropped, so a failing test leaves no process behind.
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::Duration,
+};
+
+use tokio::net::TcpStream;
+
+/// A running `faro <service>`; SIGKILLed and reaped on drop.
+pub struct Faro {
+    child: Child,
+    /// Where its log goes (under the target dir), for a failing test's reader.
+    pub log: String,
+}
+
+impl Faro {
+    /// `faro <service> <args>`; `tag` names its log file.
+    pub fn spawn(tag: &str, service: &str, args: &[&str]) -> Self {
+        let log = format!(
+            "{}/{tag}-{service}-{}.log",
+            env!("CARGO_TARGET_TMPDIR"),
+            uuid::Uuid::new_v4().simple()
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_faro"))
+            .arg(service)
+            .args(args)
+            .env("RUST_LOG", "info,faro_ingest=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).map_or_else(|_| Stdio::null(), Stdio::from))
+            .spawn()
+            .unwrap_or_else(|e| panic!("faro {service} starts: {e}"));
+        Self { child, log }
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM: the orderly stop an orchestrator asks for.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM sent");
+    }
+
+    /// Its exit status, waiting at most `bound` (a bound on a hang, not a timing claim).
+    pub async fn exited(&mut self, bound: Duration) -> ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < bound,
+                "faro did not exit within {bound:?} (log: {})",
+                self.log
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Faro {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An address nothing listens on yet, for a process to bind.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// Waits until something accepts connections on `addr` (at most 20 s).
+pub async fn wait_listening(addr: SocketAddr) {
+    for _ in 0..400 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {addr}");
+}

@@ -1,41 +1,28 @@
 //! Nothing answered 200 is lost or duplicated when a process dies: ingest runs
 //! as a real `faro ingest` process here and is killed with SIGKILL.
 
-use std::{
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use fred::interfaces::StreamsInterface;
 use fred::types::Value;
-use tokio::net::{TcpListener, TcpStream};
+use sqlx::{Postgres, Transaction};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+    task::JoinHandle,
+};
 
-use crate::cluster::{Cluster, Options, Tenant, redis_url, whatsapp_text};
-
-/// A `faro <service>` process with these flags; its log goes under the target dir.
-fn spawn_faro(c: &Cluster, service: &str, args: &[&str]) -> Child {
-    let log = format!(
-        "{}/{}-{service}-{}.log",
-        env!("CARGO_TARGET_TMPDIR"),
-        c.db.name,
-        uuid::Uuid::new_v4().simple()
-    );
-    Command::new(env!("CARGO_BIN_EXE_faro"))
-        .arg(service)
-        .args(args)
-        .env("RUST_LOG", "info,faro_ingest=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).map_or_else(|_| Stdio::null(), Stdio::from))
-        .spawn()
-        .unwrap_or_else(|e| panic!("faro {service} starts: {e}"))
-}
+use crate::{
+    cluster::{Cluster, Options, Tenant, redis_url, whatsapp_text},
+    process::{Faro, wait_listening},
+};
 
 /// A `faro ingest` process serving on `listen` and storing through `conversations_url`.
-fn spawn_ingest(c: &Cluster, listen: SocketAddr, conversations_url: &str) -> Child {
+fn spawn_ingest(c: &Cluster, listen: SocketAddr, conversations_url: &str) -> Faro {
     let (listen, redis) = (listen.to_string(), redis_url());
-    spawn_faro(
-        c,
+    Faro::spawn(
+        &c.db.name,
         "ingest",
         &[
             "--ingest-listen",
@@ -55,13 +42,13 @@ fn spawn_ingest(c: &Cluster, listen: SocketAddr, conversations_url: &str) -> Chi
 }
 
 /// A `faro conversations` process serving on `listen` for the test's database.
-fn spawn_conversations(c: &Cluster, listen: SocketAddr) -> Child {
+fn spawn_conversations(c: &Cluster, listen: SocketAddr) -> Faro {
     let (listen, keys) = (
         listen.to_string(),
         crate::cluster::encryption_keys().join(","),
     );
-    spawn_faro(
-        c,
+    Faro::spawn(
+        &c.db.name,
         "conversations",
         &[
             "--conversations-listen",
@@ -74,16 +61,7 @@ fn spawn_conversations(c: &Cluster, listen: SocketAddr) -> Child {
     )
 }
 
-async fn wait_listening(addr: SocketAddr) {
-    for _ in 0..400 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("ingest did not listen on {addr}");
-}
-
+/// Jobs read by a worker and not yet acknowledged (XPENDING).
 async fn pending(c: &Cluster) -> i64 {
     let summary: Value = c
         .redis
@@ -97,9 +75,42 @@ async fn pending(c: &Cluster) -> i64 {
         .unwrap_or_default()
 }
 
-fn kill(mut child: Child) {
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+/// Jobs dead-lettered: a redelivery must be a no-op, never a rejection.
+async fn dead_letters(c: &Cluster) -> i64 {
+    c.redis
+        .xlen(format!("{}ingest:dead", c.prefix))
+        .await
+        .expect("xlen")
+}
+
+/// Holds every message insert (reads still pass) until the transaction ends:
+/// a worker's store call is then in flight, inside conversations, for as long
+/// as the test wants.
+async fn hold_stores(c: &Cluster) -> Transaction<'static, Postgres> {
+    let mut tx = c.db.owner.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE messages IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .expect("lock messages");
+    tx
+}
+
+/// Waits until a store call is blocked on [`hold_stores`]' lock.
+async fn store_in_flight(c: &Cluster) {
+    for _ in 0..400 {
+        let waiting = c
+            .count(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND relation = 'messages'::regclass",
+            )
+            .await;
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no store call reached the database within 20 s");
 }
 
 /// Jobs a worker had read (pending, unacknowledged) when its process was
@@ -152,7 +163,7 @@ async fn jobs_held_by_a_killed_ingest_process_are_stored_exactly_once() {
         held >= 2,
         "both workers of the first process hold jobs unacknowledged ({held})"
     );
-    kill(first);
+    first.kill();
     assert_eq!(c.count("SELECT count(*) FROM messages").await, 0);
 
     let second = spawn_ingest(&c, c.ingest, &format!("http://{}", c.conversations));
@@ -177,25 +188,111 @@ async fn jobs_held_by_a_killed_ingest_process_are_stored_exactly_once() {
         );
     }
     assert_eq!(seen.len(), N);
-    kill(second);
+    second.kill();
     hold.abort();
     c.stop().await;
 }
 
-/// Posts `n` webhooks one after another, killing `victim` before post
-/// `n / 2`; returns the ids answered 200 and how many got 503.
-async fn post_through_a_kill(
-    c: &Cluster,
-    a: &Tenant,
-    n: i64,
-    victim: Child,
-) -> (Vec<String>, usize) {
-    let (mut accepted, mut refused) = (Vec::new(), 0);
-    let mut victim = Some(victim);
-    for i in 0..n {
-        if i == n / 2 {
-            kill(victim.take().expect("running"));
+/// A TCP proxy whose replies can be held back: requests still reach the
+/// target, its answers wait in the proxy. A worker behind it has its store
+/// committed by conversations but never hears so.
+struct ReplyGate {
+    addr: SocketAddr,
+    hold: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ReplyGate {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (hold, held) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                });
+                let mut held = held.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                        if held.wait_for(|h| !h).await.is_err()
+                            || to_client.write_all(&buf[..n]).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, hold, task }
+    }
+
+    fn hold_replies(&self) {
+        self.hold.send_replace(true);
+    }
+}
+
+impl Drop for ReplyGate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A job stored by a worker that died before acknowledging it is stored
+/// again by the next worker (a no-op: the unique key) and announced again:
+/// the first worker never got to publish it.
+#[tokio::test]
+async fn a_job_stored_by_an_ingest_process_killed_before_its_ack_is_announced() {
+    let c = Cluster::start_with(Options {
+        ingest: false,
+        ..Options::default()
+    })
+    .await;
+    let a = c.tenant("alpha").await;
+    let mut ws = c.websocket(&c.token(&a.id, 300)).await;
+    let gate = ReplyGate::start(c.conversations).await;
+    let first = spawn_ingest(&c, c.ingest, &format!("http://{}", gate.addr));
+    wait_listening(c.ingest).await;
+
+    let held = hold_stores(&c).await;
+    let body = whatsapp_text(&a, "wamid.S1", "16315551181", "stored", 1_700_000_000);
+    assert_eq!(c.post_signed(&body, &a.app_secret).await.0, 200);
+    store_in_flight(&c).await;
+    // The store is inside conversations: let it commit, but keep its answer.
+    gate.hold_replies();
+    held.commit().await.expect("release the lock");
+    for _ in 0..400 {
+        if c.count("SELECT count(*) FROM messages").await == 1 {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.count("SELECT count(*) FROM messages").await, 1, "stored");
+    assert_eq!(pending(&c).await, 1, "stored but not acknowledged");
+    first.kill();
+
+    let second = spawn_ingest(&c, c.ingest, &format!("http://{}", c.conversations));
+    c.drained().await;
+    let e = ws.next_event().await;
+    assert_eq!(e["type"], "message.created", "{e}");
+    assert_eq!(e["message"]["channel_message_id"], "wamid.S1", "{e}");
+    assert_eq!(c.count("SELECT count(*) FROM messages").await, 1);
+    assert_eq!(dead_letters(&c).await, 0, "the second store was a no-op");
+    second.kill();
+    c.stop().await;
+}
+
+/// Posts webhooks `range` one after another; returns the ids answered 200
+/// and how many got 503.
+async fn post(c: &Cluster, a: &Tenant, range: std::ops::Range<i64>) -> (Vec<String>, usize) {
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for i in range {
         let id = format!("wamid.K{i:04}");
         let body = whatsapp_text(
             a,
@@ -221,7 +318,7 @@ async fn stored_ids(c: &Cluster) -> Vec<String> {
         .expect("ids")
 }
 
-/// Ingest killed at an arbitrary moment while webhooks keep arriving: every
+/// Ingest killed while a store is in flight and webhooks keep arriving: every
 /// webhook answered 200 is stored exactly once after a restart; the others
 /// got a non-200 (Meta would retry them) and queued nothing.
 #[tokio::test]
@@ -236,9 +333,22 @@ async fn webhooks_answered_200_survive_ingest_being_killed_mid_stream() {
     let first = spawn_ingest(&c, c.ingest, &conversations_url);
     wait_listening(c.ingest).await;
 
-    let (accepted, refused) = post_through_a_kill(&c, &a, 120, first).await;
+    let held = hold_stores(&c).await;
+    let (mut accepted, refused) = post(&c, &a, 0..60).await;
+    assert_eq!((accepted.len(), refused), (60, 0));
+    store_in_flight(&c).await;
+    assert!(
+        pending(&c).await > 0,
+        "the jobs being stored are not acknowledged yet"
+    );
+    first.kill();
+    assert!(pending(&c).await > 0, "a killed worker's jobs stay pending");
+    let (more, refused) = post(&c, &a, 60..120).await;
     assert!(refused > 0, "posts after the kill are refused with 503");
-    assert!(accepted.len() >= 60, "posts before the kill are accepted");
+    accepted.extend(more);
+    assert_eq!(c.count("SELECT count(*) FROM messages").await, 0);
+    held.commit().await.expect("release the lock");
+
     let second = spawn_ingest(&c, c.ingest, &conversations_url);
     c.drained().await;
     assert_eq!(
@@ -246,12 +356,13 @@ async fn webhooks_answered_200_survive_ingest_being_killed_mid_stream() {
         accepted,
         "exactly the accepted webhooks, once each"
     );
-    kill(second);
+    assert_eq!(dead_letters(&c).await, 0);
+    second.kill();
     c.stop().await;
 }
 
-/// conversations (the only writer to Postgres) killed while webhooks keep
-/// arriving and workers keep storing: its open transactions roll back, the
+/// conversations (the only writer to Postgres) killed while a store is in
+/// flight and webhooks keep arriving: its open transaction rolls back, the
 /// workers retry or leave the jobs pending, and after a restart every webhook
 /// answered 200 is stored exactly once.
 #[tokio::test]
@@ -267,13 +378,26 @@ async fn webhooks_answered_200_survive_conversations_being_killed_mid_stream() {
     wait_listening(c.conversations).await;
     let a = c.tenant("alpha").await;
 
-    // The edge caches the route, so webhooks keep being accepted while conversations is down.
-    let (accepted, refused) = post_through_a_kill(&c, &a, 150, first).await;
-    assert_eq!((accepted.len(), refused), (150, 0));
+    let held = hold_stores(&c).await;
+    let (mut accepted, _) = post(&c, &a, 0..75).await;
+    store_in_flight(&c).await;
     assert!(
-        c.count("SELECT count(*) FROM messages").await < 150,
-        "some webhooks were still queued when conversations died"
+        pending(&c).await > 0,
+        "the jobs being stored are not acknowledged yet"
     );
+    first.kill();
+    // The edge caches the route, so webhooks keep being accepted while conversations is down.
+    let (more, _) = post(&c, &a, 75..150).await;
+    accepted.extend(more);
+    assert_eq!(accepted.len(), 150);
+    held.commit().await.expect("release the lock");
+    assert_eq!(
+        c.count("SELECT count(*) FROM messages").await,
+        0,
+        "the killed process's transaction did not commit"
+    );
+    assert!(pending(&c).await > 0, "nothing was acknowledged unstored");
+
     let second = spawn_conversations(&c, c.conversations);
     c.drained().await;
     assert_eq!(
@@ -281,6 +405,7 @@ async fn webhooks_answered_200_survive_conversations_being_killed_mid_stream() {
         accepted,
         "exactly the accepted webhooks, once each"
     );
-    kill(second);
+    assert_eq!(dead_letters(&c).await, 0);
+    second.kill();
     c.stop().await;
 }

@@ -1,17 +1,61 @@
 //! Tenant isolation enforced by Postgres itself, checked from outside: connect
 //! as the service's role and try to cross tenants.
 
-use sqlx::{Connection, PgConnection, Row};
+use faro_proto::conversations::v1::CreateMetaAppRequest;
+use sqlx::{Connection, PgConnection, PgPool, Row};
 
-use crate::cluster::{Cluster, whatsapp_text};
+use crate::cluster::{Cluster, Tenant, whatsapp_text};
 
-const TABLES: [(&str, &str); 5] = [
-    ("tenants", "id"),
-    ("locations", "tenant_id"),
-    ("channel_accounts", "tenant_id"),
-    ("conversations", "tenant_id"),
-    ("messages", "tenant_id"),
-];
+/// Every table of the schema, read from the catalog so that a new table cannot
+/// be forgotten, with the column naming its tenant. Each must have row-level
+/// security enabled and forced.
+async fn tenant_tables(owner: &PgPool) -> Vec<(String, &'static str)> {
+    let rows: Vec<(String, bool, bool, Vec<String>)> = sqlx::query_as(
+        "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity,
+                ARRAY(SELECT a.attname::text FROM pg_attribute a
+                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+           AND c.relname <> '_sqlx_migrations'
+         ORDER BY 1",
+    )
+    .fetch_all(owner)
+    .await
+    .expect("catalog");
+    rows.into_iter()
+        .map(|(table, enabled, forced, columns)| {
+            assert!(
+                enabled && forced,
+                "{table}: row-level security must be enabled and forced"
+            );
+            let column = if columns.iter().any(|c| c == "tenant_id") {
+                "tenant_id"
+            } else {
+                match table.as_str() {
+                    "tenants" => "id",
+                    "meta_apps" => "owner_tenant_id",
+                    _ => panic!("{table} has no tenant_id: every tenant table keys on it"),
+                }
+            };
+            (table, column)
+        })
+        .collect()
+}
+
+/// A WhatsApp status for a message FARO has not stored: it waits in
+/// `pending_message_events`.
+fn early_status(tenant: &Tenant, message_id: &str) -> String {
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA-1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001234", "phone_number_id": tenant.phone_number_id},
+            "statuses": [{"id": message_id, "status": "delivered", "timestamp": "1700000001",
+                          "recipient_id": "1"}]
+        }}]}]
+    })
+    .to_string()
+}
 
 async fn as_tenant<'c>(
     conn: &'c mut PgConnection,
@@ -41,18 +85,34 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
     let a = c.tenant("alpha").await;
     let b = c.tenant("bravo").await;
     for (t, id) in [(&a, "wamid.IA"), (&b, "wamid.IB")] {
-        let (status, _) = c
-            .post_signed(
-                &whatsapp_text(t, id, "1", "hi", 1_700_000_000),
-                &t.app_secret,
-            )
-            .await;
-        assert_eq!(status, 200);
+        for body in [
+            whatsapp_text(t, id, "1", "hi", 1_700_000_000),
+            early_status(t, &format!("{id}.later")),
+        ] {
+            let (status, _) = c.post_signed(&body, &t.app_secret).await;
+            assert_eq!(status, 200);
+        }
+        // An app the tenant brought itself.
+        c.admin()
+            .await
+            .create_meta_app(CreateMetaAppRequest {
+                meta_app_id: format!("own-{}", t.id),
+                name: "own".into(),
+                app_secret: "own-secret".into(),
+                verify_token: format!("own-verify-{}", t.id),
+                owner_tenant_id: t.id.clone(),
+            })
+            .await
+            .expect("tenant's own app");
     }
     c.drained().await;
+    let tables = tenant_tables(&c.db.owner).await;
+    for t in ["pending_message_events", "meta_apps", "messages"] {
+        assert!(tables.iter().any(|(n, _)| n == t), "{t} is checked");
+    }
 
     // The owner sees both tenants' rows, so the checks below can fail.
-    for (table, col) in TABLES {
+    for (table, col) in &tables {
         let sql = format!("SELECT count(DISTINCT {col}) FROM {table}");
         let n: i64 = sqlx::query_scalar(&sql)
             .fetch_one(&c.db.owner)
@@ -73,7 +133,7 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
 
     // Tenant A set: every table shows A's rows and none of B's.
     let mut tx = as_tenant(&mut conn, Some(&a.id)).await;
-    for (table, col) in TABLES {
+    for (table, col) in &tables {
         let sql = format!(
             "SELECT count(*) FILTER (WHERE {col}::text = $1), count(*) FILTER (WHERE {col}::text <> $1) FROM {table}"
         );
@@ -118,7 +178,7 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
 
     // No tenant set: nothing is visible at all.
     let mut tx = as_tenant(&mut conn, None).await;
-    for (table, _) in TABLES {
+    for (table, _) in &tables {
         let sql = format!("SELECT count(*) FROM {table}");
         let n: i64 = sqlx::query_scalar(&sql)
             .fetch_one(&mut *tx)

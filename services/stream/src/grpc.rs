@@ -5,7 +5,9 @@ use std::{
     task::{Context, Poll},
 };
 
-use faro_proto::stream::v1::{SubscribeRequest, stream_service_server::StreamService};
+use faro_proto::stream::v1::{
+    HistoryRequest, HistoryResponse, SubscribeRequest, stream_service_server::StreamService,
+};
 use futures::Stream as FuturesStream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -49,6 +51,14 @@ fn valid_id(s: &str) -> bool {
 #[tonic::async_trait]
 impl StreamService for Stream {
     type SubscribeStream = Subscription;
+
+    async fn history(
+        &self,
+        _request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        // Positions are being built (issue 9); until then there is no history.
+        Err(Status::unimplemented("history is not available yet"))
+    }
 
     async fn subscribe(
         &self,

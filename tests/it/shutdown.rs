@@ -50,6 +50,7 @@ async fn a_stream_process_told_to_stop_ends_live_subscriptions_and_exits() {
         .subscribe(SubscribeRequest {
             tenant_id: tenant.clone(),
             location_ids: vec![],
+            since: None,
         })
         .await
         .expect("subscribed")

@@ -63,6 +63,7 @@ pub(crate) async fn handle(
                 .flatten()
                 .map(ToString::to_string)
                 .collect(),
+            since: None,
         })
         .await
         .map_err(|s| ApiError::upstream("stream", &s))?

@@ -31,6 +31,17 @@ pub struct Claims {
     pub exp: u64,
 }
 
+impl Claims {
+    /// The locations the agent may see; empty means every one of the tenant's.
+    pub(crate) fn locations(&self) -> std::collections::HashSet<String> {
+        self.location_ids
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect()
+    }
+}
+
 /// The registered claims [`JwtKeys`] stamps on what it issues, beside [`Claims`].
 #[derive(Serialize)]
 struct Issued<'a> {

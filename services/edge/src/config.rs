@@ -122,7 +122,6 @@ impl Config {
     pub(crate) fn ws_limits(&self) -> crate::ws::Limits {
         crate::ws::Limits {
             write_timeout: Duration::from_millis(self.ws_write_timeout_ms),
-            queue_bytes: self.ws_queue_bytes,
         }
     }
 

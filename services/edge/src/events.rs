@@ -85,8 +85,9 @@ fn conversation(c: &Conversation) -> Value {
     })
 }
 
-/// The JSON frame for one event; `None` for kinds this edge does not know.
-pub(crate) fn to_json(e: &Event) -> Option<String> {
+/// The JSON frame for one event and its `type`; `None` for kinds this edge
+/// does not know.
+pub(crate) fn render(e: &Event) -> Option<(&'static str, String)> {
     let (kind, body) = match e.kind.as_ref()? {
         Kind::MessageCreated(mc) => (
             "message.created",
@@ -109,9 +110,10 @@ pub(crate) fn to_json(e: &Event) -> Option<String> {
         "tenant_id": e.tenant_id,
         "location_id": e.location_id,
         "published_at": time(e.published_at.as_ref()),
+        "position": (!e.epoch.is_empty()).then(|| format!("{}:{}", e.epoch, e.offset)),
     });
     if let (Value::Object(f), Value::Object(b)) = (&mut frame, body) {
         f.extend(b);
     }
-    Some(frame.to_string())
+    Some((kind, frame.to_string()))
 }

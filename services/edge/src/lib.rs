@@ -16,6 +16,7 @@ mod config;
 mod conn_limits;
 mod error;
 mod events;
+mod live;
 mod routes;
 mod server;
 mod signature;
@@ -43,11 +44,18 @@ pub(crate) struct State {
     pub jwt: auth::JwtKeys,
     pub conversations: ConversationsServiceClient<Channel>,
     pub ingest: IngestServiceClient<Channel>,
-    pub stream: StreamServiceClient<Channel>,
+    pub live: Arc<live::Hub>,
     pub routes: routes::RouteCache,
     /// Bounds the work done for webhooks whose signature is not verified yet.
     pub unverified: webhook::UnverifiedLimit,
     pub shutdown: CancellationToken,
+}
+
+/// The first value of a query parameter, decoded.
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// A lazily connected channel; `timeout` bounds each call (not for streams).
@@ -91,7 +99,11 @@ pub async fn run(
             &config.ingest_url,
             Some(UPSTREAM_TIMEOUT),
         )?),
-        stream: StreamServiceClient::new(channel("stream", &config.stream_url, None)?),
+        live: live::Hub::new(
+            StreamServiceClient::new(channel("stream", &config.stream_url, None)?),
+            config.ws_queue_bytes,
+            shutdown.clone(),
+        ),
         routes: routes::RouteCache::new(config.route_cache_ttl()),
         unverified: webhook::UnverifiedLimit::default(),
         shutdown: shutdown.clone(),

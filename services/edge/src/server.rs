@@ -4,7 +4,7 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Error, State,
     conn_limits::ConnLimits,
+    live::{self, http::Body},
     error::{ApiError, json_response},
     webhook::{self, Platform},
     ws,
@@ -28,12 +29,16 @@ enum Route {
     Health,
     Webhook(Platform),
     MessageStream,
+    MessagePoll,
+    MessageEvents,
 }
 
 fn route(path: &str) -> Option<Route> {
     match path.trim_end_matches('/') {
         "/healthz" => Some(Route::Health),
         "/api/v1/messages/stream" => Some(Route::MessageStream),
+        "/api/v1/messages/poll" => Some(Route::MessagePoll),
+        "/api/v1/messages/events" => Some(Route::MessageEvents),
         p => p
             .strip_prefix("/api/v1/webhooks/")
             .and_then(Platform::from_path)
@@ -49,8 +54,38 @@ fn method_not_allowed(allowed: &str) -> ApiError {
     )
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn boxed(r: Response<Full<Bytes>>) -> Response<Body> {
+    r.map(BodyExt::boxed)
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let result = match (route(req.uri().path()), req.method()) {
+        (Some(Route::MessagePoll), &Method::GET) => {
+            live::http::poll(&state, req.headers(), req.uri().query()).await
+        }
+        (Some(Route::MessageEvents), &Method::GET) => {
+            live::http::sse(&state, req.headers(), req.uri().query()).await
+        }
+        (Some(Route::MessagePoll | Route::MessageEvents), _) => Err(method_not_allowed("GET")),
+        (r, _) => handle_full(state, r, req).await.map(boxed),
+    };
+    result.unwrap_or_else(|e| {
+        if e.status.is_server_error() {
+            tracing::warn!(status = e.status.as_u16(), code = e.code, "request failed");
+        } else {
+            tracing::debug!(status = e.status.as_u16(), code = e.code, "request refused");
+        }
+        boxed(e.into_response())
+    })
+}
+
+/// The routes whose answers are whole bodies.
+async fn handle_full(
+    state: Arc<State>,
+    route: Option<Route>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    match (route, req.method()) {
         (Some(Route::Health), &Method::GET) => {
             Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
         }
@@ -66,20 +101,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         (Some(Route::Webhook(_)), _) => Err(method_not_allowed("GET, POST")),
         (Some(Route::MessageStream), &Method::GET) => ws::handle(state.clone(), req).await,
         (Some(Route::MessageStream), _) => Err(method_not_allowed("GET")),
-        (None, _) => Err(ApiError::new(
+        (Some(Route::MessagePoll | Route::MessageEvents), _) | (None, _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "no such route",
         )),
-    };
-    result.unwrap_or_else(|e| {
-        if e.status.is_server_error() {
-            tracing::warn!(status = e.status.as_u16(), code = e.code, "request failed");
-        } else {
-            tracing::debug!(status = e.status.as_u16(), code = e.code, "request refused");
-        }
-        e.into_response()
-    })
+    }
 }
 
 /// Headers one request may carry, and their total bytes (names and values):
@@ -162,7 +189,7 @@ pub(crate) async fn serve(
             let state = state.clone();
             async move {
                 if let Some(e) = headers_too_large(req.headers()) {
-                    return Ok::<_, Infallible>(e.into_response());
+                    return Ok::<_, Infallible>(boxed(e.into_response()));
                 }
                 Ok::<_, Infallible>(handle(state, req).await)
             }

@@ -1,43 +1,43 @@
-//! The agents' WebSocket: one server-streaming gRPC subscription per socket,
-//! each event forwarded as a JSON text frame.
+//! The agents' WebSocket: the tenant's live events as JSON text frames.
 //!
-//! The subscription is opened before answering 101, so an event stored after
-//! the handshake completes is never missed, and an unavailable stream service
-//! is a 503 rather than a socket that stays silent. If the stream service ends
-//! the subscription with DATA_LOSS the socket is closed with code 4001: the
-//! client reloads from the API and reconnects.
+//! The socket joins its tenant's live feed (`crate::live`) before answering
+//! 101, so an event stored after the handshake completes is never missed, and
+//! an unavailable stream service is a 503 rather than a socket that stays
+//! silent. With `?since=<epoch>:<offset>` (the `position` of the last event the
+//! client saw) the events it missed are replayed first, then live ones follow
+//! with no gap and no duplicate; a position history no longer holds closes the
+//! socket with 4001 (reload from the API).
 //!
-//! No client can slow another: each socket has a drainer task that reads its
-//! gRPC stream at once into a bounded queue (the subscriptions share one HTTP/2
-//! connection, whose flow-control window an unread stream would otherwise
-//! fill), and a writer whose every write has a deadline. A client whose queue
-//! overflows is closed with 4002; one whose write misses the deadline is
-//! dropped without a close frame (there is no way to write one).
+//! The writer's every write has a deadline: a client that stops reading is
+//! dropped without a close frame (there is no way to write one), and one whose
+//! queue overflows is closed with 4002; neither slows anyone else.
 
 mod masked;
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use faro_proto::stream::v1::{Event, SubscribeRequest};
+use faro_proto::stream::v1::Position;
 use fastwebsockets::{CloseCode, Frame, OpCode, Payload, WebSocketError, upgrade};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Streaming};
 
-use crate::{State, auth::presented_token, error::ApiError, events};
-
-/// Close code telling the client to reload state before reconnecting.
-const CLOSE_RESYNC: u16 = 4001;
+use crate::{
+    State,
+    auth::presented_token,
+    error::ApiError,
+    live::{
+        LiveEvent, Listener, RESYNC,
+        catch_up::{CatchUp, catch_up, covered, parse_position},
+    },
+    query_param,
+};
 
 pub(crate) async fn handle(
     state: Arc<State>,
@@ -52,22 +52,28 @@ pub(crate) async fn handle(
             "this endpoint speaks WebSocket only",
         ));
     }
-    let subscription = state
-        .stream
-        .clone()
-        .subscribe(SubscribeRequest {
-            tenant_id: claims.tenant_id.to_string(),
-            location_ids: claims
-                .location_ids
-                .iter()
-                .flatten()
-                .map(ToString::to_string)
-                .collect(),
-            since: None,
-        })
+    let since = query_param(req.uri().query(), "since")
+        .map(|s| parse_position(&s))
+        .transpose()?;
+    let tenant = claims.tenant_id.to_string();
+    let locations = claims.locations();
+    // Joined before 101 (and before catching up): nothing published from
+    // here on can be missed.
+    let listener = state
+        .live
+        .join(&tenant, locations.clone())
         .await
-        .map_err(|s| ApiError::upstream("stream", &s))?
-        .into_inner();
+        .map_err(|s| ApiError::upstream("stream", &s))?;
+    let start = match since {
+        None => Start::Live,
+        Some(since) => match catch_up(&state.live, &tenant, &locations, since)
+            .await
+            .map_err(|s| ApiError::upstream("stream", &s))?
+        {
+            CatchUp::Recovered { events, upto } => Start::Replay { events, upto },
+            CatchUp::NotRecovered => Start::NotRecovered,
+        },
+    };
     let (response, upgraded) = upgrade::upgrade(&mut req).map_err(|e| {
         ApiError::bad_request("invalid_upgrade", format!("invalid WebSocket upgrade: {e}"))
     })?;
@@ -77,13 +83,13 @@ pub(crate) async fn handle(
             .headers
             .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
-    tracing::debug!(sub = %claims.sub, tenant = %claims.tenant_id, "agent connected");
+    tracing::debug!(sub = %claims.sub, %tenant, "agent connected");
     let shutdown = state.shutdown.clone();
     let limits = state.config.ws_limits();
     tokio::spawn(async move {
         match upgraded.await {
             Ok(ws) => {
-                if let Err(e) = pump(ws, subscription, shutdown, limits).await {
+                if let Err(e) = pump(ws, listener, start, shutdown, limits).await {
                     tracing::debug!(error = %e, "websocket ended with an error");
                 }
             }
@@ -91,6 +97,19 @@ pub(crate) async fn handle(
         }
     });
     Ok(Response::from_parts(parts, Full::new(Bytes::new())))
+}
+
+/// How a socket begins.
+enum Start {
+    /// Live events from now on.
+    Live,
+    /// These missed events first, then live ones after `upto`.
+    Replay {
+        events: Vec<Arc<LiveEvent>>,
+        upto: Position,
+    },
+    /// The position is gone from history: close with 4001 at once.
+    NotRecovered,
 }
 
 /// What the client's reader reports to the writer.
@@ -112,13 +131,6 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 /// Agents send nothing but control frames yet; anything bigger closes with 1009.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
-/// Frames waiting for one socket, at most (the byte budget usually binds first).
-const QUEUE_FRAMES: usize = 1024;
-
-/// Close code for a client that could not keep up: its queue overflowed or a
-/// write missed its deadline. Events were dropped: reload, then reconnect.
-pub(crate) const CLOSE_TOO_SLOW: u16 = 4002;
-
 type Socket = fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 type Writer = fastwebsockets::WebSocketWrite<
     tokio::io::WriteHalf<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
@@ -128,73 +140,6 @@ type Writer = fastwebsockets::WebSocketWrite<
 #[derive(Clone, Copy)]
 pub(crate) struct Limits {
     pub write_timeout: Duration,
-    pub queue_bytes: usize,
-}
-
-/// How the subscription ended, as the drainer saw it.
-struct End {
-    code: u16,
-    reason: &'static [u8],
-}
-
-/// Reads the gRPC stream as fast as it arrives, whatever the client does, into
-/// a bounded queue. Because this never waits on the socket, one client that
-/// stops reading cannot hold the HTTP/2 flow-control window shared by every
-/// subscription to the stream service. On overflow it gives up: `too_slow` is
-/// cancelled and the subscription is dropped (RST_STREAM frees its window).
-async fn drain(
-    mut events: Streaming<Event>,
-    out: mpsc::Sender<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
-    queue_bytes: usize,
-    too_slow: CancellationToken,
-) -> End {
-    loop {
-        let event = match events.message().await {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                return End {
-                    code: CloseCode::Away.into(),
-                    reason: b"stream ended",
-                };
-            }
-            Err(s) if s.code() == Code::DataLoss => {
-                return End {
-                    code: CLOSE_RESYNC,
-                    reason: b"events were missed; reload",
-                };
-            }
-            Err(s) => {
-                tracing::warn!(code = ?s.code(), "live subscription failed");
-                return End {
-                    code: 1011,
-                    reason: b"live subscription failed",
-                };
-            }
-        };
-        let Some(json) = events::to_json(&event) else {
-            continue;
-        };
-        let len = json.len();
-        let over_budget = queued.fetch_add(len, Ordering::AcqRel) + len > queue_bytes;
-        if over_budget || out.try_send(json.into_bytes()).is_err() {
-            if out.is_closed() {
-                return End {
-                    code: CloseCode::Normal.into(),
-                    reason: b"",
-                };
-            }
-            tracing::debug!(
-                queued = queued.load(Ordering::Relaxed),
-                "websocket client too slow; closing"
-            );
-            too_slow.cancel();
-            return End {
-                code: CLOSE_TOO_SLOW,
-                reason: b"too slow; events were dropped: reload",
-            };
-        }
-    }
 }
 
 /// Reads the client's frames and reports them to the writer.
@@ -248,7 +193,8 @@ async fn write(
 
 async fn pump(
     mut ws: Socket,
-    events: Streaming<Event>,
+    mut listener: Listener,
+    start: Start,
     shutdown: CancellationToken,
     limits: Limits,
 ) -> Result<(), WebSocketError> {
@@ -262,67 +208,76 @@ async fn pump(
     });
     let (client_tx, mut client_rx) = mpsc::channel::<FromClient>(8);
     let reader = tokio::spawn(read_client(rx, client_tx));
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(QUEUE_FRAMES);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let too_slow = CancellationToken::new();
-    let mut drainer = tokio::spawn(drain(
-        events,
-        out_tx,
-        queued.clone(),
-        limits.queue_bytes,
-        too_slow.clone(),
-    ));
     let deadline = limits.write_timeout;
+    let result = run(&mut tx, &mut listener, &mut client_rx, start, &shutdown, deadline).await;
+    // Both halves must go for the connection to close: the reader holds one.
+    reader.abort();
+    result
+}
+
+async fn run(
+    tx: &mut Writer,
+    listener: &mut Listener,
+    client_rx: &mut mpsc::Receiver<FromClient>,
+    start: Start,
+    shutdown: &CancellationToken,
+    deadline: Duration,
+) -> Result<(), WebSocketError> {
+    let upto = match start {
+        Start::Live => None,
+        Start::NotRecovered => {
+            return write(tx, Frame::close(RESYNC.code, RESYNC.reason.as_bytes()), deadline).await;
+        }
+        Start::Replay { events, upto } => {
+            for e in events {
+                write(tx, Frame::text(Payload::Borrowed(&e.json)), deadline).await?;
+            }
+            Some(upto)
+        }
+    };
     let mut keepalive = tokio::time::interval(PING_EVERY);
     keepalive.tick().await;
     let mut last_seen = Instant::now();
-    let result = loop {
+    let ended = listener.ended();
+    loop {
         tokio::select! {
             biased;
-            () = too_slow.cancelled() => {
-                break write(&mut tx, Frame::close(CLOSE_TOO_SLOW, b"too slow; events were dropped: reload"), deadline).await;
+            () = ended.cancelled() => {
+                let end = listener.end().unwrap_or(RESYNC);
+                return write(tx, Frame::close(end.code, end.reason.as_bytes()), deadline).await;
             }
             () = shutdown.cancelled() => {
-                break write(&mut tx, Frame::close(CloseCode::Away.into(), b"server shutting down"), deadline).await;
+                return write(tx, Frame::close(CloseCode::Away.into(), b"server shutting down"), deadline).await;
             }
             _ = keepalive.tick() => {
                 if last_seen.elapsed() > 2 * PING_EVERY {
-                    break write(&mut tx, Frame::close(CloseCode::Away.into(), b"ping timeout"), deadline).await;
+                    return write(tx, Frame::close(CloseCode::Away.into(), b"ping timeout"), deadline).await;
                 }
-                if let Err(e) = write(&mut tx, Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"")), deadline).await {
-                    break Err(e);
-                }
+                write(tx, Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"")), deadline).await?;
             }
             from_client = client_rx.recv() => match from_client {
                 Some(FromClient::Ping(p)) => {
                     last_seen = Instant::now();
-                    if let Err(e) = write(&mut tx, Frame::pong(Payload::Owned(p)), deadline).await {
-                        break Err(e);
-                    }
+                    write(tx, Frame::pong(Payload::Owned(p)), deadline).await?;
                 }
                 Some(FromClient::Alive) => last_seen = Instant::now(),
                 Some(FromClient::Close(code, reason)) => {
-                    break write(&mut tx, Frame::close(code, reason.as_bytes()), deadline).await;
+                    return write(tx, Frame::close(code, reason.as_bytes()), deadline).await;
                 }
-                Some(FromClient::Gone) | None => break Ok(()),
+                Some(FromClient::Gone) | None => return Ok(()),
             },
-            frame = out_rx.recv() => match frame {
-                Some(json) => {
-                    queued.fetch_sub(json.len(), Ordering::AcqRel);
-                    if let Err(e) = write(&mut tx, Frame::text(Payload::Owned(json)), deadline).await {
-                        break Err(e);
+            event = listener.events.recv() => match event {
+                Some(e) => {
+                    listener.taken(&e);
+                    if !covered(upto.as_ref(), &e) {
+                        write(tx, Frame::text(Payload::Borrowed(&e.json)), deadline).await?;
                     }
                 }
-                // The drainer is done and everything it queued is written.
                 None => {
-                    let end = (&mut drainer).await.unwrap_or(End { code: 1011, reason: b"" });
-                    break write(&mut tx, Frame::close(end.code, end.reason), deadline).await;
+                    let end = listener.end().unwrap_or(RESYNC);
+                    return write(tx, Frame::close(end.code, end.reason.as_bytes()), deadline).await;
                 }
             },
         }
-    };
-    // Both halves must go for the connection to close: the reader holds one.
-    reader.abort();
-    drainer.abort();
-    result
+    }
 }

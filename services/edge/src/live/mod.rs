@@ -1,0 +1,313 @@
+//! Live events at the edge: one upstream `Subscribe` per tenant, fanned out
+//! locally to every socket, long-poll and SSE client of that tenant.
+//!
+//! A socket costs a queue and a location filter here, not an HTTP/2 stream of
+//! its own to the stream service. Each event is rendered to JSON once and the
+//! same bytes go to every recipient. The feed task only ever `try_send`s, so a
+//! slow client can never hold the upstream stream (or the HTTP/2 connection
+//! that all feeds share): its queue overflows and it alone is cut off.
+//!
+//! When the upstream stream breaks (DATA_LOSS, the stream service restarting)
+//! the feed subscribes again from the last position it delivered, so clients
+//! see neither a gap nor a duplicate; only when that position is no longer in
+//! history are the tenant's clients told to reload (4001).
+
+pub(crate) mod catch_up;
+mod feed;
+pub(crate) mod http;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use faro_proto::stream::v1::{Event, Position, stream_service_client::StreamServiceClient};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::events;
+
+/// Close code telling the client to reload state before reconnecting.
+pub(crate) const CLOSE_RESYNC: u16 = 4001;
+/// Close code for a client that could not keep up: its queue overflowed.
+/// Events were dropped for it alone: resume from its last position.
+pub(crate) const CLOSE_TOO_SLOW: u16 = 4002;
+
+/// One event, rendered once, shared by every recipient.
+#[derive(Debug)]
+pub(crate) struct LiveEvent {
+    pub epoch: String,
+    pub offset: u64,
+    pub location_id: String,
+    /// The `type` of the JSON frame (`message.created`, …), for SSE's `event:`.
+    pub kind: &'static str,
+    pub json: Bytes,
+}
+
+impl LiveEvent {
+    pub(crate) fn render(e: &Event) -> Option<Arc<Self>> {
+        let (kind, json) = events::render(e)?;
+        Some(Arc::new(Self {
+            epoch: e.epoch.clone(),
+            offset: e.offset,
+            location_id: e.location_id.clone(),
+            kind,
+            json: Bytes::from(json),
+        }))
+    }
+
+    pub(crate) fn position(&self) -> Option<Position> {
+        (!self.epoch.is_empty()).then(|| Position {
+            epoch: self.epoch.clone(),
+            offset: self.offset,
+        })
+    }
+}
+
+/// Why a client's live feed ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct End {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+pub(crate) const TOO_SLOW: End = End {
+    code: CLOSE_TOO_SLOW,
+    reason: "too slow; events were dropped: resume from your last position",
+};
+pub(crate) const RESYNC: End = End {
+    code: CLOSE_RESYNC,
+    reason: "events were missed; reload",
+};
+pub(crate) const SHUTTING_DOWN: End = End {
+    code: 1001,
+    reason: "server shutting down",
+};
+
+/// What one client holds: its queue of events and the signal that it ended.
+pub(crate) struct Listener {
+    pub events: mpsc::Receiver<Arc<LiveEvent>>,
+    /// Bytes waiting in `events`; the writer subtracts what it takes.
+    pub queued: Arc<AtomicUsize>,
+    ended: Arc<OnceLock<End>>,
+    cancelled: CancellationToken,
+    _membership: Membership,
+}
+
+impl Listener {
+    /// Cancelled when the hub ends this client's feed; then [`Listener::end`] says why.
+    pub(crate) fn ended(&self) -> CancellationToken {
+        self.cancelled.clone()
+    }
+
+    pub(crate) fn end(&self) -> Option<End> {
+        self.ended.get().copied()
+    }
+
+    /// Takes a received event off the byte budget.
+    pub(crate) fn taken(&self, e: &LiveEvent) {
+        self.queued.fetch_sub(e.json.len(), Ordering::AcqRel);
+    }
+}
+
+/// Leaves the tenant's feed when the client goes.
+struct Membership {
+    hub: Arc<Hub>,
+    tenant: String,
+    id: u64,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.hub.remove(&self.tenant, self.id);
+    }
+}
+
+struct Member {
+    id: u64,
+    /// Empty: every location.
+    locations: HashSet<String>,
+    tx: mpsc::Sender<Arc<LiveEvent>>,
+    queued: Arc<AtomicUsize>,
+    ended: Arc<OnceLock<End>>,
+    cancelled: CancellationToken,
+}
+
+impl Member {
+    fn end(&self, why: End) {
+        let _ = self.ended.set(why);
+        self.cancelled.cancel();
+    }
+
+    /// Queues the event, or ends this member if it cannot keep up.
+    fn offer(&self, e: &Arc<LiveEvent>, queue_bytes: usize) -> bool {
+        if !self.locations.is_empty() && !self.locations.contains(&e.location_id) {
+            return true;
+        }
+        let len = e.json.len();
+        let over = self.queued.fetch_add(len, Ordering::AcqRel) + len > queue_bytes;
+        if over || self.tx.try_send(e.clone()).is_err() {
+            if !self.tx.is_closed() {
+                self.end(TOO_SLOW);
+            }
+            return false;
+        }
+        true
+    }
+}
+
+/// A tenant's shared upstream subscription and its local members.
+struct Feed {
+    members: Vec<Member>,
+    /// Cancelled when the last member leaves: the upstream stream is dropped.
+    stop: CancellationToken,
+}
+
+/// Frames waiting for one client, at most (the byte budget usually binds first).
+const QUEUE_FRAMES: usize = 1024;
+
+pub(crate) struct Hub {
+    client: StreamServiceClient<Channel>,
+    queue_bytes: usize,
+    next_id: AtomicU64,
+    feeds: Mutex<HashMap<String, Feed>>,
+    shutdown: CancellationToken,
+}
+
+impl Hub {
+    pub(crate) fn new(
+        client: StreamServiceClient<Channel>,
+        queue_bytes: usize,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            queue_bytes,
+            next_id: AtomicU64::new(1),
+            feeds: Mutex::default(),
+            shutdown,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Feed>> {
+        // Members and feeds are plain data: a panic elsewhere leaves them whole.
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn client(&self) -> StreamServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    /// Joins the tenant's live feed, opening the upstream subscription first
+    /// if this is the tenant's first client here: once this returns, every
+    /// event published afterwards reaches the listener.
+    pub(crate) async fn join(
+        self: &Arc<Self>,
+        tenant: &str,
+        locations: HashSet<String>,
+    ) -> Result<Listener, tonic::Status> {
+        if let Some(l) = self.add_if_open(tenant, &locations) {
+            return Ok(l);
+        }
+        let stream = feed::subscribe(&self.client, tenant, None).await?;
+        let mut feeds = self.lock();
+        if !feeds.contains_key(tenant) {
+            let stop = self.shutdown.child_token();
+            feeds.insert(
+                tenant.to_owned(),
+                Feed {
+                    members: Vec::new(),
+                    stop: stop.clone(),
+                },
+            );
+            tokio::spawn(feed::run(self.clone(), tenant.to_owned(), stream, stop));
+        }
+        // else: another client opened it meanwhile; ours is dropped.
+        Ok(self.add(&mut feeds, tenant, locations))
+    }
+
+    fn add_if_open(self: &Arc<Self>, tenant: &str, locations: &HashSet<String>) -> Option<Listener> {
+        let mut feeds = self.lock();
+        feeds
+            .contains_key(tenant)
+            .then(|| self.add(&mut feeds, tenant, locations.clone()))
+    }
+
+    fn add(
+        self: &Arc<Self>,
+        feeds: &mut HashMap<String, Feed>,
+        tenant: &str,
+        locations: HashSet<String>,
+    ) -> Listener {
+        let (tx, events) = mpsc::channel(QUEUE_FRAMES);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (queued, ended, cancelled) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(OnceLock::new()),
+            CancellationToken::new(),
+        );
+        if let Some(feed) = feeds.get_mut(tenant) {
+            feed.members.push(Member {
+                id,
+                locations,
+                tx,
+                queued: queued.clone(),
+                ended: ended.clone(),
+                cancelled: cancelled.clone(),
+            });
+        }
+        Listener {
+            events,
+            queued,
+            ended,
+            cancelled,
+            _membership: Membership {
+                hub: self.clone(),
+                tenant: tenant.to_owned(),
+                id,
+            },
+        }
+    }
+
+    fn remove(&self, tenant: &str, id: u64) {
+        let mut feeds = self.lock();
+        if let Some(feed) = feeds.get_mut(tenant) {
+            feed.members.retain(|m| m.id != id);
+            if feed.members.is_empty() {
+                feed.stop.cancel();
+                feeds.remove(tenant);
+            }
+        }
+    }
+
+    /// Hands one upstream event to the tenant's members, rendered once.
+    fn dispatch(&self, tenant: &str, event: &Event) {
+        let Some(live) = LiveEvent::render(event) else {
+            return;
+        };
+        let mut feeds = self.lock();
+        if let Some(feed) = feeds.get_mut(tenant) {
+            feed.members.retain(|m| m.offer(&live, self.queue_bytes));
+        }
+    }
+
+    /// Ends every member of the tenant (the feed could not be resumed).
+    fn end_tenant(&self, tenant: &str, why: End) {
+        if let Some(feed) = self.lock().remove(tenant) {
+            for m in feed.members {
+                m.end(why);
+            }
+        }
+    }
+
+    /// How many tenants have an upstream subscription open here.
+    #[cfg(test)]
+    pub(crate) fn feeds(&self) -> usize {
+        self.lock().len()
+    }
+}

@@ -12,6 +12,7 @@
 mod admin;
 mod config;
 mod crypto;
+mod customers;
 mod db;
 mod error;
 mod events;

@@ -17,7 +17,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
-    Error,
+    Error, customers,
     db::{parse_uuid, tenant_tx},
     events::{self, Change, WatermarkChange},
     rows::{
@@ -196,10 +196,11 @@ type ThreadUpdate = (
 async fn store_tenant(
     pool: &PgPool,
     tenant: Uuid,
-    batch: TenantBatch,
+    mut batch: TenantBatch,
     redelivered: bool,
 ) -> Result<(Vec<pb::StoredMessage>, Vec<pb::StoredMessage>), Error> {
     let mut tx = tenant_tx(pool, tenant).await?;
+    assign_customers(&mut tx, tenant, &mut batch.messages).await?;
     let mut convs: HashMap<Uuid, ConversationRow> = HashMap::new();
     // The latest known state of every message this call touches, by id.
     let mut rows: HashMap<Uuid, MessageRow> = HashMap::new();
@@ -317,6 +318,31 @@ async fn store_tenant(
     Ok((stored, updated))
 }
 
+/// Files each message under its customer's thread key: a customer known by
+/// phone, BSUID or both is one thread (see `customers.rs`).
+async fn assign_customers(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    messages: &mut [Inbound],
+) -> Result<(), Error> {
+    let ids: Vec<customers::Ids<'_>> = messages
+        .iter()
+        .map(|m| customers::Ids {
+            location: m.location,
+            channel: m.channel,
+            phone: m.customer_phone.as_deref(),
+            user: m.customer_user_id.as_deref(),
+        })
+        .collect();
+    let keys = customers::resolve(tx, tenant, &ids).await?;
+    for (m, key) in messages.iter_mut().zip(keys) {
+        if let Some(key) = key {
+            m.customer_id = key;
+        }
+    }
+    Ok(())
+}
+
 /// Upserts one row per thread; returns them by thread key.
 async fn upsert_threads(
     tx: &mut Transaction<'static, Postgres>,
@@ -362,8 +388,9 @@ async fn upsert_threads(
          ON CONFLICT (tenant_id, location_id, channel, customer_id) DO UPDATE SET
              last_message_at = GREATEST(c.last_message_at, EXCLUDED.last_message_at),
              customer_name = COALESCE(EXCLUDED.customer_name, c.customer_name),
-             customer_phone = COALESCE(EXCLUDED.customer_phone, c.customer_phone),
-             customer_user_id = COALESCE(EXCLUDED.customer_user_id, c.customer_user_id),
+             -- A thread's ids are learnt, never replaced (customers.rs).
+             customer_phone = COALESCE(c.customer_phone, EXCLUDED.customer_phone),
+             customer_user_id = COALESCE(c.customer_user_id, EXCLUDED.customer_user_id),
              updated_at = now()
          RETURNING {CONVERSATION_COLUMNS}"
     );

@@ -80,6 +80,7 @@ fn conversation(c: &Conversation) -> Value {
         "customer_id": c.customer_id,
         "customer_name": c.customer_name,
         "customer_phone": c.customer_phone,
+        "customer_user_id": c.customer_user_id,
         "status": c.status,
         "last_message_at": time(c.last_message_at.as_ref()),
     })

@@ -107,8 +107,12 @@ fn item_events(
     let recipient = id_at(item, "/recipient/id");
     let timestamp = unix_millis(item.get("timestamp")).unwrap_or(ctx.received_at);
     let ts = Some(to_timestamp(timestamp));
-    // The customer is whoever is not the business account.
-    let customer = if sender == account {
+    // An echo is the business's own message: its customer is the recipient,
+    // whatever id the business sends under (Instagram echoes may carry an id
+    // other than `entry.id`). Otherwise the customer is whoever is not the
+    // business account.
+    let echo = item.pointer("/message/is_echo").and_then(Value::as_bool) == Some(true);
+    let customer = if echo || sender == account {
         recipient.clone()
     } else {
         sender.clone()
@@ -210,7 +214,7 @@ fn item_events(
             }));
             return;
         }
-        let echo = m.get("is_echo").and_then(Value::as_bool) == Some(true) || sender == account;
+        let echo = echo || sender == account;
         if echo && !ctx.meta_app_id.is_empty() && id_at(m, "/app_id") == ctx.meta_app_id {
             // Sent by FARO itself through this app: already in the thread.
             out.ignored += 1;
@@ -294,6 +298,16 @@ fn watermark(route: &Route, customer: &str, status: DeliveryStatus, at: DateTime
     })
 }
 
+/// The platform's id of what an attachment shows: a reel, a shared post
+/// (`ig_post_media_id`, in both the `share` and the `ig_post` form), a story.
+fn attachment_id(a: &Value) -> String {
+    ["/payload/reel_video_id", "/payload/ig_post_media_id", "/payload/story_id", "/payload/id"]
+        .iter()
+        .map(|p| id_at(a, p))
+        .find(|id| !id.is_empty())
+        .unwrap_or_default()
+}
+
 fn message(
     item: &Value,
     m: &Value,
@@ -313,13 +327,14 @@ fn message(
             kind: string_at(a, "/type"),
             url: str_at(a, "/payload/url")
                 .or_else(|| str_at(a, "/url"))
+                .or_else(|| str_at(a, "/payload/story_media_url"))
                 .unwrap_or_default()
                 .to_owned(),
             caption: str_at(a, "/title")
                 .or_else(|| str_at(a, "/payload/title"))
                 .unwrap_or_default()
                 .to_owned(),
-            id: id_at(a, "/payload/reel_video_id"),
+            id: attachment_id(a),
             ..Default::default()
         })
         .collect();
@@ -328,7 +343,10 @@ fn message(
         media.push(MediaRef {
             kind: "story".into(),
             id: id_at(s, "/id"),
-            url: string_at(s, "/url"),
+            url: str_at(s, "/url")
+                .or_else(|| str_at(s, "/story_media_url"))
+                .unwrap_or_default()
+                .to_owned(),
             ..Default::default()
         });
     }

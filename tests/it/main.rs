@@ -5,6 +5,7 @@
 mod cli;
 mod cluster;
 mod crash;
+mod customers;
 mod dead_letter;
 mod event_rules;
 mod events;

@@ -198,27 +198,41 @@ fn ig_mid(suffix: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn instagram_echoes_shares_and_second_timestamps() {
+async fn instagram(posts: &[&str]) -> Cluster {
     let c = Cluster::start().await;
     let alpha = c.bare_tenant("alpha").await;
     let app = c.app(META_APP, SECRET, "verify-alpha").await;
     c.connect(&alpha, Channel::InstagramDm, IG, &app).await;
-    for f in ["text", "share", "echo_business_scoped_sender", "test_sample_seconds"] {
+    for f in posts {
         post_instagram(&c, f).await;
     }
     c.drained().await;
-    // An echo is the business's: its customer is the recipient, whatever id it is sent under.
+    c
+}
+
+#[tokio::test]
+async fn an_instagram_echo_belongs_to_its_recipient_whatever_id_it_is_sent_under() {
+    let c = instagram(&["text", "echo_business_scoped_sender"]).await;
     let text = c.message(&ig_mid("MjgzNzQ2ZDZD")).await;
     let echo = c.message(&ig_mid("ECHO2ZDZD")).await;
     assert_eq!(echo["direction"], "outbound");
     assert_eq!(echo["customer_id"], IGSID);
     assert_eq!(echo["conversation_id"], text["conversation_id"]);
-    // A shared post keeps the post's media id.
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn an_instagram_post_share_keeps_the_post_media_id() {
+    let c = instagram(&["share"]).await;
     let share = c.message(&ig_mid("MzE1NDIyZDZD")).await;
     assert_eq!(share["media"][0]["id"], "18139494541428835");
     assert_eq!(share["media"][1]["id"], "18139494541428835");
-    // The dashboard sample's seconds are seconds.
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn the_instagram_dashboard_sample_timestamp_in_seconds_is_read_as_seconds() {
+    let c = instagram(&["test_sample_seconds"]).await;
     let sample = c.message("random_mid").await;
     assert_eq!(ts(&sample["timestamp"]), 1_527_459_824);
     c.stop().await;

@@ -78,6 +78,12 @@ fn arb_json() -> impl Strategy<Value = Value> {
                         Just("edit"),
                         Just("revoke"),
                         Just("original_message_id"),
+                        Just("from_user_id"),
+                        Just("to_user_id"),
+                        Just("user_id"),
+                        Just("wa_id"),
+                        Just("group_id"),
+                        Just("threads"),
                     ]
                     .prop_map(str::to_owned),
                     inner,
@@ -145,6 +151,8 @@ proptest! {
                 {"field": "messages", "value": {"metadata": {"phone_number_id": "P1"}, "messages": items, "statuses": items, "contacts": items}},
                 {"field": "smb_message_echoes", "value": {"metadata": {"phone_number_id": "P1"}, "message_echoes": items}},
                 {"field": "messages", "value": any_value},
+                {"field": "history", "value": {"metadata": {"phone_number_id": "P1"}, "history": items}},
+                {"field": "history", "value": {"metadata": {"phone_number_id": "P1"}, "history": [{"threads": items}]}},
             ]}]}),
             json!({"object": "page", "entry": [{"id": "P1", "messaging": items}, any_value]}),
             json!({"object": "instagram", "entry": [{"id": "P1", "messaging": items}]}),
@@ -167,10 +175,12 @@ proptest! {
         let wa = json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [
             {"field": "messages", "value": {"metadata": {"phone_number_id": "P1"}, "messages": items, "statuses": items}},
             {"field": "smb_message_echoes", "value": {"metadata": {"phone_number_id": "P1"}, "message_echoes": items}},
+            {"field": "history", "value": {"metadata": {"phone_number_id": "P1"},
+                                           "history": [{"threads": [{"messages": items}]}]}},
         ]}]});
         let page = json!({"object": "page", "entry": [{"id": "P1", "messaging": items}]});
         for (provider, body, parts) in [
-            (Provider::WhatsappCloud, wa, 3 * items.len()),
+            (Provider::WhatsappCloud, wa, 4 * items.len()),
             (Provider::Messenger, page, items.len()),
         ] {
             let parsed = run(provider, &serde_json::to_vec(&body).unwrap_or_default());

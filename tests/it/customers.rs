@@ -82,7 +82,12 @@ async fn username_adopters_are_threaded_by_bsuid_never_merged_and_linked_to_thei
     let linked = c.message(&wamid("BSUIDLINK00000003201")).await;
     assert_eq!(linked["conversation_id"], ana["conversation_id"]);
     let expected = [
-        thread(KERRY, Some("Kerry Fisher"), Some(KERRY), Some("US.13491208655302741918")),
+        thread(
+            KERRY,
+            Some("Kerry Fisher"),
+            Some(KERRY),
+            Some("US.13491208655302741918"),
+        ),
         thread(BEN, Some("Ben Hall"), None, Some(BEN)),
         thread(ANA, Some("Ana Costa"), Some(ANA_PHONE), Some(ANA)),
     ];
@@ -274,5 +279,84 @@ async fn ycloud_bsuid_customers_and_groups_get_their_own_threads() {
     assert_eq!(group["customer_id"], "Y2FwaV9ncm91cDpFWEFNUExFX0dST1VQX0lE");
     assert_eq!(group["sender_id"], KERRY);
     assert_eq!(c.count("SELECT count(*) FROM conversations").await, 3);
+    c.stop().await;
+}
+
+/// One WhatsApp message for `StoreEvents`, from a customer with these ids.
+fn inbound(
+    tenant: &(String, String),
+    id: &str,
+    phone: &str,
+    user: &str,
+) -> faro_proto::conversations::v1::ChannelEvent {
+    use faro_proto::conversations::v1::{
+        ChannelEvent, Direction, InboundMessage, channel_event::Kind,
+    };
+    ChannelEvent {
+        kind: Some(Kind::Message(InboundMessage {
+            tenant_id: tenant.0.clone(),
+            location_id: tenant.1.clone(),
+            channel: Channel::Whatsapp.into(),
+            customer_id: if phone.is_empty() { user } else { phone }.to_owned(),
+            customer_phone: phone.to_owned(),
+            customer_user_id: user.to_owned(),
+            channel_message_id: id.to_owned(),
+            message_type: "text".into(),
+            text: "hi".into(),
+            direction: Direction::Inbound.into(),
+            timestamp: Some(faro_proto::to_timestamp(
+                chrono::DateTime::from_timestamp(1_749_416_383, 0).expect("time"),
+            )),
+            ..Default::default()
+        })),
+        arrival: None,
+    }
+}
+
+#[tokio::test]
+async fn one_new_customer_seen_under_two_ids_at_once_gets_one_thread() {
+    use faro_proto::conversations::v1::{
+        StoreEventsRequest, conversations_service_client::ConversationsServiceClient,
+    };
+    let c = Cluster::start().await;
+    let alpha = c.bare_tenant("alpha").await;
+    let url = format!("http://{}", c.conversations);
+    let mut calls = Vec::new();
+    for n in 0..24 {
+        let (user, phone) = (format!("US.{n:020}"), format!("1650555{n:04}"));
+        for (id, phone) in [
+            (format!("wamid.U{n}"), String::new()),
+            (format!("wamid.PU{n}"), phone),
+        ] {
+            let event = inbound(&alpha, &id, &phone, &user);
+            let url = url.clone();
+            calls.push(tokio::spawn(async move {
+                let mut client = ConversationsServiceClient::connect(url)
+                    .await
+                    .expect("connect");
+                client
+                    .store_events(StoreEventsRequest {
+                        events: vec![event],
+                        redelivered: false,
+                    })
+                    .await
+                    .expect("stored");
+            }));
+        }
+    }
+    for call in calls {
+        call.await.expect("call");
+    }
+    assert_eq!(
+        c.count("SELECT count(*) FROM conversations").await,
+        24,
+        "one thread per customer"
+    );
+    assert_eq!(
+        c.count("SELECT count(*) FROM conversations WHERE customer_phone IS NULL")
+            .await,
+        0,
+        "each thread learnt the phone"
+    );
     c.stop().await;
 }

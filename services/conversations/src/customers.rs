@@ -209,7 +209,10 @@ mod tests {
             customer_phone: Some("1650".into()),
             customer_user_id: None,
         }];
-        let keys = run(&mut k, &[(Some("1650"), Some("US.1")), (None, Some("US.1"))]);
+        let keys = run(
+            &mut k,
+            &[(Some("1650"), Some("US.1")), (None, Some("US.1"))],
+        );
         assert_eq!(keys, ["1650", "1650"]);
         assert_eq!(k[0].customer_user_id.as_deref(), Some("US.1"));
     }

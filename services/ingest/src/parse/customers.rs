@@ -177,8 +177,8 @@ pub(crate) fn history(waba: &Value, value: &Value, ctx: &Context<'_>, out: &mut 
             };
             for m in items(thread, "messages") {
                 // The business's own messages name their customer in `to`.
-                let outbound = str_at(m, "/to").is_some()
-                    || str_at(m, "/from").is_some_and(|f| f == business);
+                let outbound =
+                    str_at(m, "/to").is_some() || str_at(m, "/from").is_some_and(|f| f == business);
                 let direction = if outbound {
                     Direction::Outbound
                 } else {

@@ -301,11 +301,16 @@ fn watermark(route: &Route, customer: &str, status: DeliveryStatus, at: DateTime
 /// The platform's id of what an attachment shows: a reel, a shared post
 /// (`ig_post_media_id`, in both the `share` and the `ig_post` form), a story.
 fn attachment_id(a: &Value) -> String {
-    ["/payload/reel_video_id", "/payload/ig_post_media_id", "/payload/story_id", "/payload/id"]
-        .iter()
-        .map(|p| id_at(a, p))
-        .find(|id| !id.is_empty())
-        .unwrap_or_default()
+    [
+        "/payload/reel_video_id",
+        "/payload/ig_post_media_id",
+        "/payload/story_id",
+        "/payload/id",
+    ]
+    .iter()
+    .map(|p| id_at(a, p))
+    .find(|id| !id.is_empty())
+    .unwrap_or_default()
 }
 
 fn message(

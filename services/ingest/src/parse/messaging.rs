@@ -432,6 +432,30 @@ mod tests {
     }
 
     #[test]
+    fn a_story_attachment_keeps_its_story_media_url() {
+        let routes = [Route {
+            external_account_id: "IG1".into(),
+            channel: Channel::InstagramDm.into(),
+            ..Default::default()
+        }];
+        let ctx = Context {
+            routes: &routes,
+            meta_app_id: "",
+            received_at: DateTime::from_timestamp(1_700_000_000, 0).expect("time"),
+        };
+        let body = json!({"object": "instagram", "entry": [{"id": "IG1", "messaging": [{
+            "sender": {"id": "U1"}, "recipient": {"id": "IG1"}, "timestamp": 1_749_416_389_000_i64,
+            "message": {"mid": "m1", "attachments": [{"type": "story_mention",
+                "payload": {"story_media_url": "https://lookaside.fbsbx.com/story"}}]}}]}]});
+        let parsed = parse(&body, Platform::Instagram, &ctx).expect("parsed");
+        let Some(Kind::Message(m)) = &parsed.events[0].kind else {
+            panic!("a message: {parsed:?}");
+        };
+        assert_eq!(m.media[0].url, "https://lookaside.fbsbx.com/story");
+        assert_eq!(m.media_urls, ["https://lookaside.fbsbx.com/story"]);
+    }
+
+    #[test]
     fn a_delivery_is_dated_by_its_watermark_not_by_its_receipt() {
         // Meta's documented delivery: no `timestamp`.
         let body = json!({"object": "page", "entry": [{"id": "P1", "messaging": [{

@@ -360,3 +360,25 @@ async fn one_new_customer_seen_under_two_ids_at_once_gets_one_thread() {
     );
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_customer_is_never_named_after_another_customers_contact() {
+    let (c, _alpha) = setup().await;
+    // The lone contact entry is Kerry's; the message is from someone else.
+    let body = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "W",
+        "changes": [{"field": "messages", "value": {
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": crate::whatsapp::PHONE},
+            "contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": KERRY}],
+            "messages": [{"from": "16505559999", "id": "wamid.OTHER", "timestamp": "1749416383",
+                          "type": "text", "text": {"body": "hi"}}]}}]}]});
+    let status = c
+        .post_meta("whatsapp", body.to_string().as_bytes(), SECRET)
+        .await;
+    assert_eq!(status, 200);
+    c.drained().await;
+    let m = c.message("wamid.OTHER").await;
+    assert_eq!(m["customer_id"], "16505559999");
+    assert_eq!(m["customer_name"], Value::Null);
+    assert_eq!(m["customer_user_id"], Value::Null);
+    c.stop().await;
+}

@@ -5,7 +5,8 @@
 //! `contacts[].user_id`), or both. Username adopters may come with the BSUID
 //! alone (`from` empty or absent), so the thread is keyed by the phone when
 //! Meta shares it and by the BSUID otherwise; both ids travel with the message
-//! and conversations links them into one thread (`store/customers.rs`). A
+//! and conversations links them into one thread
+//! (`services/conversations/src/customers.rs`). A
 //! message in a group (`group_id`) belongs to the group's thread and keeps its
 //! member as the sender. A message nobody can be named for is rejected: never
 //! a shared placeholder customer.

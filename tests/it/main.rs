@@ -4,6 +4,7 @@
 
 mod cli;
 mod cluster;
+mod conversation_events;
 mod crash;
 mod dead_letter;
 mod event_rules;

@@ -78,6 +78,14 @@ fn arb_json() -> impl Strategy<Value = Value> {
                         Just("edit"),
                         Just("revoke"),
                         Just("original_message_id"),
+                        Just("optin"),
+                        Just("user_ref"),
+                        Just("policy_enforcement"),
+                        Just("policy-enforcement"),
+                        Just("app_roles"),
+                        Just("pass_thread_control"),
+                        Just("standby"),
+                        Just("message_echoes"),
                     ]
                     .prop_map(str::to_owned),
                     inner,
@@ -116,6 +124,7 @@ fn storable(e: &ChannelEvent) -> bool {
         Some(Kind::Message(m)) => !m.customer_id.is_empty(),
         Some(Kind::Reaction(r)) => !r.reactor_id.is_empty(),
         Some(Kind::Watermark(w)) => !w.customer_id.is_empty(),
+        Some(Kind::ConversationEvent(c)) => !c.event_key.is_empty() && c.kind != 0,
         Some(_) => true,
         None => false,
     }
@@ -167,11 +176,12 @@ proptest! {
         let wa = json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [
             {"field": "messages", "value": {"metadata": {"phone_number_id": "P1"}, "messages": items, "statuses": items}},
             {"field": "smb_message_echoes", "value": {"metadata": {"phone_number_id": "P1"}, "message_echoes": items}},
+            {"field": "standby", "value": {"metadata": {"phone_number_id": "P1"}, "messages": items, "message_echoes": items}},
         ]}]});
-        let page = json!({"object": "page", "entry": [{"id": "P1", "messaging": items}]});
+        let page = json!({"object": "page", "entry": [{"id": "P1", "messaging": items, "standby": items}]});
         for (provider, body, parts) in [
-            (Provider::WhatsappCloud, wa, 3 * items.len()),
-            (Provider::Messenger, page, items.len()),
+            (Provider::WhatsappCloud, wa, 5 * items.len()),
+            (Provider::Messenger, page, 2 * items.len()),
         ] {
             let parsed = run(provider, &serde_json::to_vec(&body).unwrap_or_default());
             let parsed = parsed.expect("a valid envelope parses");

@@ -21,7 +21,8 @@ use crate::{
 const PAGE: &str = "107856318000001";
 const PSID: &str = "6785432101234567";
 const IG: &str = "17841400000000001";
-const MID: &str = "m_AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxqMvK8ma6AC8fplwlqLP_5cgXIbu7I3rBN0P";
+const MID: &str =
+    "m_AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxqMvK8ma6AC8fplwlqLP_5cgXIbu7I3rBN0P";
 
 /// A cluster with tenant alpha owning the fixtures' Page, Instagram account
 /// and WhatsApp number.
@@ -179,9 +180,8 @@ async fn control_events_are_system_lines_never_the_customer_speaking() {
 
     // Announced as conversation.event, never message.created.
     let frames = frames_until(&mut ws, &mid).await;
-    let (created, events): (Vec<&Value>, Vec<&Value>) = frames
-        .iter()
-        .partition(|f| f["type"] == "message.created");
+    let (created, events): (Vec<&Value>, Vec<&Value>) =
+        frames.iter().partition(|f| f["type"] == "message.created");
     assert_eq!(created.len(), 1, "only the sentinel: {frames:?}");
     assert_eq!(events.len(), 12, "{frames:?}");
     for e in &events {
@@ -271,7 +271,10 @@ async fn events_without_a_sender_never_sink_a_customer_message() {
     let mid = format!("{MID}Mx1m");
     assert_eq!(c.message(&mid).await["text"], "Is the shop open on Sunday?");
     let frames = frames_until(&mut ws, &mid).await;
-    assert_eq!(frames.last().expect("a frame")["message"]["text"], "Is the shop open on Sunday?");
+    assert_eq!(
+        frames.last().expect("a frame")["message"]["text"],
+        "Is the shop open on Sunday?"
+    );
     assert_eq!(dead_letters(&c).await, 0, "no part dead-lettered");
     let page_level: Vec<(String, String, bool)> = stored_events(&c)
         .await
@@ -280,8 +283,13 @@ async fn events_without_a_sender_never_sink_a_customer_message() {
         .collect();
     assert_eq!(
         page_level,
-        ["policy_enforcement", "policy_enforcement", "optin", "app_roles"]
-            .map(|k| (k.to_owned(), String::new(), false)),
+        [
+            "policy_enforcement",
+            "policy_enforcement",
+            "optin",
+            "app_roles"
+        ]
+        .map(|k| (k.to_owned(), String::new(), false)),
         "stored page-level, each with its raw event"
     );
     c.stop().await;
@@ -305,11 +313,31 @@ async fn standby_messages_are_stored_and_announced_marked_standby() {
     let wa_echo = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBJTVEFOREJZRUNITzAwMDEA";
     // (id, direction, customer, text starts with)
     for (id, direction, customer, text) in [
-        (format!("{MID}Sb1t"), "inbound", PSID, "Hello? I asked the bot"),
-        (format!("{MID}Sb2e"), "outbound", PSID, "I am the shop assistant bot"),
-        (ig.to_owned(), "inbound", "1234567890123456", "Can someone from the shop"),
+        (
+            format!("{MID}Sb1t"),
+            "inbound",
+            PSID,
+            "Hello? I asked the bot",
+        ),
+        (
+            format!("{MID}Sb2e"),
+            "outbound",
+            PSID,
+            "I am the shop assistant bot",
+        ),
+        (
+            ig.to_owned(),
+            "inbound",
+            "1234567890123456",
+            "Can someone from the shop",
+        ),
         (wa_in.to_owned(), "inbound", "16505551234", "¿Puedo hablar"),
-        (wa_echo.to_owned(), "outbound", "16505551234", "Soy el asistente"),
+        (
+            wa_echo.to_owned(),
+            "outbound",
+            "16505551234",
+            "Soy el asistente",
+        ),
     ] {
         let m = c.message(&id).await;
         assert_eq!(m["standby"], true, "{id}");
@@ -409,9 +437,7 @@ async fn a_tenant_never_sees_another_tenants_conversation_events() {
         .await
         .expect_err("…and never another tenant's");
         assert_eq!(
-            err.as_database_error()
-                .and_then(|d| d.code())
-                .as_deref(),
+            err.as_database_error().and_then(|d| d.code()).as_deref(),
             Some("42501"),
             "{err}"
         );

@@ -107,7 +107,11 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
         // A Messenger page and a page-level conversation event on it.
         let page = format!("page-{}", t.id.replace('-', ""));
         let app = c
-            .app(&format!("fb-{}", t.id), "fb-secret", &format!("fb-{}", t.id))
+            .app(
+                &format!("fb-{}", t.id),
+                "fb-secret",
+                &format!("fb-{}", t.id),
+            )
             .await;
         let scope = (t.id.clone(), t.location_id.clone());
         c.connect(&scope, Channel::FacebookMessenger, &page, &app)

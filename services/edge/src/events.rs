@@ -2,8 +2,7 @@
 
 use chrono::SecondsFormat;
 use faro_proto::{
-    channel_name,
-    conversation_event_kind_name,
+    channel_name, conversation_event_kind_name,
     conversations::v1::{
         Channel, Conversation, ConversationEvent, ConversationEventKind, Direction, Message,
         SenderType,

@@ -16,8 +16,7 @@ use faro_proto::{
 use serde_json::{Value, json};
 
 use super::{
-    Context, ParseError, Parsed, control, raw, scope, str_at, string_at, synthetic_id,
-    unix_millis,
+    Context, ParseError, Parsed, control, raw, scope, str_at, string_at, synthetic_id, unix_millis,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,8 +16,7 @@ use faro_proto::{
 use serde_json::{Value, json};
 
 use super::{
-    Context, ParseError, Parsed, control, raw, scope, str_at, string_at, synthetic_id,
-    unix_seconds,
+    Context, ParseError, Parsed, control, raw, scope, str_at, string_at, synthetic_id, unix_seconds,
 };
 
 /// The readable part of a message: what an agent sees before opening it.
@@ -405,7 +404,14 @@ fn standby(waba: &Value, value: &Value, ctx: &Context<'_>, out: &mut Parsed) {
                 o.remove(key);
             }
         }
-        messages(waba, &echoes, "message_echoes", Direction::Outbound, ctx, out);
+        messages(
+            waba,
+            &echoes,
+            "message_echoes",
+            Direction::Outbound,
+            ctx,
+            out,
+        );
     }
     control::mark_standby(&mut out.events[before..]);
 }

@@ -113,21 +113,24 @@ impl From<EventRow> for pb::ConversationEvent {
 
 type ThreadKey = (Uuid, &'static str, String);
 
-/// Stores one tenant's conversation events in one transaction. Returns those
-/// inserted now (with `redelivered`: every one carried, stored now or before).
+/// Stores one tenant's conversation events in its transaction (the one that
+/// stores its messages). Returns those inserted now (with `redelivered`: every
+/// one carried, stored now or before).
 pub(crate) async fn store(
-    pool: &PgPool,
+    tx: &mut Transaction<'static, Postgres>,
     tenant: Uuid,
     events: Vec<Valid>,
     redelivered: bool,
 ) -> Result<Vec<pb::StoredConversationEvent>, Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut seen = HashSet::new();
     let events: Vec<Valid> = events
         .into_iter()
         .filter(|e| seen.insert((e.channel, e.event_key.clone())))
         .collect();
-    let mut tx = tenant_tx(pool, tenant).await?;
-    let threads = threads(&mut tx, tenant, &events).await?;
+    let threads = threads(tx, tenant, &events).await?;
     let (mut ids, mut locs, mut accounts, mut chans, mut convs) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut kinds, mut keys, mut times, mut raws) =
@@ -173,7 +176,7 @@ pub(crate) async fn store(
         .bind(&keys)
         .bind(&times)
         .bind(&raws)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
     if redelivered && rows.len() < events.len() {
         // An earlier attempt may have stored them without announcing them.
@@ -195,11 +198,10 @@ pub(crate) async fn store(
             .bind(tenant)
             .bind(&old_chans)
             .bind(&old_keys)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
         rows.extend(old);
     }
-    tx.commit().await?;
     rows.sort_by_key(|r| (r.timestamp, r.id));
     let by_id: HashMap<Uuid, pb::Conversation> =
         threads.into_values().map(|c| (c.id, c.into())).collect();

@@ -128,6 +128,7 @@ struct TenantBatch {
     messages: Vec<Inbound>,
     changes: Vec<Change>,
     watermarks: Vec<WatermarkChange>,
+    conversation_events: Vec<conv_events::Valid>,
 }
 
 /// What a request did: the messages it carried (each flagged inserted or
@@ -146,7 +147,6 @@ pub(crate) async fn store_events(
     redelivered: bool,
 ) -> Result<Outcome, Error> {
     let mut by_tenant: BTreeMap<Uuid, TenantBatch> = BTreeMap::new();
-    let mut conversation_events: BTreeMap<Uuid, Vec<conv_events::Valid>> = BTreeMap::new();
     let mut seen = HashSet::new();
     for event in events {
         match event
@@ -171,7 +171,8 @@ pub(crate) async fn store_events(
             }
             Kind::ConversationEvent(e) => {
                 let (tenant, e) = conv_events::validate(e)?;
-                conversation_events.entry(tenant).or_default().push(e);
+                let batch = by_tenant.entry(tenant).or_default();
+                batch.conversation_events.push(e);
             }
         }
     }
@@ -181,15 +182,11 @@ pub(crate) async fn store_events(
         conversation_events: Vec::new(),
     };
     for (tenant, batch) in by_tenant {
-        let (stored, updated) = store_tenant(pool, tenant, batch, redelivered).await?;
+        let (stored, updated, conversation_events) =
+            store_tenant(pool, tenant, batch, redelivered).await?;
         outcome.stored.extend(stored);
         outcome.updated.extend(updated);
-    }
-    // After the messages, so that a thread a message creates is the one its
-    // events are filed in (and keeps the message's `last_message_at`).
-    for (tenant, events) in conversation_events {
-        let stored = conv_events::store(pool, tenant, events, redelivered).await?;
-        outcome.conversation_events.extend(stored);
+        outcome.conversation_events.extend(conversation_events);
     }
     Ok(outcome)
 }
@@ -208,12 +205,19 @@ type ThreadUpdate = (
     Option<String>,
 );
 
+/// One tenant's messages (stored, updated) and conversation events.
+type TenantOutcome = (
+    Vec<pb::StoredMessage>,
+    Vec<pb::StoredMessage>,
+    Vec<pb::StoredConversationEvent>,
+);
+
 async fn store_tenant(
     pool: &PgPool,
     tenant: Uuid,
-    batch: TenantBatch,
+    mut batch: TenantBatch,
     redelivered: bool,
-) -> Result<(Vec<pb::StoredMessage>, Vec<pb::StoredMessage>), Error> {
+) -> Result<TenantOutcome, Error> {
     let mut tx = tenant_tx(pool, tenant).await?;
     let mut convs: HashMap<Uuid, ConversationRow> = HashMap::new();
     // The latest known state of every message this call touches, by id.
@@ -291,6 +295,11 @@ async fn store_tenant(
             .await?;
         convs.extend(found.into_iter().map(|c| (c.id, c)));
     }
+    // After the messages, so that a thread a message creates is the one its
+    // events are filed in (and keeps the message's `last_message_at`).
+    let conversation_events = std::mem::take(&mut batch.conversation_events);
+    let conversation_events =
+        conv_events::store(&mut tx, tenant, conversation_events, redelivered).await?;
     tx.commit().await?;
 
     let convs: HashMap<Uuid, pb::Conversation> =
@@ -329,7 +338,7 @@ async fn store_tenant(
         .into_iter()
         .chain(updated.into_iter().map(|r| wrap(r, false)))
         .collect();
-    Ok((stored, updated))
+    Ok((stored, updated, conversation_events))
 }
 
 /// Upserts one row per thread; returns them by thread key.

@@ -79,6 +79,11 @@ pub(crate) fn push(
         .into_iter()
         .find(|id| !id.is_empty() && id != account)
         .unwrap_or_default();
+    if customer.len() > 256 {
+        // Conversations would refuse it, and with it the whole job.
+        out.reject("the event's customer id is longer than 256 bytes", item);
+        return;
+    }
     out.push(Kind::ConversationEvent(ConversationEvent {
         tenant_id: route.tenant_id.clone(),
         location_id: route.location_id.clone(),

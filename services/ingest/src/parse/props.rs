@@ -124,7 +124,9 @@ fn storable(e: &ChannelEvent) -> bool {
         Some(Kind::Message(m)) => !m.customer_id.is_empty(),
         Some(Kind::Reaction(r)) => !r.reactor_id.is_empty(),
         Some(Kind::Watermark(w)) => !w.customer_id.is_empty(),
-        Some(Kind::ConversationEvent(c)) => !c.event_key.is_empty() && c.kind != 0,
+        Some(Kind::ConversationEvent(c)) => {
+            !c.event_key.is_empty() && c.kind != 0 && c.customer_id.len() <= 256
+        }
         Some(_) => true,
         None => false,
     }

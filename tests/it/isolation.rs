@@ -1,7 +1,7 @@
 //! Tenant isolation enforced by Postgres itself, checked from outside: connect
 //! as the service's role and try to cross tenants.
 
-use faro_proto::conversations::v1::CreateMetaAppRequest;
+use faro_proto::conversations::v1::{Channel, CreateMetaAppRequest};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use crate::cluster::{Cluster, Tenant, whatsapp_text};
@@ -104,10 +104,34 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
             })
             .await
             .expect("tenant's own app");
+        // A Messenger page and a page-level conversation event on it.
+        let page = format!("page-{}", t.id.replace('-', ""));
+        let app = c
+            .app(
+                &format!("fb-{}", t.id),
+                "fb-secret",
+                &format!("fb-{}", t.id),
+            )
+            .await;
+        let scope = (t.id.clone(), t.location_id.clone());
+        c.connect(&scope, Channel::FacebookMessenger, &page, &app)
+            .await;
+        let notice = serde_json::json!({"object": "page", "entry": [{"id": page, "messaging": [
+            {"recipient": {"id": page}, "timestamp": 1_700_000_000_000_u64,
+             "policy_enforcement": {"action": "warning", "reason": "spam"}}]}]});
+        let status = c
+            .post_meta("facebook", notice.to_string().as_bytes(), "fb-secret")
+            .await;
+        assert_eq!(status, 200);
     }
     c.drained().await;
     let tables = tenant_tables(&c.db.owner).await;
-    for t in ["pending_message_events", "meta_apps", "messages"] {
+    for t in [
+        "pending_message_events",
+        "meta_apps",
+        "messages",
+        "conversation_events",
+    ] {
         assert!(tables.iter().any(|(n, _)| n == t), "{t} is checked");
     }
 

@@ -4,6 +4,7 @@
 
 mod cli;
 mod cluster;
+mod conversation_events;
 mod crash;
 mod customers;
 mod dead_letter;

@@ -11,6 +11,7 @@
 
 mod admin;
 mod config;
+mod conv_events;
 mod crypto;
 mod customers;
 mod db;

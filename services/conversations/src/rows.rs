@@ -77,7 +77,7 @@ macro_rules! message_fields {
          m.direction, m.message_type, m.text, m.media_urls, m.sender_id, m.recipient_id, \
          m.\"timestamp\", m.delivered_at, m.read_at, m.created_at, m.status, m.status_error, \
          m.played_at, m.failed_at, m.reactions, m.edited_at, m.edit_history, m.deleted_at, \
-         m.reply_to_channel_message_id, m.media, m.referral, m.forwarded"
+         m.reply_to_channel_message_id, m.media, m.referral, m.forwarded, m.standby"
     };
 }
 
@@ -122,6 +122,7 @@ pub(crate) struct MessageRow {
     pub media: Value,
     pub referral: Option<Value>,
     pub forwarded: bool,
+    pub standby: bool,
 }
 
 fn json_time(v: &Value) -> Option<prost_types::Timestamp> {
@@ -234,6 +235,7 @@ impl From<MessageRow> for pb::Message {
             media: media(&r.media),
             referral_json: r.referral.map(|v| v.to_string()).unwrap_or_default(),
             forwarded: r.forwarded,
+            standby: r.standby,
         }
     }
 }

@@ -17,7 +17,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
-    Error, customers,
+    Error, conv_events, customers,
     db::{parse_uuid, tenant_tx},
     events::{self, Change, WatermarkChange},
     rows::{
@@ -48,10 +48,11 @@ struct Inbound {
     referral: Option<String>,
     forwarded: bool,
     metadata: String,
+    standby: bool,
 }
 
 /// Postgres text cannot hold NUL; platforms can send it. Replace, don't fail.
-fn clean(s: String) -> String {
+pub(crate) fn clean(s: String) -> String {
     if s.contains('\0') {
         s.replace('\0', "\u{FFFD}")
     } else {
@@ -64,7 +65,7 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 /// Raw platform JSON: jsonb rejects the NUL escape; the rest is kept intact.
-fn json_text(field: &str, s: String) -> Result<Option<String>, Error> {
+pub(crate) fn json_text(field: &str, s: String) -> Result<Option<String>, Error> {
     if s.is_empty() {
         return Ok(None);
     }
@@ -116,6 +117,7 @@ fn validate(m: pb::InboundMessage) -> Result<(Uuid, Inbound), Error> {
             referral: json_text("referral_json", m.referral_json)?,
             forwarded: m.forwarded,
             metadata: json_text("metadata_json", m.metadata_json)?.unwrap_or_else(|| "{}".into()),
+            standby: m.standby,
         },
     ))
 }
@@ -126,6 +128,7 @@ struct TenantBatch {
     messages: Vec<Inbound>,
     changes: Vec<Change>,
     watermarks: Vec<WatermarkChange>,
+    conversation_events: Vec<conv_events::Valid>,
 }
 
 /// What a request did: the messages it carried (each flagged inserted or
@@ -135,6 +138,7 @@ struct TenantBatch {
 pub(crate) struct Outcome {
     pub stored: Vec<pb::StoredMessage>,
     pub updated: Vec<pb::StoredMessage>,
+    pub conversation_events: Vec<pb::StoredConversationEvent>,
 }
 
 pub(crate) async fn store_events(
@@ -165,16 +169,24 @@ pub(crate) async fn store_events(
                 let (tenant, w) = events::watermark(e)?;
                 by_tenant.entry(tenant).or_default().watermarks.push(w);
             }
+            Kind::ConversationEvent(e) => {
+                let (tenant, e) = conv_events::validate(e)?;
+                let batch = by_tenant.entry(tenant).or_default();
+                batch.conversation_events.push(e);
+            }
         }
     }
     let mut outcome = Outcome {
         stored: Vec::new(),
         updated: Vec::new(),
+        conversation_events: Vec::new(),
     };
     for (tenant, batch) in by_tenant {
-        let (stored, updated) = store_tenant(pool, tenant, batch, redelivered).await?;
+        let (stored, updated, conversation_events) =
+            store_tenant(pool, tenant, batch, redelivered).await?;
         outcome.stored.extend(stored);
         outcome.updated.extend(updated);
+        outcome.conversation_events.extend(conversation_events);
     }
     Ok(outcome)
 }
@@ -193,12 +205,19 @@ type ThreadUpdate = (
     Option<String>,
 );
 
+/// One tenant's messages (stored, updated) and conversation events.
+type TenantOutcome = (
+    Vec<pb::StoredMessage>,
+    Vec<pb::StoredMessage>,
+    Vec<pb::StoredConversationEvent>,
+);
+
 async fn store_tenant(
     pool: &PgPool,
     tenant: Uuid,
     mut batch: TenantBatch,
     redelivered: bool,
-) -> Result<(Vec<pb::StoredMessage>, Vec<pb::StoredMessage>), Error> {
+) -> Result<TenantOutcome, Error> {
     let mut tx = tenant_tx(pool, tenant).await?;
     assign_customers(&mut tx, tenant, &mut batch.messages).await?;
     let mut convs: HashMap<Uuid, ConversationRow> = HashMap::new();
@@ -277,6 +296,11 @@ async fn store_tenant(
             .await?;
         convs.extend(found.into_iter().map(|c| (c.id, c)));
     }
+    // After the messages, so that a thread a message creates is the one its
+    // events are filed in (and keeps the message's `last_message_at`).
+    let conversation_events = std::mem::take(&mut batch.conversation_events);
+    let conversation_events =
+        conv_events::store(&mut tx, tenant, conversation_events, redelivered).await?;
     tx.commit().await?;
 
     let convs: HashMap<Uuid, pb::Conversation> =
@@ -315,7 +339,7 @@ async fn store_tenant(
         .into_iter()
         .chain(updated.into_iter().map(|r| wrap(r, false)))
         .collect();
-    Ok((stored, updated))
+    Ok((stored, updated, conversation_events))
 }
 
 /// Files each message under its customer's thread key: a customer known by
@@ -432,17 +456,18 @@ async fn insert_messages(
         "INSERT INTO messages AS m (tenant_id, id, conversation_id, sender_type, direction, channel,
                                channel_message_id, message_type, text, sender_id, recipient_id,
                                \"timestamp\", media_urls, metadata, media, reply_to_channel_message_id,
-                               referral, forwarded)
+                               referral, forwarded, standby)
          SELECT $1, u.id, u.conversation_id, u.sender_type, u.direction, u.channel,
                 u.channel_message_id, u.message_type, u.text, u.sender_id, u.recipient_id, u.ts,
                 ARRAY(SELECT jsonb_array_elements_text(u.media_urls::jsonb)), u.metadata::jsonb,
-                u.media::jsonb, u.reply_to, u.referral::jsonb, u.forwarded
+                u.media::jsonb, u.reply_to, u.referral::jsonb, u.forwarded, u.standby
          FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
                      $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[],
-                     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[])
+                     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[],
+                     $19::bool[])
               AS u(id, conversation_id, sender_type, direction, channel, channel_message_id,
                    message_type, text, sender_id, recipient_id, ts, media_urls, metadata, media,
-                   reply_to, referral, forwarded)
+                   reply_to, referral, forwarded, standby)
          ON CONFLICT (tenant_id, channel, channel_message_id) DO NOTHING
          RETURNING {RETURNED_MESSAGE_COLUMNS}"
     );
@@ -465,6 +490,7 @@ async fn insert_messages(
         .bind(&cols.reply_to)
         .bind(&cols.referral)
         .bind(&cols.forwarded)
+        .bind(&cols.standby)
         .fetch_all(&mut **tx)
         .await?;
     Ok(inserted)
@@ -489,6 +515,7 @@ struct MessageColumns<'a> {
     reply_to: Vec<Option<&'a str>>,
     referral: Vec<Option<&'a str>>,
     forwarded: Vec<bool>,
+    standby: Vec<bool>,
 }
 
 impl<'a> MessageColumns<'a> {
@@ -511,6 +538,7 @@ impl<'a> MessageColumns<'a> {
             reply_to: Vec::with_capacity(n),
             referral: Vec::with_capacity(n),
             forwarded: Vec::with_capacity(n),
+            standby: Vec::with_capacity(n),
         }
     }
 
@@ -532,5 +560,6 @@ impl<'a> MessageColumns<'a> {
         self.reply_to.push(m.reply_to.as_deref());
         self.referral.push(m.referral.as_deref());
         self.forwarded.push(m.forwarded);
+        self.standby.push(m.standby);
     }
 }

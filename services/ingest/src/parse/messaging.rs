@@ -6,8 +6,9 @@
 use chrono::{DateTime, Utc};
 use faro_proto::{
     conversations::v1::{
-        Channel, DeliveryStatus, Direction, EventScope, InboundMessage, MediaRef, MessageDeletion,
-        MessageEdit, Reaction, StatusUpdate, Watermark, channel_event::Kind,
+        Channel, ConversationEventKind, DeliveryStatus, Direction, EventScope, InboundMessage,
+        MediaRef, MessageDeletion, MessageEdit, Reaction, StatusUpdate, Watermark,
+        channel_event::Kind,
     },
     ingest::v1::Route,
     to_timestamp,
@@ -15,7 +16,7 @@ use faro_proto::{
 use serde_json::{Value, json};
 
 use super::{
-    Context, ParseError, Parsed, raw, scope, str_at, string_at, synthetic_id, unix_millis,
+    Context, ParseError, Parsed, control, raw, scope, str_at, string_at, synthetic_id, unix_millis,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,9 +64,15 @@ pub fn parse(root: &Value, platform: Platform, ctx: &Context<'_>) -> Result<Pars
             .get("messaging")
             .and_then(Value::as_array)
             .map_or(&[][..], Vec::as_slice);
-        // Feed changes (comments, mentions) and handover `standby` items are
-        // delivered beside `messaging` but are not this inbox's conversations.
-        for key in ["changes", "standby"] {
+        // What another app's thread carries (handover protocol): still the
+        // customer's words, or that app's replies.
+        let standby = entry
+            .get("standby")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        // Feed changes (comments, mentions) are delivered beside `messaging`
+        // but are not this inbox's conversations.
+        for key in ["changes"] {
             for other in entry
                 .get(key)
                 .and_then(Value::as_array)
@@ -78,10 +85,16 @@ pub fn parse(root: &Value, platform: Platform, ctx: &Context<'_>) -> Result<Pars
         let (account, route) = ctx.account(entry.get("id"));
         let (Some(account), Some(route)) = (account.as_deref(), route) else {
             out.reject_unverified(account.as_deref(), items);
+            out.reject_unverified(account.as_deref(), standby);
             continue;
         };
         for item in items {
             item_events(item, account, route, platform, ctx, &mut out);
+        }
+        for item in standby {
+            let before = out.events.len();
+            item_events(item, account, route, platform, ctx, &mut out);
+            control::mark_standby(&mut out.events[before..]);
         }
     }
     Ok(out)
@@ -117,6 +130,12 @@ fn item_events(
     } else {
         sender.clone()
     };
+    // Handover, opt-ins, policy enforcement, …: system lines, with or
+    // without a customer, never the customer speaking.
+    if let Some(kind) = control::kind(item) {
+        control::push(out, route, account, kind, item, timestamp);
+        return;
+    }
     if sender.is_empty() || customer.is_empty() {
         // Conversations would refuse it, and with it the whole job.
         out.reject(
@@ -230,11 +249,22 @@ fn item_events(
         )));
         return;
     }
-    // Postbacks, referrals and anything newer: a message of its kind, never dropped.
-    let kind = ["postback", "referral"]
+    // Postbacks and referrals: a message of their kind. An event of a type
+    // FARO does not know is no message at all: a conversation event, kept raw.
+    let Some(kind) = ["postback", "referral"]
         .into_iter()
         .find(|k| item.get(*k).is_some())
-        .unwrap_or("unsupported");
+    else {
+        control::push(
+            out,
+            route,
+            account,
+            ConversationEventKind::Unknown,
+            item,
+            timestamp,
+        );
+        return;
+    };
     let inner = item.get(kind).unwrap_or(&Value::Null);
     let id = str_at(inner, "/mid").map_or_else(|| synthetic_id(item), str::to_owned);
     out.push(Kind::Message(InboundMessage {

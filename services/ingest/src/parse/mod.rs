@@ -1,13 +1,16 @@
 //! Platform payloads to normalized channel events.
 //!
 //! Parsers are tolerant: optional fields are optional, unknown fields are
-//! ignored, and an item of a kind FARO does not understand is kept as a message
-//! of type `unsupported` with its raw JSON rather than failing the batch. A
+//! ignored, and a message of a kind FARO does not understand is kept as a
+//! message of type `unsupported` with its raw JSON rather than failing the
+//! batch; an event that is no message (handover, opt-in, policy notice, or of
+//! a type FARO does not know) is kept as a conversation event (`control`). A
 //! part that can never be stored (no verified account, no sender) is rejected
 //! with its reason and dead-lettered alone, never silently dropped. Only a
 //! payload that is not the expected JSON envelope at all is an error (and is
 //! dead-lettered whole). Every entry, change and item of a batch is walked.
 
+mod control;
 pub mod customers;
 pub mod messaging;
 pub mod whatsapp;

@@ -84,6 +84,14 @@ fn arb_json() -> impl Strategy<Value = Value> {
                         Just("wa_id"),
                         Just("group_id"),
                         Just("threads"),
+                        Just("optin"),
+                        Just("user_ref"),
+                        Just("policy_enforcement"),
+                        Just("policy-enforcement"),
+                        Just("app_roles"),
+                        Just("pass_thread_control"),
+                        Just("standby"),
+                        Just("message_echoes"),
                     ]
                     .prop_map(str::to_owned),
                     inner,
@@ -122,6 +130,9 @@ fn storable(e: &ChannelEvent) -> bool {
         Some(Kind::Message(m)) => !m.customer_id.is_empty(),
         Some(Kind::Reaction(r)) => !r.reactor_id.is_empty(),
         Some(Kind::Watermark(w)) => !w.customer_id.is_empty(),
+        Some(Kind::ConversationEvent(c)) => {
+            !c.event_key.is_empty() && c.kind != 0 && c.customer_id.len() <= 256
+        }
         Some(_) => true,
         None => false,
     }
@@ -177,11 +188,12 @@ proptest! {
             {"field": "smb_message_echoes", "value": {"metadata": {"phone_number_id": "P1"}, "message_echoes": items}},
             {"field": "history", "value": {"metadata": {"phone_number_id": "P1"},
                                            "history": [{"threads": [{"messages": items}]}]}},
+            {"field": "standby", "value": {"metadata": {"phone_number_id": "P1"}, "messages": items, "message_echoes": items}},
         ]}]});
-        let page = json!({"object": "page", "entry": [{"id": "P1", "messaging": items}]});
+        let page = json!({"object": "page", "entry": [{"id": "P1", "messaging": items, "standby": items}]});
         for (provider, body, parts) in [
-            (Provider::WhatsappCloud, wa, 4 * items.len()),
-            (Provider::Messenger, page, items.len()),
+            (Provider::WhatsappCloud, wa, 6 * items.len()),
+            (Provider::Messenger, page, 2 * items.len()),
         ] {
             let parsed = run(provider, &serde_json::to_vec(&body).unwrap_or_default());
             let parsed = parsed.expect("a valid envelope parses");

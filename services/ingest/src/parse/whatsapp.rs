@@ -16,7 +16,7 @@ use faro_proto::{
 use serde_json::Value;
 
 use super::{
-    Context, ParseError, Parsed,
+    Context, ParseError, Parsed, control,
     customers::{Meta, history, thread_message},
     raw, scope, str_at, string_at, synthetic_id, unix_seconds,
 };
@@ -227,6 +227,8 @@ pub(crate) fn message_event(
         referral_json: b.referral,
         customer_user_id: party.customer_user_id.to_owned(),
         forwarded: b.forwarded,
+        // Set by the caller for what arrived on `standby`.
+        standby: false,
     }));
 }
 
@@ -282,6 +284,7 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
                         &mut out,
                     );
                 }
+                Some("standby") => standby(&waba, value, ctx, &mut out),
                 // Account notices (templates, quality, …) have no thread to go in.
                 field => out.reject(
                     format!("change field {field:?} is not a conversation event"),
@@ -361,4 +364,31 @@ fn messages(
             metadata_json: s.to_string(),
         }));
     }
+}
+
+/// `field: standby`: the conversation another sender (Meta's business agent)
+/// handles. Its `messages` are the customer's words and its `message_echoes`
+/// that sender's replies: both stored, marked standby; its `statuses` apply
+/// as any others.
+fn standby(waba: &Value, value: &Value, ctx: &Context<'_>, out: &mut Parsed) {
+    let before = out.events.len();
+    messages(waba, value, "messages", Direction::Inbound, ctx, out);
+    if value.get("message_echoes").is_some() {
+        // Only the echoes (and what identifies them): the rest was read above.
+        let mut echoes = value.clone();
+        if let Some(o) = echoes.as_object_mut() {
+            for key in ["messages", "statuses", "errors"] {
+                o.remove(key);
+            }
+        }
+        messages(
+            waba,
+            &echoes,
+            "message_echoes",
+            Direction::Outbound,
+            ctx,
+            out,
+        );
+    }
+    control::mark_standby(&mut out.events[before..]);
 }

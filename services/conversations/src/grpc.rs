@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    Error, SecretBox, admin,
+    Error, SecretBox, account_events, admin,
     db::{parse_uuid, tenant_tx},
     rows::{CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MessageRow, require_channel},
     store,
@@ -192,6 +192,7 @@ impl ConversationsService for Service {
         Ok(Response::new(pb::StoreEventsResponse {
             stored: outcome.stored,
             updated: outcome.updated,
+            account_events: outcome.account_events,
         }))
     }
 
@@ -249,5 +250,13 @@ impl AdminService for Service {
         Ok(Response::new(
             admin::connect_channel(&self.pool, request.into_inner()).await?,
         ))
+    }
+
+    async fn list_account_events(
+        &self,
+        request: Request<pb::ListAccountEventsRequest>,
+    ) -> Result<Response<pb::ListAccountEventsResponse>, Status> {
+        let events = account_events::list(&self.pool, request.into_inner()).await?;
+        Ok(Response::new(pb::ListAccountEventsResponse { events }))
     }
 }

@@ -17,7 +17,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
-    Error,
+    Error, account_events,
     db::{parse_uuid, tenant_tx},
     events::{self, Change, WatermarkChange},
     rows::{
@@ -64,7 +64,7 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 /// Raw platform JSON: jsonb rejects the NUL escape; the rest is kept intact.
-fn json_text(field: &str, s: String) -> Result<Option<String>, Error> {
+pub(crate) fn json_text(field: &str, s: String) -> Result<Option<String>, Error> {
     if s.is_empty() {
         return Ok(None);
     }
@@ -135,6 +135,8 @@ struct TenantBatch {
 pub(crate) struct Outcome {
     pub stored: Vec<pb::StoredMessage>,
     pub updated: Vec<pb::StoredMessage>,
+    /// Account events stored now (for a redelivery: all those carried).
+    pub account_events: Vec<pb::AccountEvent>,
 }
 
 pub(crate) async fn store_events(
@@ -143,7 +145,9 @@ pub(crate) async fn store_events(
     redelivered: bool,
 ) -> Result<Outcome, Error> {
     let mut by_tenant: BTreeMap<Uuid, TenantBatch> = BTreeMap::new();
+    let mut account_events: BTreeMap<Uuid, Vec<account_events::Valid>> = BTreeMap::new();
     let mut seen = HashSet::new();
+    let mut seen_keys = HashSet::new();
     for event in events {
         match event
             .kind
@@ -165,16 +169,30 @@ pub(crate) async fn store_events(
                 let (tenant, w) = events::watermark(e)?;
                 by_tenant.entry(tenant).or_default().watermarks.push(w);
             }
+            Kind::AccountEvent(e) => {
+                let (tenant, e) = account_events::validate(e)?;
+                if seen_keys.insert((tenant, e.key().to_owned())) {
+                    account_events.entry(tenant).or_default().push(e);
+                }
+            }
         }
     }
     let mut outcome = Outcome {
         stored: Vec::new(),
         updated: Vec::new(),
+        account_events: Vec::new(),
     };
     for (tenant, batch) in by_tenant {
         let (stored, updated) = store_tenant(pool, tenant, batch, redelivered).await?;
         outcome.stored.extend(stored);
         outcome.updated.extend(updated);
+    }
+    // Independent of any thread: one more transaction per tenant, only when
+    // the batch carries account events.
+    for (tenant, events) in account_events {
+        outcome
+            .account_events
+            .extend(account_events::store(pool, tenant, &events, redelivered).await?);
     }
     Ok(outcome)
 }

@@ -249,6 +249,7 @@ impl Worker {
                         let r = r.into_inner();
                         all.stored.extend(r.stored);
                         all.updated.extend(r.updated);
+                        all.account_events.extend(r.account_events);
                         break;
                     }
                     Err(s) if matches!(s.code(), Code::InvalidArgument | Code::AlreadyExists) => {

@@ -8,6 +8,7 @@
 //! payload that is not the expected JSON envelope at all is an error (and is
 //! dead-lettered whole). Every entry, change and item of a batch is walked.
 
+pub mod account;
 pub mod messaging;
 pub mod whatsapp;
 pub mod ycloud;

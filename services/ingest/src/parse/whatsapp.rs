@@ -16,7 +16,7 @@ use faro_proto::{
 use serde_json::{Value, json};
 
 use super::{
-    Context, ParseError, Parsed, raw, scope, str_at, string_at, synthetic_id, unix_seconds,
+    Context, ParseError, Parsed, account, raw, scope, str_at, string_at, synthetic_id, unix_seconds,
 };
 
 /// The readable part of a message: what an agent sees before opening it.
@@ -273,11 +273,10 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
                         &mut out,
                     );
                 }
-                // Account notices (templates, quality, …) have no thread to go in.
-                field => out.reject(
-                    format!("change field {field:?} is not a conversation event"),
-                    change,
-                ),
+                // Account notices (templates, quality, alerts, …) have no
+                // thread to go in: account events, routed by the WABA.
+                Some(field) => account::whatsapp_change(entry, change, field, ctx, &mut out),
+                None => out.reject("the change has no field: not a conversation event", change),
             }
         }
     }

@@ -63,7 +63,10 @@ async fn setup() -> (Cluster, (String, String), String) {
     let number = connect(&c, &alpha, PHONE, WABA, &app)
         .await
         .expect("number and its WABA");
-    assert_eq!((number.kind.as_str(), number.waba_id.as_str()), ("messaging", WABA));
+    assert_eq!(
+        (number.kind.as_str(), number.waba_id.as_str()),
+        ("messaging", WABA)
+    );
     let waba: String = sqlx::query_scalar(
         "SELECT id::text FROM channel_accounts WHERE external_account_id = $1 AND kind = 'waba'",
     )
@@ -126,7 +129,11 @@ async fn every_whatsapp_account_field_is_answered_200_and_stored_once_as_an_acco
         c.drained().await;
     }
     let stored = rows(&c).await;
-    assert_eq!(stored.len(), FIELDS.len(), "once each, re-posted: {stored:#?}");
+    assert_eq!(
+        stored.len(),
+        FIELDS.len(),
+        "once each, re-posted: {stored:#?}"
+    );
     for field in FIELDS {
         let sent: Value =
             serde_json::from_slice(&fixture(&format!("whatsapp_account/{field}.json")))
@@ -136,12 +143,26 @@ async fn every_whatsapp_account_field_is_answered_200_and_stored_once_as_an_acco
             .find(|r| r["field"] == field)
             .unwrap_or_else(|| panic!("{field} stored"));
         assert_eq!(row["tenant_id"].as_str(), Some(alpha.0.as_str()), "{field}");
-        assert_eq!(row["location_id"].as_str(), Some(alpha.1.as_str()), "{field}");
-        assert_eq!(row["channel_account_id"].as_str(), Some(waba.as_str()), "{field}");
+        assert_eq!(
+            row["location_id"].as_str(),
+            Some(alpha.1.as_str()),
+            "{field}"
+        );
+        assert_eq!(
+            row["channel_account_id"].as_str(),
+            Some(waba.as_str()),
+            "{field}"
+        );
         assert_eq!(row["channel"], "whatsapp");
         assert_eq!(row["external_account_id"], WABA);
-        assert_eq!(row["value"], sent["entry"][0]["changes"][0]["value"], "{field}");
-        assert_eq!(row["occurred"], sent["entry"][0]["time"], "{field}: Meta's time");
+        assert_eq!(
+            row["value"], sent["entry"][0]["changes"][0]["value"],
+            "{field}"
+        );
+        assert_eq!(
+            row["occurred"], sent["entry"][0]["time"],
+            "{field}: Meta's time"
+        );
     }
     // An account event is never a customer message, and nothing was refused.
     no_messages(&c).await;
@@ -192,9 +213,14 @@ async fn a_waba_connected_alone_routes_its_webhooks_and_is_listed_by_the_admin_a
         .expect("utf-8")
         .replace(WABA, "102290129340999");
     let (status, answer) = post_meta(&c, body.as_bytes()).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (401, Some("unknown_account")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (401, Some("unknown_account"))
+    );
 
-    let account = connect(&c, &alpha, "", WABA, &app).await.expect("WABA alone");
+    let account = connect(&c, &alpha, "", WABA, &app)
+        .await
+        .expect("WABA alone");
     assert_eq!(
         (account.kind.as_str(), account.external_account_id.as_str()),
         ("waba", WABA)
@@ -243,7 +269,9 @@ async fn a_waba_connected_alone_routes_its_webhooks_and_is_listed_by_the_admin_a
 async fn a_waba_belongs_to_one_tenant() {
     let (c, _alpha, _waba) = setup().await;
     let bravo = c.bare_tenant("bravo").await;
-    let app = c.app("1000000000000002", "another-secret", "verify-bravo").await;
+    let app = c
+        .app("1000000000000002", "another-secret", "verify-bravo")
+        .await;
     let refused = connect(&c, &bravo, "106540352242999", WABA, &app)
         .await
         .expect_err("another tenant's WABA");
@@ -315,14 +343,20 @@ async fn ycloud_account_events_are_routed_by_the_waba_and_stored() {
     let fields: Vec<&str> = stored.iter().filter_map(|r| r["field"].as_str()).collect();
     assert_eq!(
         fields,
-        ["whatsapp.template.reviewed", "whatsapp.phone_number.quality_updated"],
+        [
+            "whatsapp.template.reviewed",
+            "whatsapp.phone_number.quality_updated"
+        ],
         "once each: {stored:#?}"
     );
     assert_eq!(stored[0]["value"]["whatsappTemplate"]["status"], "APPROVED");
     assert_eq!(stored[0]["occurred"], json!(1_749_417_000));
     let frame = ws.next_event().await;
     assert_eq!(
-        (frame["type"].as_str(), frame["account_event"]["field"].as_str()),
+        (
+            frame["type"].as_str(),
+            frame["account_event"]["field"].as_str()
+        ),
         (Some("account.event"), Some("whatsapp.template.reviewed"))
     );
     no_messages(&c).await;
@@ -356,7 +390,8 @@ async fn the_service_role_sees_only_its_tenants_account_events() {
     }
     c.drained().await;
     assert_eq!(
-        c.count("SELECT count(DISTINCT tenant_id) FROM account_events").await,
+        c.count("SELECT count(DISTINCT tenant_id) FROM account_events")
+            .await,
         2,
         "the owner sees both"
     );
@@ -420,8 +455,20 @@ async fn the_cli_connects_a_number_with_its_waba_and_lists_account_events() {
             .collect()
     };
     let connect = args(&[
-        "admin", "connect", "--tenant", &tenant, "--location", &location, "--channel",
-        "whatsapp", "--app", &app, "--account", PHONE, "--waba", WABA,
+        "admin",
+        "connect",
+        "--tenant",
+        &tenant,
+        "--location",
+        &location,
+        "--channel",
+        "whatsapp",
+        "--app",
+        &app,
+        "--account",
+        PHONE,
+        "--waba",
+        WABA,
     ]);
     let connected = tokio::task::spawn_blocking(move || {
         let a: Vec<&str> = connect.iter().map(String::as_str).collect();

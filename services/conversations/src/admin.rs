@@ -218,7 +218,11 @@ async fn connect_waba(
     if let Some(id) = inserted {
         return Ok(id);
     }
-    let taken = || Error::AlreadyExists(format!("whatsapp business account {waba} is already connected"));
+    let taken = || {
+        Error::AlreadyExists(format!(
+            "whatsapp business account {waba} is already connected"
+        ))
+    };
     // Visible only if it is this tenant's (row-level security).
     let mine: Option<(Uuid, String)> = sqlx::query_as(
         "SELECT id, kind FROM channel_accounts WHERE channel = 'whatsapp' AND external_account_id = $1",

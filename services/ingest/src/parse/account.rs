@@ -121,7 +121,10 @@ pub(crate) fn ycloud_event(
     let Some(first) = named.first() else {
         return false;
     };
-    match named.iter().find_map(|(id, r)| Some((id.as_deref()?, (*r)?))) {
+    match named
+        .iter()
+        .find_map(|(id, r)| Some((id.as_deref()?, (*r)?)))
+    {
         Some((account, route)) => {
             let key = synthetic_id(&json!(["ycloud", event_id]));
             out.push(event(route, account, event_type, root, created, key));

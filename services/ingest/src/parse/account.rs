@@ -133,3 +133,125 @@ pub(crate) fn ycloud_event(
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use faro_proto::conversations::v1::Channel;
+
+    use super::*;
+
+    fn route(account: &str) -> Route {
+        Route {
+            external_account_id: account.into(),
+            tenant_id: "t".into(),
+            location_id: "l".into(),
+            channel_account_id: format!("ca-{account}"),
+            channel: Channel::Whatsapp.into(),
+        }
+    }
+
+    fn parse_change(routes: &[Route], received_secs: i64, change: &Value) -> Parsed {
+        let ctx = Context {
+            routes,
+            meta_app_id: "A",
+            received_at: Utc.timestamp_opt(received_secs, 0).single().expect("time"),
+        };
+        let entry = json!({"id": "W1", "time": 1_739_321_024, "changes": [change]});
+        let mut out = Parsed::default();
+        whatsapp_change(&entry, change, "security", &ctx, &mut out);
+        out
+    }
+
+    fn account_event(p: &Parsed) -> &AccountEvent {
+        match p.events.first().and_then(|e| e.kind.as_ref()) {
+            Some(Kind::AccountEvent(a)) => a,
+            other => panic!("an account event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_change_is_filed_under_its_waba_once_whenever_it_arrives() {
+        let change = json!({"field": "security", "value": {"event": "PIN_CHANGED"}});
+        let routes = [route("W1")];
+        let first = parse_change(&routes, 1_800_000_000, &change);
+        let retry = parse_change(&routes, 1_800_000_600, &change);
+        let (a, b) = (account_event(&first), account_event(&retry));
+        assert_eq!(
+            (a.channel_account_id.as_str(), a.field.as_str()),
+            ("ca-W1", "security")
+        );
+        assert_eq!(a.external_account_id, "W1");
+        assert_eq!(a.value_json, r#"{"event":"PIN_CHANGED"}"#);
+        assert_eq!(
+            a.timestamp.as_ref().map(|t| t.seconds),
+            Some(1_739_321_024),
+            "Meta's time"
+        );
+        assert_eq!(a.event_key, b.event_key, "a retry has the same key");
+        let other = json!({"field": "security", "value": {"event": "PIN_RESET_REQUEST"}});
+        let other = parse_change(&routes, 1_800_000_000, &other);
+        assert_ne!(account_event(&other).event_key, a.event_key);
+    }
+
+    #[test]
+    fn without_a_verified_waba_the_number_routes_it_or_it_is_rejected() {
+        let change = json!({"field": "user_preferences",
+                            "value": {"metadata": {"phone_number_id": "P1"}}});
+        let by_number = parse_change(&[route("P1")], 0, &change);
+        assert_eq!(account_event(&by_number).external_account_id, "P1");
+        let nobody = parse_change(&[route("P2")], 0, &change);
+        assert!(nobody.events.is_empty());
+        assert_eq!(nobody.rejected.len(), 1);
+        assert!(
+            nobody.rejected[0]
+                .reason
+                .contains("connect its WhatsApp Business Account")
+        );
+    }
+
+    #[test]
+    fn ycloud_account_types_are_routed_by_the_waba_they_name() {
+        let routes = [route("W1")];
+        let ctx = Context {
+            routes: &routes,
+            meta_app_id: "",
+            received_at: Utc::now(),
+        };
+        let created = Utc.timestamp_opt(1_749_417_000, 0).single().expect("time");
+        let reviewed = json!({"id": "evt_1", "type": "whatsapp.template.reviewed",
+                              "whatsappTemplate": {"wabaId": "W1", "status": "APPROVED"}});
+        let mut out = Parsed::default();
+        assert!(ycloud_event(
+            &reviewed,
+            "whatsapp.template.reviewed",
+            "evt_1",
+            created,
+            &ctx,
+            &mut out
+        ));
+        assert_eq!(account_event(&out).field, "whatsapp.template.reviewed");
+        let elsewhere = json!({"whatsappTemplate": {"wabaId": "W9"}});
+        let mut out = Parsed::default();
+        assert!(ycloud_event(
+            &elsewhere,
+            "whatsapp.template.reviewed",
+            "evt_2",
+            created,
+            &ctx,
+            &mut out
+        ));
+        assert_eq!((out.events.len(), out.rejected.len()), (0, 1));
+        let mut out = Parsed::default();
+        assert!(!ycloud_event(
+            &json!({"contact": {}}),
+            "contact.created",
+            "evt_3",
+            created,
+            &ctx,
+            &mut out
+        ));
+        assert!(out.events.is_empty() && out.rejected.is_empty());
+        assert!(announced("whatsapp.template.reviewed") && !announced("security"));
+    }
+}

@@ -254,4 +254,60 @@ mod tests {
         assert!(out.events.is_empty() && out.rejected.is_empty());
         assert!(announced("whatsapp.template.reviewed") && !announced("security"));
     }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(|n| json!(n)),
+            ".{0,8}".prop_map(Value::String),
+            Just(json!("W1")),
+            Just(json!("P1")),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![Just("metadata"), Just("phone_number_id"), Just("event")],
+                        inner
+                    ),
+                    0..3
+                )
+                .prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever an account change holds, it ends as exactly one account
+        /// event or one rejection with a reason: never dropped, never a message.
+        #[test]
+        fn every_account_change_is_stored_or_rejected(
+            id in proptest::prop_oneof![
+                proptest::strategy::Just(json!("W1")),
+                proptest::strategy::Just(json!("W9")),
+                arb_json()
+            ],
+            time in arb_json(),
+            value in arb_json(),
+        ) {
+            let routes = [route("W1"), route("P1")];
+            let ctx = Context { routes: &routes, meta_app_id: "A", received_at: Utc::now() };
+            let entry = json!({"id": id, "time": time});
+            let change = json!({"field": "account_update", "value": value});
+            let mut out = Parsed::default();
+            whatsapp_change(&entry, &change, "account_update", &ctx, &mut out);
+            proptest::prop_assert_eq!(out.events.len() + out.rejected.len(), 1);
+            for e in &out.events {
+                let is_account_event = matches!(e.kind, Some(Kind::AccountEvent(_)));
+                proptest::prop_assert!(is_account_event);
+            }
+            for r in &out.rejected {
+                proptest::prop_assert!(!r.reason.is_empty());
+            }
+        }
+    }
 }

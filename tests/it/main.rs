@@ -2,6 +2,7 @@
 //! (a key prefix per test), the services in-process on port 0, and real HTTP,
 //! gRPC and WebSocket clients. Tests run in parallel.
 
+mod account_events;
 mod cli;
 mod cluster;
 mod conversation_events;

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    Error, SecretBox, admin, conv_events,
+    Error, SecretBox, account_events, admin, conv_events,
     db::{parse_uuid, tenant_tx},
     rows::{CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MessageRow, require_channel},
     store,
@@ -193,6 +193,7 @@ impl ConversationsService for Service {
             stored: outcome.stored,
             updated: outcome.updated,
             conversation_events: outcome.conversation_events,
+            account_events: outcome.account_events,
         }))
     }
 
@@ -265,5 +266,13 @@ impl AdminService for Service {
         Ok(Response::new(
             admin::connect_channel(&self.pool, request.into_inner()).await?,
         ))
+    }
+
+    async fn list_account_events(
+        &self,
+        request: Request<pb::ListAccountEventsRequest>,
+    ) -> Result<Response<pb::ListAccountEventsResponse>, Status> {
+        let events = account_events::list(&self.pool, request.into_inner()).await?;
+        Ok(Response::new(pb::ListAccountEventsResponse { events }))
     }
 }

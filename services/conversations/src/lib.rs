@@ -9,6 +9,7 @@
 //! narrow `SECURITY DEFINER` functions instead. Expiring events that waited too
 //! long runs across tenants too, so it has a role of its own (`faro_sweeper`).
 
+mod account_events;
 mod admin;
 mod config;
 mod conv_events;

@@ -17,7 +17,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
-    Error, conv_events, customers,
+    Error, account_events, conv_events, customers,
     db::{parse_uuid, tenant_tx},
     events::{self, Change, WatermarkChange},
     rows::{
@@ -139,6 +139,8 @@ pub(crate) struct Outcome {
     pub stored: Vec<pb::StoredMessage>,
     pub updated: Vec<pb::StoredMessage>,
     pub conversation_events: Vec<pb::StoredConversationEvent>,
+    /// Account events stored now (for a redelivery: all those carried).
+    pub account_events: Vec<pb::AccountEvent>,
 }
 
 pub(crate) async fn store_events(
@@ -147,7 +149,9 @@ pub(crate) async fn store_events(
     redelivered: bool,
 ) -> Result<Outcome, Error> {
     let mut by_tenant: BTreeMap<Uuid, TenantBatch> = BTreeMap::new();
+    let mut account_events: BTreeMap<Uuid, Vec<account_events::Valid>> = BTreeMap::new();
     let mut seen = HashSet::new();
+    let mut seen_keys = HashSet::new();
     for event in events {
         match event
             .kind
@@ -174,12 +178,19 @@ pub(crate) async fn store_events(
                 let batch = by_tenant.entry(tenant).or_default();
                 batch.conversation_events.push(e);
             }
+            Kind::AccountEvent(e) => {
+                let (tenant, e) = account_events::validate(e)?;
+                if seen_keys.insert((tenant, e.key().to_owned())) {
+                    account_events.entry(tenant).or_default().push(e);
+                }
+            }
         }
     }
     let mut outcome = Outcome {
         stored: Vec::new(),
         updated: Vec::new(),
         conversation_events: Vec::new(),
+        account_events: Vec::new(),
     };
     for (tenant, batch) in by_tenant {
         let (stored, updated, conversation_events) =
@@ -187,6 +198,13 @@ pub(crate) async fn store_events(
         outcome.stored.extend(stored);
         outcome.updated.extend(updated);
         outcome.conversation_events.extend(conversation_events);
+    }
+    // Independent of any thread: one more transaction per tenant, only when
+    // the batch carries account events.
+    for (tenant, events) in account_events {
+        outcome
+            .account_events
+            .extend(account_events::store(pool, tenant, &events, redelivered).await?);
     }
     Ok(outcome)
 }

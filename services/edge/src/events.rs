@@ -4,8 +4,8 @@ use chrono::SecondsFormat;
 use faro_proto::{
     channel_name, conversation_event_kind_name,
     conversations::v1::{
-        Channel, Conversation, ConversationEvent, ConversationEventKind, Direction, Message,
-        SenderType,
+        AccountEvent, Channel, Conversation, ConversationEvent, ConversationEventKind, Direction,
+        Message, SenderType,
     },
     direction_name, from_timestamp, sender_type_name,
     stream::v1::{Event, event::Kind},
@@ -110,6 +110,20 @@ fn conversation(c: &Conversation) -> Value {
     })
 }
 
+/// An account event: what the platform said about the account, raw.
+fn account_event(a: &AccountEvent) -> Value {
+    json!({
+        "id": a.id,
+        "channel_account_id": a.channel_account_id,
+        "channel": channel(a.channel),
+        "external_account_id": a.external_account_id,
+        "field": a.field,
+        "value": raw(&a.value_json),
+        "timestamp": time(a.timestamp.as_ref()),
+        "received_at": time(a.received_at.as_ref()),
+    })
+}
+
 /// The JSON frame for one event; `None` for kinds this edge does not know.
 pub(crate) fn to_json(e: &Event) -> Option<String> {
     let (kind, body) = match e.kind.as_ref()? {
@@ -134,6 +148,7 @@ pub(crate) fn to_json(e: &Event) -> Option<String> {
                 "conversation": ce.conversation.as_ref().map(conversation),
             }),
         ),
+        Kind::AccountEvent(a) => ("account.event", json!({"account_event": account_event(a)})),
     };
     let mut frame = json!({
         "type": kind,

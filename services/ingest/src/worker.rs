@@ -250,6 +250,7 @@ impl Worker {
                         all.stored.extend(r.stored);
                         all.updated.extend(r.updated);
                         all.conversation_events.extend(r.conversation_events);
+                        all.account_events.extend(r.account_events);
                         break;
                     }
                     Err(s) if matches!(s.code(), Code::InvalidArgument | Code::AlreadyExists) => {

@@ -10,6 +10,7 @@
 //! payload that is not the expected JSON envelope at all is an error (and is
 //! dead-lettered whole). Every entry, change and item of a batch is walked.
 
+pub mod account;
 mod control;
 pub mod customers;
 pub mod messaging;

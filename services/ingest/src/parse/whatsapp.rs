@@ -16,7 +16,7 @@ use faro_proto::{
 use serde_json::Value;
 
 use super::{
-    Context, ParseError, Parsed, control,
+    Context, ParseError, Parsed, account, control,
     customers::{Meta, history, thread_message},
     raw, scope, str_at, string_at, synthetic_id, unix_seconds,
 };
@@ -285,11 +285,10 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
                     );
                 }
                 Some("standby") => standby(&waba, value, ctx, &mut out),
-                // Account notices (templates, quality, …) have no thread to go in.
-                field => out.reject(
-                    format!("change field {field:?} is not a conversation event"),
-                    change,
-                ),
+                // Account notices (templates, quality, alerts, …) have no
+                // thread to go in: account events, routed by the WABA.
+                Some(field) => account::whatsapp_change(entry, change, field, ctx, &mut out),
+                None => out.reject("the change has no field: not a conversation event", change),
             }
         }
     }

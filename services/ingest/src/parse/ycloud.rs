@@ -10,7 +10,7 @@ use faro_proto::{
 use serde_json::{Value, json};
 
 use super::{
-    Context, ParseError, Parsed, rfc3339, scope, str_at,
+    Context, ParseError, Parsed, account, rfc3339, scope, str_at,
     whatsapp::{Party, delivery_status, message_event},
 };
 
@@ -111,10 +111,15 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
                     .to_string(),
             }));
         }
-        other => out.reject(
-            format!("event type {other:?} is not a conversation event"),
-            root,
-        ),
+        // Templates, a number's quality or name, …: account events.
+        other => {
+            if !account::ycloud_event(root, other, event_id, created, ctx, &mut out) {
+                out.reject(
+                    format!("event type {other:?} is not a conversation event"),
+                    root,
+                );
+            }
+        }
     }
     Ok(out)
 }

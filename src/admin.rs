@@ -65,7 +65,10 @@ pub enum AdminCommand {
     },
     /// Connect an account to a tenant's location: a WhatsApp phone_number_id
     /// (or, for YCloud, the business number as +E.164), a Facebook Page id or
-    /// an Instagram account id.
+    /// an Instagram account id. For WhatsApp, `--waba` records the number's
+    /// WhatsApp Business Account and connects it too, so that its
+    /// account-level webhooks (templates, quality, alerts) are routed; with
+    /// `--waba` and no `--account`, connects the WABA alone.
     Connect {
         #[arg(long)]
         tenant: Uuid,
@@ -76,10 +79,29 @@ pub enum AdminCommand {
         /// FARO's id of the Meta app or YCloud endpoint (from create-app).
         #[arg(long)]
         app: Uuid,
-        #[arg(long)]
+        #[arg(long, required_unless_present = "waba", default_value = "")]
         account: String,
+        /// The WhatsApp Business Account id (`entry[].id` in Meta's webhooks).
+        #[arg(long)]
+        waba: Option<String>,
         #[arg(long = "display-name", default_value = "")]
         display_name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List a tenant's account events (template reviews, quality changes,
+    /// account alerts, …), newest first.
+    AccountEvents {
+        #[arg(long)]
+        tenant: Uuid,
+        /// Only those of this channel account (FARO's id, from connect).
+        #[arg(long = "channel-account")]
+        channel_account: Option<Uuid>,
+        /// Only this field (`message_template_status_update`, …) or YCloud type.
+        #[arg(long)]
+        field: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
         #[command(flatten)]
         target: Target,
     },
@@ -167,6 +189,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             channel,
             app,
             account,
+            waba,
             display_name,
             target,
         } => {
@@ -180,17 +203,60 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                     external_account_id: account,
                     app_id: app.to_string(),
                     display_name,
+                    waba_id: waba.unwrap_or_default(),
                 })
                 .await?
                 .into_inner();
             print(
                 json!({"id": c.id, "tenant_id": c.tenant_id, "location_id": c.location_id,
                          "channel": faro_proto::channel_name(channel),
-                         "external_account_id": c.external_account_id, "app_id": c.app_id}),
+                         "external_account_id": c.external_account_id, "app_id": c.app_id,
+                         "kind": c.kind, "waba_id": (!c.waba_id.is_empty()).then_some(&c.waba_id)}),
             );
+        }
+        AdminCommand::AccountEvents {
+            tenant,
+            channel_account,
+            field,
+            limit,
+            target,
+        } => {
+            let events = client(&target)
+                .await?
+                .list_account_events(pb::ListAccountEventsRequest {
+                    tenant_id: tenant.to_string(),
+                    channel_account_id: channel_account.map(|a| a.to_string()).unwrap_or_default(),
+                    field: field.unwrap_or_default(),
+                    limit,
+                })
+                .await?
+                .into_inner()
+                .events;
+            print(serde_json::Value::Array(
+                events.iter().map(account_event_json).collect(),
+            ));
         }
     }
     Ok(())
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn account_event_json(e: &pb::AccountEvent) -> serde_json::Value {
+    json!({
+        "id": e.id,
+        "tenant_id": e.tenant_id,
+        "location_id": e.location_id,
+        "channel_account_id": e.channel_account_id,
+        "channel": Channel::try_from(e.channel).ok().and_then(faro_proto::channel_name),
+        "external_account_id": e.external_account_id,
+        "field": e.field,
+        "value": serde_json::from_str::<serde_json::Value>(&e.value_json).unwrap_or_default(),
+        "timestamp": faro_proto::from_timestamp(e.timestamp.as_ref()).map(rfc3339),
+        "received_at": faro_proto::from_timestamp(e.received_at.as_ref()).map(rfc3339),
+    })
 }
 
 #[derive(Args)]

@@ -117,6 +117,7 @@ async fn ensure_demo(url: &str) -> anyhow::Result<Demo> {
             external_account_id: DEMO_PHONE_NUMBER_ID.into(),
             app_id: app.id,
             display_name: "Demo WhatsApp".into(),
+            waba_id: String::new(),
         })
         .await?;
     Ok(Demo {

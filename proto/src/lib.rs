@@ -30,7 +30,10 @@ mod serve;
 mod time;
 
 pub use account::{AccountId, account_id};
-pub use names::{channel_from_name, channel_name, direction_name, sender_type_name};
+pub use names::{
+    channel_from_name, channel_name, conversation_event_kind_from_name,
+    conversation_event_kind_name, direction_name, sender_type_name,
+};
 pub use serve::{DRAIN_DEADLINE, GrpcServer, reflection_service};
 pub use time::{from_timestamp, to_timestamp};
 

@@ -1,6 +1,6 @@
 //! The lowercase names FARO uses for enums in Postgres and JSON, in one place.
 
-use crate::conversations::v1::{Channel, Direction, SenderType};
+use crate::conversations::v1::{Channel, ConversationEventKind, Direction, SenderType};
 
 /// `None` for unspecified.
 pub fn channel_name(c: Channel) -> Option<&'static str> {
@@ -41,4 +41,37 @@ pub fn sender_type_name(s: SenderType) -> &'static str {
         SenderType::Agent => "agent",
         SenderType::Unspecified => "unspecified",
     }
+}
+
+/// The name of a conversation event kind; `None` for unspecified.
+pub fn conversation_event_kind_name(k: ConversationEventKind) -> Option<&'static str> {
+    Some(match k {
+        ConversationEventKind::Unspecified => return None,
+        ConversationEventKind::PassThreadControl => "pass_thread_control",
+        ConversationEventKind::TakeThreadControl => "take_thread_control",
+        ConversationEventKind::RequestThreadControl => "request_thread_control",
+        ConversationEventKind::AppRoles => "app_roles",
+        ConversationEventKind::AccountLinking => "account_linking",
+        ConversationEventKind::Optin => "optin",
+        ConversationEventKind::GamePlay => "game_play",
+        ConversationEventKind::PolicyEnforcement => "policy_enforcement",
+        ConversationEventKind::Unknown => "unknown",
+    })
+}
+
+pub fn conversation_event_kind_from_name(s: &str) -> ConversationEventKind {
+    [
+        ConversationEventKind::PassThreadControl,
+        ConversationEventKind::TakeThreadControl,
+        ConversationEventKind::RequestThreadControl,
+        ConversationEventKind::AppRoles,
+        ConversationEventKind::AccountLinking,
+        ConversationEventKind::Optin,
+        ConversationEventKind::GamePlay,
+        ConversationEventKind::PolicyEnforcement,
+        ConversationEventKind::Unknown,
+    ]
+    .into_iter()
+    .find(|k| conversation_event_kind_name(*k) == Some(s))
+    .unwrap_or(ConversationEventKind::Unspecified)
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, JWT_SECRET, Tenant, whatsapp_text};
 
-fn faro(args: &[&str]) -> Value {
+pub fn faro(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_faro"))
         .args(args)
         .env("RUST_LOG", "warn")

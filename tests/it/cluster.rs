@@ -433,6 +433,7 @@ impl Cluster {
                 external_account_id: account.into(),
                 app_id: app.into(),
                 display_name: String::new(),
+                waba_id: String::new(),
             })
             .await
             .expect("channel");

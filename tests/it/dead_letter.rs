@@ -240,7 +240,7 @@ async fn a_redelivered_webhook_is_stored_once_and_never_dead_lettered() {
 }
 
 /// The dead letters that list parts of a stored job: (error, parts).
-async fn rejected_parts(c: &Cluster) -> Vec<(String, Vec<serde_json::Value>)> {
+pub(crate) async fn rejected_parts(c: &Cluster) -> Vec<(String, Vec<serde_json::Value>)> {
     dead_letters(c)
         .await
         .into_iter()
@@ -259,7 +259,7 @@ async fn rejected_parts(c: &Cluster) -> Vec<(String, Vec<serde_json::Value>)> {
         .collect()
 }
 
-fn reasons(parts: &[serde_json::Value]) -> Vec<String> {
+pub(crate) fn reasons(parts: &[serde_json::Value]) -> Vec<String> {
     parts
         .iter()
         .map(|p| p["reason"].as_str().unwrap_or_default().to_owned())

@@ -1,7 +1,7 @@
 //! Tenant isolation enforced by Postgres itself, checked from outside: connect
 //! as the service's role and try to cross tenants.
 
-use faro_proto::conversations::v1::CreateMetaAppRequest;
+use faro_proto::conversations::v1::{Channel, ConnectChannelRequest, CreateMetaAppRequest};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use crate::cluster::{Cluster, Tenant, whatsapp_text};
@@ -104,10 +104,59 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
             })
             .await
             .expect("tenant's own app");
+        // A Messenger page and a page-level conversation event on it.
+        let page = format!("page-{}", t.id.replace('-', ""));
+        let app = c
+            .app(
+                &format!("fb-{}", t.id),
+                "fb-secret",
+                &format!("fb-{}", t.id),
+            )
+            .await;
+        let scope = (t.id.clone(), t.location_id.clone());
+        c.connect(&scope, Channel::FacebookMessenger, &page, &app)
+            .await;
+        let notice = serde_json::json!({"object": "page", "entry": [{"id": page, "messaging": [
+            {"recipient": {"id": page}, "timestamp": 1_700_000_000_000_u64,
+             "policy_enforcement": {"action": "warning", "reason": "spam"}}]}]});
+        let status = c
+            .post_meta("facebook", notice.to_string().as_bytes(), "fb-secret")
+            .await;
+        assert_eq!(status, 200);
+        // A WhatsApp Business Account of its own and an account event on it.
+        let (waba, secret) = (format!("waba-{}", t.id), format!("waba-secret-{}", t.id));
+        let app = c
+            .app(&waba, &secret, &format!("waba-verify-{}", t.id))
+            .await;
+        c.admin()
+            .await
+            .connect_channel(ConnectChannelRequest {
+                tenant_id: t.id.clone(),
+                location_id: t.location_id.clone(),
+                channel: Channel::Whatsapp.into(),
+                app_id: app,
+                waba_id: waba.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("WABA");
+        let notice = serde_json::json!({"object": "whatsapp_business_account", "entry": [
+            {"id": waba, "time": 1_700_000_000, "changes": [
+                {"field": "security", "value": {"event": "PIN_CHANGED"}}]}]});
+        let status = c
+            .post_meta("whatsapp", notice.to_string().as_bytes(), &secret)
+            .await;
+        assert_eq!(status, 200);
     }
     c.drained().await;
     let tables = tenant_tables(&c.db.owner).await;
-    for t in ["pending_message_events", "meta_apps", "messages"] {
+    for t in [
+        "pending_message_events",
+        "meta_apps",
+        "messages",
+        "conversation_events",
+        "account_events",
+    ] {
         assert!(tables.iter().any(|(n, _)| n == t), "{t} is checked");
     }
 

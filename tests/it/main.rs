@@ -2,15 +2,19 @@
 //! (a key prefix per test), the services in-process on port 0, and real HTTP,
 //! gRPC and WebSocket clients. Tests run in parallel.
 
+mod account_events;
 mod cli;
 mod cluster;
+mod conversation_events;
 mod crash;
+mod customers;
 mod dead_letter;
 mod event_rules;
 mod events;
 mod grpcurl;
 mod isolation;
 mod listing;
+mod live;
 mod messaging;
 mod process;
 mod redis_restart;

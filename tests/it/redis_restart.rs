@@ -263,6 +263,7 @@ async fn faro_starts_without_redis_and_serves_once_it_comes() {
             external_account_id: "pn-no-redis".into(),
             app_id: app,
             display_name: String::new(),
+            waba_id: String::new(),
         })
         .await
         .expect("channel");

@@ -117,30 +117,56 @@ pub(crate) async fn connect_channel(
     let location = parse_uuid("location_id", &req.location_id)?;
     let app = parse_uuid("app_id", &req.app_id)?;
     let channel = require_channel(req.channel)?;
-    require_text("external_account_id", &req.external_account_id, 100)?;
-    let id = Uuid::now_v7();
+    let waba = (!req.waba_id.is_empty()).then_some(req.waba_id.as_str());
+    if let Some(w) = waba {
+        require_text("waba_id", w, 100)?;
+        if channel != "whatsapp" {
+            return Err(Error::invalid("waba_id is for WhatsApp accounts only"));
+        }
+    }
     let mut tx = tenant_tx(pool, tenant).await?;
+    let Some(number) = (!req.external_account_id.is_empty()).then_some(&req.external_account_id)
+    else {
+        // A WABA on its own, for its account-level webhooks.
+        let w = waba.ok_or_else(|| Error::invalid("external_account_id or waba_id is required"))?;
+        let id = connect_waba(&mut tx, tenant, location, app, w, &req.display_name, true).await?;
+        tx.commit().await?;
+        return Ok(pb::ChannelAccount {
+            id: id.to_string(),
+            tenant_id: tenant.to_string(),
+            location_id: location.to_string(),
+            channel: req.channel,
+            external_account_id: w.to_owned(),
+            app_id: app.to_string(),
+            display_name: req.display_name,
+            kind: "waba".into(),
+            waba_id: String::new(),
+        });
+    };
+    require_text("external_account_id", number, 100)?;
+    if let Some(w) = waba {
+        connect_waba(&mut tx, tenant, location, app, w, "", false).await?;
+    }
+    let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO channel_accounts (tenant_id, id, location_id, channel, external_account_id,
-                                       app_id, display_name)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                       app_id, display_name, waba_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(tenant)
     .bind(id)
     .bind(location)
     .bind(channel)
-    .bind(&req.external_account_id)
+    .bind(number)
     .bind(app)
     .bind(&req.display_name)
+    .bind(waba)
     .execute(&mut *tx)
     .await
     .map_err(
         |e| match e.as_database_error().and_then(|d| d.constraint()) {
             Some("channel_accounts_channel_external_account_id_key") => {
-                Error::AlreadyExists(format!(
-                    "{channel} account {} is already connected",
-                    req.external_account_id
-                ))
+                Error::AlreadyExists(format!("{channel} account {number} is already connected"))
             }
             _ => e.into(),
         },
@@ -154,5 +180,58 @@ pub(crate) async fn connect_channel(
         external_account_id: req.external_account_id,
         app_id: app.to_string(),
         display_name: req.display_name,
+        kind: "messaging".into(),
+        waba_id: req.waba_id,
     })
+}
+
+/// Connects a WhatsApp Business Account as a channel account of kind `waba`,
+/// so that webhooks naming only it (`entry[].id`) are routed. A WABA has one
+/// owner: connected to another tenant (whose row this tenant cannot see, but
+/// whose unique key it meets), it is refused. Connecting a second number of a
+/// WABA this tenant already has reuses it unless `alone` (an explicit
+/// duplicate).
+async fn connect_waba(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    tenant: Uuid,
+    location: Uuid,
+    app: Uuid,
+    waba: &str,
+    display_name: &str,
+    alone: bool,
+) -> Result<Uuid, Error> {
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO channel_accounts (tenant_id, id, location_id, channel, external_account_id,
+                                       app_id, display_name, kind)
+         VALUES ($1, $2, $3, 'whatsapp', $4, $5, $6, 'waba')
+         ON CONFLICT (channel, external_account_id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(tenant)
+    .bind(Uuid::now_v7())
+    .bind(location)
+    .bind(waba)
+    .bind(app)
+    .bind(display_name)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(id) = inserted {
+        return Ok(id);
+    }
+    let taken = || {
+        Error::AlreadyExists(format!(
+            "whatsapp business account {waba} is already connected"
+        ))
+    };
+    // Visible only if it is this tenant's (row-level security).
+    let mine: Option<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, kind FROM channel_accounts WHERE channel = 'whatsapp' AND external_account_id = $1",
+    )
+    .bind(waba)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match mine {
+        Some((id, kind)) if kind == "waba" && !alone => Ok(id),
+        _ => Err(taken()),
+    }
 }

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    Error, SecretBox, admin,
+    Error, SecretBox, account_events, admin, conv_events,
     db::{parse_uuid, tenant_tx},
     rows::{CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MessageRow, require_channel},
     store,
@@ -192,6 +192,8 @@ impl ConversationsService for Service {
         Ok(Response::new(pb::StoreEventsResponse {
             stored: outcome.stored,
             updated: outcome.updated,
+            conversation_events: outcome.conversation_events,
+            account_events: outcome.account_events,
         }))
     }
 
@@ -211,6 +213,21 @@ impl ConversationsService for Service {
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
         let messages = Service::list_messages(self, request.into_inner()).await?;
         Ok(Response::new(pb::ListMessagesResponse { messages }))
+    }
+
+    async fn list_conversation_events(
+        &self,
+        request: Request<pb::ListConversationEventsRequest>,
+    ) -> Result<Response<pb::ListConversationEventsResponse>, Status> {
+        let req = request.into_inner();
+        let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
+        let conversation = match req.conversation_id.as_str() {
+            "" => None,
+            id => Some(parse_uuid("conversation_id", id)?),
+        };
+        let limit = limit(req.limit, 100, 1000);
+        let events = conv_events::list(&self.pool, tenant, conversation, limit).await?;
+        Ok(Response::new(pb::ListConversationEventsResponse { events }))
     }
 }
 
@@ -249,5 +266,13 @@ impl AdminService for Service {
         Ok(Response::new(
             admin::connect_channel(&self.pool, request.into_inner()).await?,
         ))
+    }
+
+    async fn list_account_events(
+        &self,
+        request: Request<pb::ListAccountEventsRequest>,
+    ) -> Result<Response<pb::ListAccountEventsResponse>, Status> {
+        let events = account_events::list(&self.pool, request.into_inner()).await?;
+        Ok(Response::new(pb::ListAccountEventsResponse { events }))
     }
 }

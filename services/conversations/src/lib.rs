@@ -9,9 +9,12 @@
 //! narrow `SECURITY DEFINER` functions instead. Expiring events that waited too
 //! long runs across tenants too, so it has a role of its own (`faro_sweeper`).
 
+mod account_events;
 mod admin;
 mod config;
+mod conv_events;
 mod crypto;
+mod customers;
 mod db;
 mod error;
 mod events;

@@ -21,7 +21,7 @@ pub(crate) fn require_channel(raw: i32) -> Result<&'static str, Error> {
 pub(crate) const CONVERSATION_COLUMNS: &str = "c.id, c.tenant_id, c.location_id, c.channel, \
     c.customer_id, c.customer_name, c.customer_phone, c.customer_email, c.channel_conversation_id, \
     c.source_type, c.status, c.assigned_to_user_id, c.lead_status, c.tags, c.last_message_at, \
-    c.created_at, c.updated_at";
+    c.created_at, c.updated_at, c.customer_user_id";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ConversationRow {
@@ -42,6 +42,7 @@ pub(crate) struct ConversationRow {
     pub last_message_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub customer_user_id: Option<String>,
 }
 
 impl From<ConversationRow> for pb::Conversation {
@@ -64,6 +65,7 @@ impl From<ConversationRow> for pb::Conversation {
             last_message_at: r.last_message_at.map(to_timestamp),
             created_at: Some(to_timestamp(r.created_at)),
             updated_at: Some(to_timestamp(r.updated_at)),
+            customer_user_id: r.customer_user_id.unwrap_or_default(),
         }
     }
 }
@@ -75,7 +77,7 @@ macro_rules! message_fields {
          m.direction, m.message_type, m.text, m.media_urls, m.sender_id, m.recipient_id, \
          m.\"timestamp\", m.delivered_at, m.read_at, m.created_at, m.status, m.status_error, \
          m.played_at, m.failed_at, m.reactions, m.edited_at, m.edit_history, m.deleted_at, \
-         m.reply_to_channel_message_id, m.media, m.referral, m.forwarded"
+         m.reply_to_channel_message_id, m.media, m.referral, m.forwarded, m.standby"
     };
 }
 
@@ -120,6 +122,7 @@ pub(crate) struct MessageRow {
     pub media: Value,
     pub referral: Option<Value>,
     pub forwarded: bool,
+    pub standby: bool,
 }
 
 fn json_time(v: &Value) -> Option<prost_types::Timestamp> {
@@ -232,6 +235,7 @@ impl From<MessageRow> for pb::Message {
             media: media(&r.media),
             referral_json: r.referral.map(|v| v.to_string()).unwrap_or_default(),
             forwarded: r.forwarded,
+            standby: r.standby,
         }
     }
 }

@@ -17,7 +17,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
-    Error,
+    Error, account_events, conv_events, customers,
     db::{parse_uuid, tenant_tx},
     events::{self, Change, WatermarkChange},
     rows::{
@@ -48,10 +48,11 @@ struct Inbound {
     referral: Option<String>,
     forwarded: bool,
     metadata: String,
+    standby: bool,
 }
 
 /// Postgres text cannot hold NUL; platforms can send it. Replace, don't fail.
-fn clean(s: String) -> String {
+pub(crate) fn clean(s: String) -> String {
     if s.contains('\0') {
         s.replace('\0', "\u{FFFD}")
     } else {
@@ -64,7 +65,7 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 /// Raw platform JSON: jsonb rejects the NUL escape; the rest is kept intact.
-fn json_text(field: &str, s: String) -> Result<Option<String>, Error> {
+pub(crate) fn json_text(field: &str, s: String) -> Result<Option<String>, Error> {
     if s.is_empty() {
         return Ok(None);
     }
@@ -116,6 +117,7 @@ fn validate(m: pb::InboundMessage) -> Result<(Uuid, Inbound), Error> {
             referral: json_text("referral_json", m.referral_json)?,
             forwarded: m.forwarded,
             metadata: json_text("metadata_json", m.metadata_json)?.unwrap_or_else(|| "{}".into()),
+            standby: m.standby,
         },
     ))
 }
@@ -126,6 +128,7 @@ struct TenantBatch {
     messages: Vec<Inbound>,
     changes: Vec<Change>,
     watermarks: Vec<WatermarkChange>,
+    conversation_events: Vec<conv_events::Valid>,
 }
 
 /// What a request did: the messages it carried (each flagged inserted or
@@ -135,6 +138,9 @@ struct TenantBatch {
 pub(crate) struct Outcome {
     pub stored: Vec<pb::StoredMessage>,
     pub updated: Vec<pb::StoredMessage>,
+    pub conversation_events: Vec<pb::StoredConversationEvent>,
+    /// Account events stored now (for a redelivery: all those carried).
+    pub account_events: Vec<pb::AccountEvent>,
 }
 
 pub(crate) async fn store_events(
@@ -143,7 +149,9 @@ pub(crate) async fn store_events(
     redelivered: bool,
 ) -> Result<Outcome, Error> {
     let mut by_tenant: BTreeMap<Uuid, TenantBatch> = BTreeMap::new();
+    let mut account_events: BTreeMap<Uuid, Vec<account_events::Valid>> = BTreeMap::new();
     let mut seen = HashSet::new();
+    let mut seen_keys = HashSet::new();
     for event in events {
         match event
             .kind
@@ -165,16 +173,38 @@ pub(crate) async fn store_events(
                 let (tenant, w) = events::watermark(e)?;
                 by_tenant.entry(tenant).or_default().watermarks.push(w);
             }
+            Kind::ConversationEvent(e) => {
+                let (tenant, e) = conv_events::validate(e)?;
+                let batch = by_tenant.entry(tenant).or_default();
+                batch.conversation_events.push(e);
+            }
+            Kind::AccountEvent(e) => {
+                let (tenant, e) = account_events::validate(e)?;
+                if seen_keys.insert((tenant, e.key().to_owned())) {
+                    account_events.entry(tenant).or_default().push(e);
+                }
+            }
         }
     }
     let mut outcome = Outcome {
         stored: Vec::new(),
         updated: Vec::new(),
+        conversation_events: Vec::new(),
+        account_events: Vec::new(),
     };
     for (tenant, batch) in by_tenant {
-        let (stored, updated) = store_tenant(pool, tenant, batch, redelivered).await?;
+        let (stored, updated, conversation_events) =
+            store_tenant(pool, tenant, batch, redelivered).await?;
         outcome.stored.extend(stored);
         outcome.updated.extend(updated);
+        outcome.conversation_events.extend(conversation_events);
+    }
+    // Independent of any thread: one more transaction per tenant, only when
+    // the batch carries account events.
+    for (tenant, events) in account_events {
+        outcome
+            .account_events
+            .extend(account_events::store(pool, tenant, &events, redelivered).await?);
     }
     Ok(outcome)
 }
@@ -193,13 +223,21 @@ type ThreadUpdate = (
     Option<String>,
 );
 
+/// One tenant's messages (stored, updated) and conversation events.
+type TenantOutcome = (
+    Vec<pb::StoredMessage>,
+    Vec<pb::StoredMessage>,
+    Vec<pb::StoredConversationEvent>,
+);
+
 async fn store_tenant(
     pool: &PgPool,
     tenant: Uuid,
-    batch: TenantBatch,
+    mut batch: TenantBatch,
     redelivered: bool,
-) -> Result<(Vec<pb::StoredMessage>, Vec<pb::StoredMessage>), Error> {
+) -> Result<TenantOutcome, Error> {
     let mut tx = tenant_tx(pool, tenant).await?;
+    assign_customers(&mut tx, tenant, &mut batch.messages).await?;
     let mut convs: HashMap<Uuid, ConversationRow> = HashMap::new();
     // The latest known state of every message this call touches, by id.
     let mut rows: HashMap<Uuid, MessageRow> = HashMap::new();
@@ -276,6 +314,11 @@ async fn store_tenant(
             .await?;
         convs.extend(found.into_iter().map(|c| (c.id, c)));
     }
+    // After the messages, so that a thread a message creates is the one its
+    // events are filed in (and keeps the message's `last_message_at`).
+    let conversation_events = std::mem::take(&mut batch.conversation_events);
+    let conversation_events =
+        conv_events::store(&mut tx, tenant, conversation_events, redelivered).await?;
     tx.commit().await?;
 
     let convs: HashMap<Uuid, pb::Conversation> =
@@ -314,7 +357,32 @@ async fn store_tenant(
         .into_iter()
         .chain(updated.into_iter().map(|r| wrap(r, false)))
         .collect();
-    Ok((stored, updated))
+    Ok((stored, updated, conversation_events))
+}
+
+/// Files each message under its customer's thread key: a customer known by
+/// phone, BSUID or both is one thread (see `customers.rs`).
+async fn assign_customers(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    messages: &mut [Inbound],
+) -> Result<(), Error> {
+    let ids: Vec<customers::Ids<'_>> = messages
+        .iter()
+        .map(|m| customers::Ids {
+            location: m.location,
+            channel: m.channel,
+            phone: m.customer_phone.as_deref(),
+            user: m.customer_user_id.as_deref(),
+        })
+        .collect();
+    let keys = customers::resolve(tx, tenant, &ids).await?;
+    for (m, key) in messages.iter_mut().zip(keys) {
+        if let Some(key) = key {
+            m.customer_id = key;
+        }
+    }
+    Ok(())
 }
 
 /// Upserts one row per thread; returns them by thread key.
@@ -362,8 +430,9 @@ async fn upsert_threads(
          ON CONFLICT (tenant_id, location_id, channel, customer_id) DO UPDATE SET
              last_message_at = GREATEST(c.last_message_at, EXCLUDED.last_message_at),
              customer_name = COALESCE(EXCLUDED.customer_name, c.customer_name),
-             customer_phone = COALESCE(EXCLUDED.customer_phone, c.customer_phone),
-             customer_user_id = COALESCE(EXCLUDED.customer_user_id, c.customer_user_id),
+             -- A thread's ids are learnt, never replaced (customers.rs).
+             customer_phone = COALESCE(c.customer_phone, EXCLUDED.customer_phone),
+             customer_user_id = COALESCE(c.customer_user_id, EXCLUDED.customer_user_id),
              updated_at = now()
          RETURNING {CONVERSATION_COLUMNS}"
     );
@@ -405,17 +474,18 @@ async fn insert_messages(
         "INSERT INTO messages AS m (tenant_id, id, conversation_id, sender_type, direction, channel,
                                channel_message_id, message_type, text, sender_id, recipient_id,
                                \"timestamp\", media_urls, metadata, media, reply_to_channel_message_id,
-                               referral, forwarded)
+                               referral, forwarded, standby)
          SELECT $1, u.id, u.conversation_id, u.sender_type, u.direction, u.channel,
                 u.channel_message_id, u.message_type, u.text, u.sender_id, u.recipient_id, u.ts,
                 ARRAY(SELECT jsonb_array_elements_text(u.media_urls::jsonb)), u.metadata::jsonb,
-                u.media::jsonb, u.reply_to, u.referral::jsonb, u.forwarded
+                u.media::jsonb, u.reply_to, u.referral::jsonb, u.forwarded, u.standby
          FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
                      $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[],
-                     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[])
+                     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[],
+                     $19::bool[])
               AS u(id, conversation_id, sender_type, direction, channel, channel_message_id,
                    message_type, text, sender_id, recipient_id, ts, media_urls, metadata, media,
-                   reply_to, referral, forwarded)
+                   reply_to, referral, forwarded, standby)
          ON CONFLICT (tenant_id, channel, channel_message_id) DO NOTHING
          RETURNING {RETURNED_MESSAGE_COLUMNS}"
     );
@@ -438,6 +508,7 @@ async fn insert_messages(
         .bind(&cols.reply_to)
         .bind(&cols.referral)
         .bind(&cols.forwarded)
+        .bind(&cols.standby)
         .fetch_all(&mut **tx)
         .await?;
     Ok(inserted)
@@ -462,6 +533,7 @@ struct MessageColumns<'a> {
     reply_to: Vec<Option<&'a str>>,
     referral: Vec<Option<&'a str>>,
     forwarded: Vec<bool>,
+    standby: Vec<bool>,
 }
 
 impl<'a> MessageColumns<'a> {
@@ -484,6 +556,7 @@ impl<'a> MessageColumns<'a> {
             reply_to: Vec::with_capacity(n),
             referral: Vec::with_capacity(n),
             forwarded: Vec::with_capacity(n),
+            standby: Vec::with_capacity(n),
         }
     }
 
@@ -505,5 +578,6 @@ impl<'a> MessageColumns<'a> {
         self.reply_to.push(m.reply_to.as_deref());
         self.referral.push(m.referral.as_deref());
         self.forwarded.push(m.forwarded);
+        self.standby.push(m.standby);
     }
 }

@@ -2,8 +2,11 @@
 
 use chrono::SecondsFormat;
 use faro_proto::{
-    channel_name,
-    conversations::v1::{Channel, Conversation, Direction, Message, SenderType},
+    channel_name, conversation_event_kind_name,
+    conversations::v1::{
+        AccountEvent, Channel, Conversation, ConversationEvent, ConversationEventKind, Direction,
+        Message, SenderType,
+    },
     direction_name, from_timestamp, sender_type_name,
     stream::v1::{Event, event::Kind},
 };
@@ -61,6 +64,27 @@ fn message(m: &Message) -> Value {
         })).collect::<Vec<_>>(),
         "referral": raw(&m.referral_json),
         "forwarded": m.forwarded,
+        "standby": m.standby,
+    })
+}
+
+/// A conversation event: a system line in its thread (or a page-level notice
+/// when `conversation_id` is null), never the customer speaking.
+fn conversation_event(e: &ConversationEvent) -> Value {
+    json!({
+        "id": e.id,
+        "conversation_id": (!e.conversation_id.is_empty()).then_some(e.conversation_id.as_str()),
+        "location_id": e.location_id,
+        "channel_account_id": e.channel_account_id,
+        "channel": channel(e.channel),
+        "customer_id": (!e.customer_id.is_empty()).then_some(e.customer_id.as_str()),
+        "kind": ConversationEventKind::try_from(e.kind)
+            .ok()
+            .and_then(conversation_event_kind_name)
+            .unwrap_or("unknown"),
+        "timestamp": time(e.timestamp.as_ref()),
+        "created_at": time(e.created_at.as_ref()),
+        "raw": raw(&e.raw_json),
     })
 }
 
@@ -80,8 +104,23 @@ fn conversation(c: &Conversation) -> Value {
         "customer_id": c.customer_id,
         "customer_name": c.customer_name,
         "customer_phone": c.customer_phone,
+        "customer_user_id": c.customer_user_id,
         "status": c.status,
         "last_message_at": time(c.last_message_at.as_ref()),
+    })
+}
+
+/// An account event: what the platform said about the account, raw.
+fn account_event(a: &AccountEvent) -> Value {
+    json!({
+        "id": a.id,
+        "channel_account_id": a.channel_account_id,
+        "channel": channel(a.channel),
+        "external_account_id": a.external_account_id,
+        "field": a.field,
+        "value": raw(&a.value_json),
+        "timestamp": time(a.timestamp.as_ref()),
+        "received_at": time(a.received_at.as_ref()),
     })
 }
 
@@ -103,6 +142,14 @@ pub(crate) fn render(e: &Event) -> Option<(&'static str, String)> {
                 "conversation": mu.conversation.as_ref().map(conversation),
             }),
         ),
+        Kind::ConversationEvent(ce) => (
+            "conversation.event",
+            json!({
+                "event": ce.event.as_ref().map(conversation_event),
+                "conversation": ce.conversation.as_ref().map(conversation),
+            }),
+        ),
+        Kind::AccountEvent(a) => ("account.event", json!({"account_event": account_event(a)})),
     };
     let mut frame = json!({
         "type": kind,

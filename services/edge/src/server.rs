@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Error, State,
     conn_limits::ConnLimits,
-    live::{self, http::Body},
     error::{ApiError, json_response},
+    live::{self, http::Body},
     webhook::{self, Platform},
     ws,
 };

@@ -2,9 +2,11 @@
 
 use bytes::Bytes;
 use faro_proto::{
-    conversations::v1::{StoreEventsResponse, StoredMessage},
+    conversations::v1::{
+        AccountEvent, StoreEventsResponse, StoredConversationEvent, StoredMessage,
+    },
     redis_keys::events_channel,
-    stream::v1::{Event, MessageCreated, MessageUpdated, event::Kind},
+    stream::v1::{ConversationEventAdded, Event, MessageCreated, MessageUpdated, event::Kind},
     to_timestamp,
 };
 use fred::{clients::Client, interfaces::PubsubInterface};
@@ -37,8 +39,44 @@ fn event(stored: StoredMessage, created: bool) -> Option<Event> {
     })
 }
 
+/// A conversation event as a system line for agents: never `message.created`.
+fn conversation_event(stored: StoredConversationEvent) -> Option<Event> {
+    let e = stored.event?;
+    Some(Event {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: e.tenant_id.clone(),
+        location_id: e.location_id.clone(),
+        published_at: Some(to_timestamp(chrono::Utc::now())),
+        offset: 0,
+        epoch: String::new(),
+        kind: Some(Kind::ConversationEvent(ConversationEventAdded {
+            event: Some(e),
+            conversation: stored.conversation,
+        })),
+    })
+}
+
+/// An account event agents are told about (template status or quality, a
+/// number's quality), addressed to its account's location.
+fn account_event(a: AccountEvent) -> Option<Event> {
+    if !crate::parse::account::announced(&a.field) {
+        return None;
+    }
+    Some(Event {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: a.tenant_id.clone(),
+        location_id: a.location_id.clone(),
+        published_at: Some(to_timestamp(chrono::Utc::now())),
+        offset: 0,
+        epoch: String::new(),
+        kind: Some(Kind::AccountEvent(a)),
+    })
+}
+
 /// What agents must hear about: new messages (all of them again for a
-/// redelivered job) and every message whose state changed.
+/// redelivered job), every message whose state changed, new conversation
+/// events (conversations returns only those, or all for a redelivery), and the
+/// announced account events stored (again, for a redelivered job).
 pub(crate) fn events_of(outcome: StoreEventsResponse, redelivered: bool) -> Vec<Event> {
     let created = outcome
         .stored
@@ -46,7 +84,16 @@ pub(crate) fn events_of(outcome: StoreEventsResponse, redelivered: bool) -> Vec<
         .filter(|s| s.inserted || redelivered)
         .filter_map(|s| event(s, true));
     let updated = outcome.updated.into_iter().filter_map(|s| event(s, false));
-    created.chain(updated).collect()
+    let events = outcome
+        .conversation_events
+        .into_iter()
+        .filter_map(conversation_event);
+    let accounts = outcome.account_events.into_iter().filter_map(account_event);
+    created
+        .chain(updated)
+        .chain(events)
+        .chain(accounts)
+        .collect()
 }
 
 /// Publishes every event; fails if any publish fails, so the caller does not ack.

@@ -249,6 +249,8 @@ impl Worker {
                         let r = r.into_inner();
                         all.stored.extend(r.stored);
                         all.updated.extend(r.updated);
+                        all.conversation_events.extend(r.conversation_events);
+                        all.account_events.extend(r.account_events);
                         break;
                     }
                     Err(s) if matches!(s.code(), Code::InvalidArgument | Code::AlreadyExists) => {

@@ -102,7 +102,15 @@ mod tests {
         let p = parse_position("01J9Z:42").expect("valid");
         assert_eq!((p.epoch.as_str(), p.offset), ("01J9Z", 42));
         assert_eq!(format_position(&p), "01J9Z:42");
-        for bad in ["", "42", ":42", "e:", "e:-1", "e:x", &format!("{}:1", "e".repeat(65))] {
+        for bad in [
+            "",
+            "42",
+            ":42",
+            "e:",
+            "e:-1",
+            "e:x",
+            &format!("{}:1", "e".repeat(65)),
+        ] {
             assert!(parse_position(bad).is_err(), "{bad:?}");
         }
     }

@@ -83,7 +83,10 @@ async fn start(
     c: &Client,
 ) -> Result<(Listener, Vec<Arc<LiveEvent>>, Option<Position>), ApiError> {
     let upstream = |s: tonic::Status| ApiError::upstream("stream", &s);
-    let listener = hub.join(&c.tenant, c.locations.clone()).await.map_err(upstream)?;
+    let listener = hub
+        .join(&c.tenant, c.locations.clone())
+        .await
+        .map_err(upstream)?;
     let Some(since) = c.since.clone() else {
         return Ok((listener, Vec::new(), None));
     };
@@ -112,9 +115,7 @@ pub(crate) async fn poll(
             .ok()
             .map(Duration::from_secs)
             .filter(|d| *d <= MAX_POLL)
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_timeout", "timeout is 0..=30 seconds")
-            })?,
+            .ok_or_else(|| ApiError::bad_request("invalid_timeout", "timeout is 0..=30 seconds"))?,
     };
     let (mut listener, mut events, mut upto) = start(&state.live, &c).await?;
     if events.is_empty() {

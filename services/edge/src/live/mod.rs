@@ -231,7 +231,11 @@ impl Hub {
         Ok(self.add(&mut feeds, tenant, locations))
     }
 
-    fn add_if_open(self: &Arc<Self>, tenant: &str, locations: &HashSet<String>) -> Option<Listener> {
+    fn add_if_open(
+        self: &Arc<Self>,
+        tenant: &str,
+        locations: &HashSet<String>,
+    ) -> Option<Listener> {
         let mut feeds = self.lock();
         feeds
             .contains_key(tenant)
@@ -303,11 +307,5 @@ impl Hub {
                 m.end(why);
             }
         }
-    }
-
-    /// How many tenants have an upstream subscription open here.
-    #[cfg(test)]
-    pub(crate) fn feeds(&self) -> usize {
-        self.lock().len()
     }
 }

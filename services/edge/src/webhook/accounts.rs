@@ -28,25 +28,36 @@ enum Path {
     Each(&'static Path),
 }
 
-/// `entry[].changes[].value.metadata.phone_number_id`
+/// `entry[].changes[].value.metadata.phone_number_id`, and the WhatsApp
+/// Business Account `entry[].id`: account-level fields (templates, quality,
+/// alerts, …) name no number, only their WABA.
 const WHATSAPP: Path = Path::Fields(&[(
     "entry",
-    Path::Each(&Path::Fields(&[(
-        "changes",
-        Path::Each(&Path::Fields(&[(
-            "value",
-            Path::Fields(&[("metadata", Path::Fields(&[("phone_number_id", Path::Id)]))]),
-        )])),
-    )])),
+    Path::Each(&Path::Fields(&[
+        ("id", Path::Id),
+        (
+            "changes",
+            Path::Each(&Path::Fields(&[(
+                "value",
+                Path::Fields(&[("metadata", Path::Fields(&[("phone_number_id", Path::Id)]))]),
+            )])),
+        ),
+    ])),
 )]);
 
 /// `entry[].id`
 const MESSAGING: Path = Path::Fields(&[("entry", Path::Each(&Path::Fields(&[("id", Path::Id)])))]);
 
-/// `whatsappInboundMessage.to`, `whatsappMessage.from`
+/// `whatsappInboundMessage.to`, `whatsappMessage.from`; for account events
+/// `whatsappTemplate.wabaId`, `whatsappPhoneNumber.wabaId` and `.phoneNumber`.
 const YCLOUD: Path = Path::Fields(&[
     ("whatsappInboundMessage", Path::Fields(&[("to", Path::Id)])),
     ("whatsappMessage", Path::Fields(&[("from", Path::Id)])),
+    ("whatsappTemplate", Path::Fields(&[("wabaId", Path::Id)])),
+    (
+        "whatsappPhoneNumber",
+        Path::Fields(&[("wabaId", Path::Id), ("phoneNumber", Path::Id)]),
+    ),
 ]);
 
 /// Walks one value along `path`, adding the ids it finds to `out`. A value of
@@ -222,6 +233,14 @@ mod tests {
         let wa = r#"{"entry":[{"changes":[{"value":{"metadata":{"phone_number_id":"1"}}},{"value":{}}]},
                     {"changes":[{"value":{"metadata":{"phone_number_id":2}}}]},{}]}"#;
         assert_eq!(ids(Platform::WhatsApp, wa), ["1", "2"]);
+        // Account-level fields name only the WhatsApp Business Account.
+        let waba = r#"{"entry":[{"id":"102290129340398","time":1739321024,"changes":[
+                    {"field":"message_template_status_update","value":{"event":"APPROVED"}}]}]}"#;
+        assert_eq!(ids(Platform::WhatsApp, waba), ["102290129340398"]);
+        let yc = r#"{"id":"evt_3","type":"whatsapp.template.reviewed","whatsappTemplate":{"wabaId":"7"}}"#;
+        assert_eq!(ids(Platform::YCloud, yc), ["7"]);
+        let yc = r#"{"id":"evt_4","whatsappPhoneNumber":{"wabaId":"7","phoneNumber":"+1557"}}"#;
+        assert_eq!(ids(Platform::YCloud, yc), ["+1557", "7"]);
         let page = r#"{"object":"page","entry":[{"id":"10"},{"id":11},{"id":""},{"id":1.5}]}"#;
         assert_eq!(ids(Platform::Messenger, page), ["10", "11"]);
         assert_eq!(ids(Platform::Instagram, page), ["10", "11"]);
@@ -320,6 +339,7 @@ pub(crate) fn account_ids_by_full_parse(
                     .flatten()
             })
             .filter_map(|c| account_id(c.pointer("/value/metadata/phone_number_id")))
+            .chain(entries().filter_map(|e| account_id(e.get("id"))))
             .collect(),
         Platform::Messenger | Platform::Instagram => {
             entries().filter_map(|e| account_id(e.get("id"))).collect()
@@ -327,6 +347,9 @@ pub(crate) fn account_ids_by_full_parse(
         Platform::YCloud => [
             root.pointer("/whatsappInboundMessage/to"),
             root.pointer("/whatsappMessage/from"),
+            root.pointer("/whatsappTemplate/wabaId"),
+            root.pointer("/whatsappPhoneNumber/wabaId"),
+            root.pointer("/whatsappPhoneNumber/phoneNumber"),
         ]
         .into_iter()
         .filter_map(account_id)
@@ -379,6 +402,10 @@ mod props {
                                 "whatsappMessage",
                                 "to",
                                 "from",
+                                "whatsappTemplate",
+                                "whatsappPhoneNumber",
+                                "wabaId",
+                                "phoneNumber",
                             ][..])
                             .prop_map(str::to_owned),
                             1 => "[a-z]{1,6}",
@@ -419,7 +446,8 @@ mod props {
         #[test]
         fn the_scan_agrees_with_a_full_parse(root in prop::collection::btree_map(
             prop_oneof![Just("entry".to_owned()), Just("whatsappInboundMessage".to_owned()),
-                        Just("whatsappMessage".to_owned()), "[a-z]{1,6}"],
+                        Just("whatsappMessage".to_owned()), Just("whatsappTemplate".to_owned()),
+                        Just("whatsappPhoneNumber".to_owned()), "[a-z]{1,6}"],
             arb_json(), 0..4)) {
             let root = Value::Object(root.into_iter().collect());
             let text = root.to_string();

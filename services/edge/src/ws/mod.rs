@@ -33,7 +33,7 @@ use crate::{
     auth::presented_token,
     error::ApiError,
     live::{
-        LiveEvent, Listener, RESYNC,
+        Listener, LiveEvent, RESYNC,
         catch_up::{CatchUp, catch_up, covered, parse_position},
     },
     query_param,
@@ -209,7 +209,15 @@ async fn pump(
     let (client_tx, mut client_rx) = mpsc::channel::<FromClient>(8);
     let reader = tokio::spawn(read_client(rx, client_tx));
     let deadline = limits.write_timeout;
-    let result = run(&mut tx, &mut listener, &mut client_rx, start, &shutdown, deadline).await;
+    let result = run(
+        &mut tx,
+        &mut listener,
+        &mut client_rx,
+        start,
+        &shutdown,
+        deadline,
+    )
+    .await;
     // Both halves must go for the connection to close: the reader holds one.
     reader.abort();
     result
@@ -226,7 +234,12 @@ async fn run(
     let upto = match start {
         Start::Live => None,
         Start::NotRecovered => {
-            return write(tx, Frame::close(RESYNC.code, RESYNC.reason.as_bytes()), deadline).await;
+            return write(
+                tx,
+                Frame::close(RESYNC.code, RESYNC.reason.as_bytes()),
+                deadline,
+            )
+            .await;
         }
         Start::Replay { events, upto } => {
             for e in events {

@@ -6,8 +6,9 @@
 use chrono::{DateTime, Utc};
 use faro_proto::{
     conversations::v1::{
-        Channel, DeliveryStatus, Direction, EventScope, InboundMessage, MediaRef, MessageDeletion,
-        MessageEdit, Reaction, StatusUpdate, Watermark, channel_event::Kind,
+        Channel, ConversationEventKind, DeliveryStatus, Direction, EventScope, InboundMessage,
+        MediaRef, MessageDeletion, MessageEdit, Reaction, StatusUpdate, Watermark,
+        channel_event::Kind,
     },
     ingest::v1::Route,
     to_timestamp,
@@ -15,7 +16,7 @@ use faro_proto::{
 use serde_json::{Value, json};
 
 use super::{
-    Context, ParseError, Parsed, raw, scope, str_at, string_at, synthetic_id, unix_millis,
+    Context, ParseError, Parsed, control, raw, scope, str_at, string_at, synthetic_id, unix_millis,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,9 +64,15 @@ pub fn parse(root: &Value, platform: Platform, ctx: &Context<'_>) -> Result<Pars
             .get("messaging")
             .and_then(Value::as_array)
             .map_or(&[][..], Vec::as_slice);
-        // Feed changes (comments, mentions) and handover `standby` items are
-        // delivered beside `messaging` but are not this inbox's conversations.
-        for key in ["changes", "standby"] {
+        // What another app's thread carries (handover protocol): still the
+        // customer's words, or that app's replies.
+        let standby = entry
+            .get("standby")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        // Feed changes (comments, mentions) are delivered beside `messaging`
+        // but are not this inbox's conversations.
+        for key in ["changes"] {
             for other in entry
                 .get(key)
                 .and_then(Value::as_array)
@@ -78,10 +85,16 @@ pub fn parse(root: &Value, platform: Platform, ctx: &Context<'_>) -> Result<Pars
         let (account, route) = ctx.account(entry.get("id"));
         let (Some(account), Some(route)) = (account.as_deref(), route) else {
             out.reject_unverified(account.as_deref(), items);
+            out.reject_unverified(account.as_deref(), standby);
             continue;
         };
         for item in items {
             item_events(item, account, route, platform, ctx, &mut out);
+        }
+        for item in standby {
+            let before = out.events.len();
+            item_events(item, account, route, platform, ctx, &mut out);
+            control::mark_standby(&mut out.events[before..]);
         }
     }
     Ok(out)
@@ -107,12 +120,22 @@ fn item_events(
     let recipient = id_at(item, "/recipient/id");
     let timestamp = unix_millis(item.get("timestamp")).unwrap_or(ctx.received_at);
     let ts = Some(to_timestamp(timestamp));
-    // The customer is whoever is not the business account.
-    let customer = if sender == account {
+    // An echo is the business's own message: its customer is the recipient,
+    // whatever id the business sends under (Instagram echoes may carry an id
+    // other than `entry.id`). Otherwise the customer is whoever is not the
+    // business account.
+    let echo = item.pointer("/message/is_echo").and_then(Value::as_bool) == Some(true);
+    let customer = if echo || sender == account {
         recipient.clone()
     } else {
         sender.clone()
     };
+    // Handover, opt-ins, policy enforcement, …: system lines, with or
+    // without a customer, never the customer speaking.
+    if let Some(kind) = control::kind(item) {
+        control::push(out, route, account, kind, item, timestamp);
+        return;
+    }
     if sender.is_empty() || customer.is_empty() {
         // Conversations would refuse it, and with it the whole job.
         out.reject(
@@ -210,7 +233,7 @@ fn item_events(
             }));
             return;
         }
-        let echo = m.get("is_echo").and_then(Value::as_bool) == Some(true) || sender == account;
+        let echo = echo || sender == account;
         if echo && !ctx.meta_app_id.is_empty() && id_at(m, "/app_id") == ctx.meta_app_id {
             // Sent by FARO itself through this app: already in the thread.
             out.ignored += 1;
@@ -226,11 +249,22 @@ fn item_events(
         )));
         return;
     }
-    // Postbacks, referrals and anything newer: a message of its kind, never dropped.
-    let kind = ["postback", "referral"]
+    // Postbacks and referrals: a message of their kind. An event of a type
+    // FARO does not know is no message at all: a conversation event, kept raw.
+    let Some(kind) = ["postback", "referral"]
         .into_iter()
         .find(|k| item.get(*k).is_some())
-        .unwrap_or("unsupported");
+    else {
+        control::push(
+            out,
+            route,
+            account,
+            ConversationEventKind::Unknown,
+            item,
+            timestamp,
+        );
+        return;
+    };
     let inner = item.get(kind).unwrap_or(&Value::Null);
     let id = str_at(inner, "/mid").map_or_else(|| synthetic_id(item), str::to_owned);
     out.push(Kind::Message(InboundMessage {
@@ -294,6 +328,21 @@ fn watermark(route: &Route, customer: &str, status: DeliveryStatus, at: DateTime
     })
 }
 
+/// The platform's id of what an attachment shows: a reel, a shared post
+/// (`ig_post_media_id`, in both the `share` and the `ig_post` form), a story.
+fn attachment_id(a: &Value) -> String {
+    [
+        "/payload/reel_video_id",
+        "/payload/ig_post_media_id",
+        "/payload/story_id",
+        "/payload/id",
+    ]
+    .iter()
+    .map(|p| id_at(a, p))
+    .find(|id| !id.is_empty())
+    .unwrap_or_default()
+}
+
 fn message(
     item: &Value,
     m: &Value,
@@ -313,13 +362,14 @@ fn message(
             kind: string_at(a, "/type"),
             url: str_at(a, "/payload/url")
                 .or_else(|| str_at(a, "/url"))
+                .or_else(|| str_at(a, "/payload/story_media_url"))
                 .unwrap_or_default()
                 .to_owned(),
             caption: str_at(a, "/title")
                 .or_else(|| str_at(a, "/payload/title"))
                 .unwrap_or_default()
                 .to_owned(),
-            id: id_at(a, "/payload/reel_video_id"),
+            id: attachment_id(a),
             ..Default::default()
         })
         .collect();
@@ -328,7 +378,10 @@ fn message(
         media.push(MediaRef {
             kind: "story".into(),
             id: id_at(s, "/id"),
-            url: string_at(s, "/url"),
+            url: str_at(s, "/url")
+                .or_else(|| str_at(s, "/story_media_url"))
+                .unwrap_or_default()
+                .to_owned(),
             ..Default::default()
         });
     }
@@ -406,6 +459,30 @@ mod tests {
                 t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
             })
             .collect()
+    }
+
+    #[test]
+    fn a_story_attachment_keeps_its_story_media_url() {
+        let routes = [Route {
+            external_account_id: "IG1".into(),
+            channel: Channel::InstagramDm.into(),
+            ..Default::default()
+        }];
+        let ctx = Context {
+            routes: &routes,
+            meta_app_id: "",
+            received_at: DateTime::from_timestamp(1_700_000_000, 0).expect("time"),
+        };
+        let body = json!({"object": "instagram", "entry": [{"id": "IG1", "messaging": [{
+            "sender": {"id": "U1"}, "recipient": {"id": "IG1"}, "timestamp": 1_749_416_389_000_i64,
+            "message": {"mid": "m1", "attachments": [{"type": "story_mention",
+                "payload": {"story_media_url": "https://lookaside.fbsbx.com/story"}}]}}]}]});
+        let parsed = parse(&body, Platform::Instagram, &ctx).expect("parsed");
+        let Some(Kind::Message(m)) = &parsed.events[0].kind else {
+            panic!("a message: {parsed:?}");
+        };
+        assert_eq!(m.media[0].url, "https://lookaside.fbsbx.com/story");
+        assert_eq!(m.media_urls, ["https://lookaside.fbsbx.com/story"]);
     }
 
     #[test]

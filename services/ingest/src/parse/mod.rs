@@ -1,13 +1,18 @@
 //! Platform payloads to normalized channel events.
 //!
 //! Parsers are tolerant: optional fields are optional, unknown fields are
-//! ignored, and an item of a kind FARO does not understand is kept as a message
-//! of type `unsupported` with its raw JSON rather than failing the batch. A
+//! ignored, and a message of a kind FARO does not understand is kept as a
+//! message of type `unsupported` with its raw JSON rather than failing the
+//! batch; an event that is no message (handover, opt-in, policy notice, or of
+//! a type FARO does not know) is kept as a conversation event (`control`). A
 //! part that can never be stored (no verified account, no sender) is rejected
 //! with its reason and dead-lettered alone, never silently dropped. Only a
 //! payload that is not the expected JSON envelope at all is an error (and is
 //! dead-lettered whole). Every entry, change and item of a batch is walked.
 
+pub mod account;
+mod control;
+pub mod customers;
 pub mod messaging;
 pub mod whatsapp;
 pub mod ycloud;
@@ -154,14 +159,22 @@ pub(crate) fn unix_seconds(v: Option<&Value>) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(secs, 0)
 }
 
-/// Unix milliseconds (Messenger, Instagram).
+/// 2001-01-01T00:00:00Z in milliseconds: no Messenger or Instagram event is older.
+const MILLIS_FLOOR: i64 = 978_307_200_000;
+
+/// Unix milliseconds (Messenger, Instagram). Instagram's dashboard test
+/// sample sends seconds where live traffic sends milliseconds: a value that
+/// would fall before 2001 read as milliseconds is read as seconds.
 pub(crate) fn unix_millis(v: Option<&Value>) -> Option<DateTime<Utc>> {
-    let ms = match v? {
+    let n = match v? {
         Value::Number(n) => n.as_i64()?,
         Value::String(s) => s.trim().parse::<i64>().ok()?,
         _ => return None,
     };
-    DateTime::from_timestamp_millis(ms)
+    if (0..MILLIS_FLOOR).contains(&n) {
+        return DateTime::from_timestamp(n, 0);
+    }
+    DateTime::from_timestamp_millis(n)
 }
 
 /// RFC 3339 (YCloud).

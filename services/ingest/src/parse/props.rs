@@ -78,6 +78,20 @@ fn arb_json() -> impl Strategy<Value = Value> {
                         Just("edit"),
                         Just("revoke"),
                         Just("original_message_id"),
+                        Just("from_user_id"),
+                        Just("to_user_id"),
+                        Just("user_id"),
+                        Just("wa_id"),
+                        Just("group_id"),
+                        Just("threads"),
+                        Just("optin"),
+                        Just("user_ref"),
+                        Just("policy_enforcement"),
+                        Just("policy-enforcement"),
+                        Just("app_roles"),
+                        Just("pass_thread_control"),
+                        Just("standby"),
+                        Just("message_echoes"),
                     ]
                     .prop_map(str::to_owned),
                     inner,
@@ -116,6 +130,9 @@ fn storable(e: &ChannelEvent) -> bool {
         Some(Kind::Message(m)) => !m.customer_id.is_empty(),
         Some(Kind::Reaction(r)) => !r.reactor_id.is_empty(),
         Some(Kind::Watermark(w)) => !w.customer_id.is_empty(),
+        Some(Kind::ConversationEvent(c)) => {
+            !c.event_key.is_empty() && c.kind != 0 && c.customer_id.len() <= 256
+        }
         Some(_) => true,
         None => false,
     }
@@ -145,6 +162,8 @@ proptest! {
                 {"field": "messages", "value": {"metadata": {"phone_number_id": "P1"}, "messages": items, "statuses": items, "contacts": items}},
                 {"field": "smb_message_echoes", "value": {"metadata": {"phone_number_id": "P1"}, "message_echoes": items}},
                 {"field": "messages", "value": any_value},
+                {"field": "history", "value": {"metadata": {"phone_number_id": "P1"}, "history": items}},
+                {"field": "history", "value": {"metadata": {"phone_number_id": "P1"}, "history": [{"threads": items}]}},
             ]}]}),
             json!({"object": "page", "entry": [{"id": "P1", "messaging": items}, any_value]}),
             json!({"object": "instagram", "entry": [{"id": "P1", "messaging": items}]}),
@@ -167,11 +186,14 @@ proptest! {
         let wa = json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [
             {"field": "messages", "value": {"metadata": {"phone_number_id": "P1"}, "messages": items, "statuses": items}},
             {"field": "smb_message_echoes", "value": {"metadata": {"phone_number_id": "P1"}, "message_echoes": items}},
+            {"field": "history", "value": {"metadata": {"phone_number_id": "P1"},
+                                           "history": [{"threads": [{"messages": items}]}]}},
+            {"field": "standby", "value": {"metadata": {"phone_number_id": "P1"}, "messages": items, "message_echoes": items}},
         ]}]});
-        let page = json!({"object": "page", "entry": [{"id": "P1", "messaging": items}]});
+        let page = json!({"object": "page", "entry": [{"id": "P1", "messaging": items, "standby": items}]});
         for (provider, body, parts) in [
-            (Provider::WhatsappCloud, wa, 3 * items.len()),
-            (Provider::Messenger, page, items.len()),
+            (Provider::WhatsappCloud, wa, 6 * items.len()),
+            (Provider::Messenger, page, 2 * items.len()),
         ] {
             let parsed = run(provider, &serde_json::to_vec(&body).unwrap_or_default());
             let parsed = parsed.expect("a valid envelope parses");

@@ -13,10 +13,12 @@ use faro_proto::{
     ingest::v1::Route,
     to_timestamp,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{
-    Context, ParseError, Parsed, raw, scope, str_at, string_at, synthetic_id, unix_seconds,
+    Context, ParseError, Parsed, account, control,
+    customers::{Meta, history, thread_message},
+    raw, scope, str_at, string_at, synthetic_id, unix_seconds,
 };
 
 /// The readable part of a message: what an agent sees before opening it.
@@ -127,9 +129,15 @@ pub(crate) fn body(m: &Value) -> Body {
 
 /// Who the message is with, from the business's point of view.
 pub(crate) struct Party<'a> {
+    /// The thread's customer: the phone number (`wa_id`), the business-scoped
+    /// user id (BSUID) when Meta withholds the phone of a username adopter, or
+    /// the group a group message was written in.
     pub customer: &'a str,
     pub customer_name: &'a str,
+    pub customer_phone: &'a str,
     pub customer_user_id: &'a str,
+    /// Who wrote an inbound message: the customer, or in a group the member.
+    pub author: &'a str,
     pub business: &'a str,
     pub direction: Direction,
 }
@@ -150,7 +158,7 @@ pub(crate) fn message_event(
             if let Some(target) = str_at(m, "/reaction/message_id") {
                 let reactor = match party.direction {
                     Direction::Outbound => party.business,
-                    _ => party.customer,
+                    _ => party.author,
                 };
                 out.push(Kind::Reaction(Reaction {
                     scope: scope(route),
@@ -190,7 +198,7 @@ pub(crate) fn message_event(
     let b = body(m);
     let (sender, recipient) = match party.direction {
         Direction::Outbound => (party.business, party.customer),
-        _ => (party.customer, party.business),
+        _ => (party.author, party.business),
     };
     out.push(Kind::Message(InboundMessage {
         tenant_id: route.tenant_id.clone(),
@@ -199,7 +207,7 @@ pub(crate) fn message_event(
         channel: Channel::Whatsapp.into(),
         customer_id: party.customer.to_owned(),
         customer_name: party.customer_name.to_owned(),
-        customer_phone: party.customer.to_owned(),
+        customer_phone: party.customer_phone.to_owned(),
         channel_message_id: str_at(m, "/id").map_or_else(|| synthetic_id(m), str::to_owned),
         message_type: b.message_type,
         text: b.text,
@@ -219,6 +227,8 @@ pub(crate) fn message_event(
         referral_json: b.referral,
         customer_user_id: party.customer_user_id.to_owned(),
         forwarded: b.forwarded,
+        // Set by the caller for what arrived on `standby`.
+        standby: false,
     }));
 }
 
@@ -263,6 +273,7 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
                 Some("messages") => {
                     messages(&waba, value, "messages", Direction::Inbound, ctx, &mut out)
                 }
+                Some("history") => history(&waba, value, ctx, &mut out),
                 Some("smb_message_echoes") => {
                     messages(
                         &waba,
@@ -273,18 +284,18 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
                         &mut out,
                     );
                 }
-                // Account notices (templates, quality, …) have no thread to go in.
-                field => out.reject(
-                    format!("change field {field:?} is not a conversation event"),
-                    change,
-                ),
+                Some("standby") => standby(&waba, value, ctx, &mut out),
+                // Account notices (templates, quality, alerts, …) have no
+                // thread to go in: account events, routed by the WABA.
+                Some(field) => account::whatsapp_change(entry, change, field, ctx, &mut out),
+                None => out.reject("the change has no field: not a conversation event", change),
             }
         }
     }
     Ok(out)
 }
 
-fn items<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+pub(crate) fn items<'a>(value: &'a Value, key: &str) -> &'a [Value] {
     value
         .get(key)
         .and_then(Value::as_array)
@@ -318,45 +329,13 @@ fn messages(
         out.reject("an error notice from the platform, not a message", e);
     }
     let contacts = items(value, "contacts");
+    let meta = Meta {
+        waba,
+        phone_number_id,
+        business,
+    };
     for m in messages {
-        let customer = match direction {
-            Direction::Outbound => str_at(m, "/to"),
-            _ => str_at(m, "/from"),
-        };
-        let contact = contacts
-            .iter()
-            .find(|c| customer.is_some() && str_at(c, "/wa_id") == customer)
-            .or_else(|| (contacts.len() == 1).then(|| &contacts[0]));
-        // Never a shared placeholder customer: a message nobody sent is kept
-        // aside with its reason, not filed in a stranger's thread.
-        let Some(customer) = customer.or_else(|| contact.and_then(|c| str_at(c, "/wa_id"))) else {
-            let field = match direction {
-                Direction::Outbound => "`to`",
-                _ => "`from`",
-            };
-            out.reject(format!("message has no customer ({field})"), m);
-            continue;
-        };
-        let party = Party {
-            customer,
-            customer_name: contact
-                .and_then(|c| str_at(c, "/profile/name"))
-                .unwrap_or_default(),
-            customer_user_id: contact
-                .and_then(|c| str_at(c, "/user_id"))
-                .unwrap_or_default(),
-            business,
-            direction,
-        };
-        let timestamp = unix_seconds(m.get("timestamp")).unwrap_or(ctx.received_at);
-        let metadata = json!({
-            "provider": "whatsapp_cloud",
-            "waba_id": waba,
-            "phone_number_id": phone_number_id,
-            "contact": contact,
-            "event": m,
-        });
-        message_event(m, route, &party, timestamp, metadata, out);
+        thread_message(m, contacts, direction, route, &meta, None, ctx, out);
     }
     for s in statuses {
         let Some(status) = str_at(s, "/status").and_then(delivery_status) else {
@@ -384,4 +363,31 @@ fn messages(
             metadata_json: s.to_string(),
         }));
     }
+}
+
+/// `field: standby`: the conversation another sender (Meta's business agent)
+/// handles. Its `messages` are the customer's words and its `message_echoes`
+/// that sender's replies: both stored, marked standby; its `statuses` apply
+/// as any others.
+fn standby(waba: &Value, value: &Value, ctx: &Context<'_>, out: &mut Parsed) {
+    let before = out.events.len();
+    messages(waba, value, "messages", Direction::Inbound, ctx, out);
+    if value.get("message_echoes").is_some() {
+        // Only the echoes (and what identifies them): the rest was read above.
+        let mut echoes = value.clone();
+        if let Some(o) = echoes.as_object_mut() {
+            for key in ["messages", "statuses", "errors"] {
+                o.remove(key);
+            }
+        }
+        messages(
+            waba,
+            &echoes,
+            "message_echoes",
+            Direction::Outbound,
+            ctx,
+            out,
+        );
+    }
+    control::mark_standby(&mut out.events[before..]);
 }

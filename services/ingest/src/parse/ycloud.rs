@@ -10,7 +10,7 @@ use faro_proto::{
 use serde_json::{Value, json};
 
 use super::{
-    Context, ParseError, Parsed, rfc3339, scope, str_at,
+    Context, ParseError, Parsed, account, rfc3339, scope, str_at,
     whatsapp::{Party, delivery_status, message_event},
 };
 
@@ -28,15 +28,18 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
     let mut out = Parsed::default();
     let created = rfc3339(root.get("createTime")).unwrap_or(ctx.received_at);
     match event_type {
-        "whatsapp.inbound_message.received" => {
+        "whatsapp.inbound_message.received" | "whatsapp.group.inbound_message.received" => {
             let m = root.get("whatsappInboundMessage").unwrap_or(&Value::Null);
             let (business, route) = ctx.account(m.get("to"));
             let (Some(business), Some(route)) = (business.as_deref(), route) else {
                 out.reject_unverified(business.as_deref(), std::slice::from_ref(root));
                 return Ok(out);
             };
-            let Some(from) = str_at(m, "/from").map(wa_id).filter(|f| !f.is_empty()) else {
-                out.reject("message has no customer (`from`)", root);
+            // The phone when YCloud shares it, else the business-scoped user id.
+            let phone = str_at(m, "/from").map(wa_id).filter(|f| !f.is_empty());
+            let user = str_at(m, "/fromUserId");
+            let Some(from) = phone.or(user) else {
+                out.reject("message has no customer (`from` or `fromUserId`)", root);
                 return Ok(out);
             };
             // Meta's shape, keyed by the WhatsApp message id (what statuses name).
@@ -44,12 +47,26 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
             if let (Some(obj), Some(wamid)) = (normalized.as_object_mut(), str_at(m, "/wamid")) {
                 obj.insert("id".into(), Value::String(wamid.to_owned()));
             }
-            let party = Party {
-                customer: from,
-                customer_name: str_at(m, "/customerProfile/name").unwrap_or_default(),
-                customer_user_id: "",
-                business,
-                direction: Direction::Inbound,
+            let party = match str_at(m, "/groupId") {
+                // A group is its own thread; the member only signs the message.
+                Some(group) => Party {
+                    customer: group,
+                    customer_name: "",
+                    customer_phone: "",
+                    customer_user_id: "",
+                    author: from,
+                    business,
+                    direction: Direction::Inbound,
+                },
+                None => Party {
+                    customer: from,
+                    customer_name: str_at(m, "/customerProfile/name").unwrap_or_default(),
+                    customer_phone: phone.unwrap_or_default(),
+                    customer_user_id: user.unwrap_or_default(),
+                    author: from,
+                    business,
+                    direction: Direction::Inbound,
+                },
             };
             let timestamp = rfc3339(m.get("sendTime")).unwrap_or(created);
             let metadata = json!({"provider": "ycloud", "event_id": event_id, "event": m});
@@ -94,10 +111,15 @@ pub fn parse(root: &Value, ctx: &Context<'_>) -> Result<Parsed, ParseError> {
                     .to_string(),
             }));
         }
-        other => out.reject(
-            format!("event type {other:?} is not a conversation event"),
-            root,
-        ),
+        // Templates, a number's quality or name, …: account events.
+        other => {
+            if !account::ycloud_event(root, other, event_id, created, ctx, &mut out) {
+                out.reject(
+                    format!("event type {other:?} is not a conversation event"),
+                    root,
+                );
+            }
+        }
     }
     Ok(out)
 }

@@ -141,6 +141,21 @@ pub struct ServeArgs {
         default_value_t = 1024
     )]
     pub subscriber_buffer: usize,
+    /// Each tenant's event history (for clients resuming from a position):
+    /// at most this many events (ingest keeps it, stream reads it).
+    #[arg(
+        long = "history-max-events",
+        env = "FARO_HISTORY_MAX_EVENTS",
+        default_value_t = 10_000
+    )]
+    pub history_max_events: u64,
+    /// ...and none older than this (seconds): a laptop asleep for an hour resumes.
+    #[arg(
+        long = "history-max-age-secs",
+        env = "FARO_HISTORY_MAX_AGE_SECS",
+        default_value_t = 3600
+    )]
+    pub history_max_age_secs: u64,
 
     /// HS256 secret for agents' JWTs, at least 32 bytes.
     #[arg(long = "jwt-secret", env = "FARO_JWT_SECRET", hide_env_values = true)]
@@ -229,6 +244,8 @@ impl ServeArgs {
             batch_size: self.ingest_batch,
             claim_idle_ms: self.claim_idle_ms,
             consumer_name: self.consumer_name.clone(),
+            history_max_events: self.history_max_events,
+            history_max_age_secs: self.history_max_age_secs,
         };
         config.validate()?;
         Ok(config)
@@ -258,6 +275,8 @@ impl ServeArgs {
             redis_url: self.redis_url.clone(),
             key_prefix: self.redis_prefix.clone(),
             subscriber_buffer: self.subscriber_buffer,
+            history_max_events: self.history_max_events,
+            history_max_age_secs: self.history_max_age_secs,
         };
         config.validate()?;
         Ok(config)

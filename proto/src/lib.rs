@@ -69,4 +69,19 @@ pub mod redis_keys {
     pub fn tenant_of_channel<'a>(prefix: &str, channel: &'a str) -> Option<&'a str> {
         channel.strip_prefix(prefix)?.strip_prefix("events:")
     }
+
+    /// A tenant's bounded event history: a stream whose entry ids are
+    /// `<offset>-0`, each with the publish time (`t`, ms) and the encoded event
+    /// (`e`). The hash tag keeps it in one Redis Cluster slot with
+    /// [`events_meta`], so that one script may touch both.
+    pub fn events_history(prefix: &str, tenant_id: &str) -> String {
+        format!("{prefix}{{t:{tenant_id}}}:history")
+    }
+
+    /// A tenant's position counter: a hash with the `epoch` (a random id,
+    /// renewed whenever the hash is lost with its history) and the last
+    /// `offset` assigned.
+    pub fn events_meta(prefix: &str, tenant_id: &str) -> String {
+        format!("{prefix}{{t:{tenant_id}}}:meta")
+    }
 }

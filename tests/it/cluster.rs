@@ -215,6 +215,9 @@ pub struct Options {
     pub ingest_batch: usize,
     /// The edge's per-connection and per-socket limits.
     pub edge_limits: EdgeLimits,
+    /// The bounds of each tenant's event history.
+    pub history_max_events: u64,
+    pub history_max_age_secs: u64,
 }
 
 /// The edge's connection and WebSocket limits, as tests set them.
@@ -250,6 +253,8 @@ impl Default for Options {
             ingest_workers: 2,
             ingest_batch: 32,
             edge_limits: EdgeLimits::default(),
+            history_max_events: 10_000,
+            history_max_age_secs: 3600,
         }
     }
 }
@@ -292,6 +297,8 @@ impl Cluster {
             redis_url: redis_url.clone(),
             key_prefix: prefix.clone(),
             subscriber_buffer: 1024,
+            history_max_events: options.history_max_events,
+            history_max_age_secs: options.history_max_age_secs,
         };
         let t = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -305,6 +312,8 @@ impl Cluster {
             config.workers = options.ingest_workers;
             config.batch_size = options.ingest_batch;
             config.claim_idle_ms = options.claim_idle_ms;
+            config.history_max_events = options.history_max_events;
+            config.history_max_age_secs = options.history_max_age_secs;
             let t = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 faro_ingest::run(config, ingest_l, t)
@@ -628,6 +637,8 @@ pub fn ingest_config(prefix: &str, conversations_url: &str) -> faro_ingest::Conf
         batch_size: 32,
         claim_idle_ms: 30_000,
         consumer_name: None,
+        history_max_events: 10_000,
+        history_max_age_secs: 3600,
     }
 }
 

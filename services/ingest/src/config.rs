@@ -25,6 +25,14 @@ pub struct Config {
 
     /// Consumer name in the group; default: a random one per process.
     pub consumer_name: Option<String>,
+
+    /// Each tenant's event history (for clients resuming from a position)
+    /// keeps at most this many events...
+    pub history_max_events: u64,
+
+    /// ...and none older than this (seconds): defaults cover a laptop that
+    /// slept an hour.
+    pub history_max_age_secs: u64,
 }
 
 impl Config {
@@ -40,6 +48,8 @@ impl Config {
                 "claim-idle-ms below 1000 would steal jobs still being processed".into(),
             ));
         }
+        crate::publish::validate_history(self.history_max_events, self.history_max_age_secs)
+            .map_err(Error::Config)?;
         if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
             return Err(Error::Config(
                 "REDIS_URL must start with redis:// or rediss://".into(),
@@ -50,6 +60,13 @@ impl Config {
 
     pub(crate) fn claim_idle(&self) -> Duration {
         Duration::from_millis(self.claim_idle_ms)
+    }
+
+    pub(crate) fn history(&self) -> crate::publish::HistoryBounds {
+        crate::publish::HistoryBounds {
+            max_events: self.history_max_events,
+            max_age_ms: self.history_max_age_secs.saturating_mul(1000),
+        }
     }
 
     pub(crate) fn consumer_name(&self) -> String {

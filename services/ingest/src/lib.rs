@@ -137,6 +137,7 @@ async fn start_workers(s: Startup, stop: CancellationToken) {
             consumer: format!("{}-{n}", s.config.consumer_name()),
             batch: s.config.batch_size,
             claim_idle: s.config.claim_idle(),
+            history: s.config.history(),
         };
         s.workers.spawn(w.run(stop.clone()));
     }

@@ -17,7 +17,7 @@ use tonic::Code;
 
 use crate::{
     ConversationsClient, parse,
-    publish::{events_of, publish_all},
+    publish::{HistoryBounds, events_of, publish_all},
     queue::{self, Entry, Keys},
 };
 
@@ -35,6 +35,7 @@ pub(crate) struct Worker {
     pub consumer: String,
     pub batch: usize,
     pub claim_idle: Duration,
+    pub history: HistoryBounds,
 }
 
 /// A decoded, parsed job awaiting storage.
@@ -278,7 +279,7 @@ impl Worker {
         // A redelivered job may have been stored but not announced before its
         // worker died: announce everything again (clients dedupe by message id).
         let events = events_of(outcome, redelivered);
-        if let Err(e) = publish_all(&self.publisher, &self.keys, events).await {
+        if let Err(e) = publish_all(&self.publisher, &self.keys, self.history, events).await {
             tracing::warn!(error = %e, "publish failed; jobs stay pending");
             return;
         }

@@ -1,24 +1,31 @@
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use faro_proto::stream::v1::{
-    HistoryRequest, HistoryResponse, SubscribeRequest, stream_service_server::StreamService,
+    Event, HistoryRequest, HistoryResponse, Position, SubscribeRequest,
+    stream_service_server::StreamService,
 };
 use futures::Stream as FuturesStream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use crate::hub::{Hub, Item};
+use crate::{
+    history::{self, Pos, Reader},
+    hub::{Hub, Item},
+};
 
 pub(crate) struct Stream {
     pub hub: Arc<Hub>,
     /// False until the Redis subscription first stands: a subscriber taken
     /// before would silently miss what is published meanwhile.
     pub ready: tokio::sync::watch::Receiver<bool>,
+    pub reader: Arc<Reader>,
+    /// The most events one replay reads.
+    pub replay_bound: usize,
 }
 
 /// A subscriber's event stream; leaving the hub when tonic drops it (the client went away).
@@ -27,13 +34,47 @@ pub struct Subscription {
     tenant: String,
     id: u64,
     rx: mpsc::Receiver<Item>,
+    /// Events from history, sent before any live one.
+    replay: VecDeque<Event>,
+    /// With a position: the epoch, and the offset up to which history was
+    /// replayed (live copies up to it are skipped).
+    resumed: Option<Pos>,
+    /// An error was sent: the stream is over.
+    ended: bool,
 }
 
 impl FuturesStream for Subscription {
     type Item = Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
-        self.rx.poll_recv(cx)
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(e) = self.replay.pop_front() {
+            return Poll::Ready(Some(Ok(e)));
+        }
+        loop {
+            let item = std::task::ready!(self.rx.poll_recv(cx));
+            let Some(Ok(event)) = item else {
+                self.ended = item.is_some();
+                return Poll::Ready(item);
+            };
+            let Some(at) = &self.resumed else {
+                return Poll::Ready(Some(Ok(event)));
+            };
+            if event.epoch.is_empty() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            if event.epoch != at.epoch {
+                self.ended = true;
+                return Poll::Ready(Some(Err(Status::data_loss(
+                    "the tenant's event history was lost: reload",
+                ))));
+            }
+            if event.offset > at.offset {
+                return Poll::Ready(Some(Ok(event)));
+            }
+        }
     }
 }
 
@@ -48,16 +89,110 @@ fn valid_id(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok()
 }
 
+fn check_scope(tenant: &str, locations: &[String]) -> Result<(), Status> {
+    if !valid_id(tenant) {
+        return Err(Status::invalid_argument("tenant_id must be a UUID"));
+    }
+    if !locations.iter().all(|l| valid_id(l)) {
+        return Err(Status::invalid_argument("location_ids must be UUIDs"));
+    }
+    Ok(())
+}
+
+fn matches(locations: &HashSet<String>, e: &Event) -> bool {
+    locations.is_empty() || locations.contains(&e.location_id)
+}
+
+fn position(p: Pos) -> Position {
+    Position {
+        epoch: p.epoch,
+        offset: p.offset,
+    }
+}
+
+fn unavailable(e: &history::ReadError) -> Status {
+    tracing::warn!(error = %e, "reading history failed");
+    Status::unavailable("event history unavailable: retry")
+}
+
+const NOT_RECOVERED: &str =
+    "position not recovered: older than history or of another epoch; reload";
+
 #[tonic::async_trait]
 impl StreamService for Stream {
     type SubscribeStream = Subscription;
 
     async fn history(
         &self,
-        _request: Request<HistoryRequest>,
+        request: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
-        // Positions are being built (issue 9); until then there is no history.
-        Err(Status::unimplemented("history is not available yet"))
+        if !*self.ready.borrow() {
+            return Err(Status::unavailable("history unavailable: redis not reached yet"));
+        }
+        let req = request.into_inner();
+        check_scope(&req.tenant_id, &req.location_ids)?;
+        let locations: HashSet<String> = req.location_ids.into_iter().collect();
+        let limit = match usize::try_from(req.limit).unwrap_or(usize::MAX) {
+            0 => history::PAGE,
+            n => n.min(history::PAGE),
+        };
+        let Some(since) = req.since else {
+            // No position: only where the tenant stands.
+            let latest = self
+                .reader
+                .latest(&req.tenant_id)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            return Ok(Response::new(HistoryResponse {
+                recovered: true,
+                events: Vec::new(),
+                latest: Some(position(latest)),
+                more: false,
+            }));
+        };
+        let mut at = Pos {
+            epoch: since.epoch,
+            offset: since.offset,
+        };
+        let mut events = Vec::new();
+        loop {
+            let page = self
+                .reader
+                .read(&req.tenant_id, Some(&at))
+                .await
+                .map_err(|e| unavailable(&e))?;
+            if !page.recovered {
+                return Ok(Response::new(HistoryResponse {
+                    recovered: false,
+                    events: Vec::new(),
+                    latest: Some(position(page.latest)),
+                    more: false,
+                }));
+            }
+            for e in page.events {
+                at.offset = e.offset;
+                if matches(&locations, &e) {
+                    events.push(e);
+                    if events.len() == limit {
+                        let more = at.offset < page.latest.offset;
+                        return Ok(Response::new(HistoryResponse {
+                            recovered: true,
+                            events,
+                            latest: Some(position(page.latest)),
+                            more,
+                        }));
+                    }
+                }
+            }
+            if !page.full {
+                return Ok(Response::new(HistoryResponse {
+                    recovered: true,
+                    events,
+                    latest: Some(position(page.latest)),
+                    more: false,
+                }));
+            }
+        }
     }
 
     async fn subscribe(
@@ -70,22 +205,61 @@ impl StreamService for Stream {
             ));
         }
         let req = request.into_inner();
-        if !valid_id(&req.tenant_id) {
-            return Err(Status::invalid_argument("tenant_id must be a UUID"));
-        }
-        if !req.location_ids.iter().all(|l| valid_id(l)) {
-            return Err(Status::invalid_argument("location_ids must be UUIDs"));
-        }
+        check_scope(&req.tenant_id, &req.location_ids)?;
         let locations: HashSet<String> = req.location_ids.into_iter().collect();
-        let Some((id, rx)) = self.hub.subscribe(req.tenant_id.clone(), locations) else {
+        // Live first, then history: what is published meanwhile waits in the
+        // subscriber's buffer, and copies of replayed events are skipped.
+        let Some((id, rx)) = self
+            .hub
+            .subscribe(req.tenant_id.clone(), locations.clone())
+        else {
             return Err(Status::unavailable("stream service is shutting down"));
         };
-        tracing::debug!(tenant = %req.tenant_id, subscriber = id, "subscriber joined");
-        Ok(Response::new(Subscription {
+        let mut sub = Subscription {
             hub: self.hub.clone(),
-            tenant: req.tenant_id,
+            tenant: req.tenant_id.clone(),
             id,
             rx,
-        }))
+            replay: VecDeque::new(),
+            resumed: None,
+            ended: false,
+        };
+        match req.since {
+            None => {
+                // Where a resync after a Redis reconnect would start, if no
+                // event reaches this tenant before it. Best effort.
+                match self.reader.latest(&req.tenant_id).await {
+                    Ok(latest) => self.hub.set_baseline(&req.tenant_id, &latest),
+                    Err(e) => tracing::debug!(error = %e, "no baseline position"),
+                }
+            }
+            Some(since) => {
+                let since = Pos {
+                    epoch: since.epoch,
+                    offset: since.offset,
+                };
+                let found =
+                    history::all_after(&self.reader, &req.tenant_id, &since, self.replay_bound)
+                        .await
+                        .map_err(|e| unavailable(&e))?;
+                let Some(found) = found else {
+                    return Err(Status::out_of_range(NOT_RECOVERED));
+                };
+                if !found.complete {
+                    return Err(Status::unavailable(
+                        "history grew faster than it could be replayed: retry",
+                    ));
+                }
+                self.hub.set_baseline(&req.tenant_id, &found.end);
+                sub.replay = found
+                    .events
+                    .into_iter()
+                    .filter(|e| matches(&locations, e))
+                    .collect();
+                sub.resumed = Some(found.end);
+            }
+        }
+        tracing::debug!(tenant = %req.tenant_id, subscriber = id, "subscriber joined");
+        Ok(Response::new(sub))
     }
 }

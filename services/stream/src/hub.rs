@@ -10,6 +10,8 @@ use std::{
 
 use faro_proto::{redis_keys, stream::v1::Event};
 use fred::types::Value;
+
+use crate::history::Pos;
 use prost::Message;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -22,9 +24,36 @@ struct Subscriber {
     tx: mpsc::Sender<Item>,
 }
 
+/// One tenant's subscribers, and how far its events were dispatched.
+#[derive(Default)]
+struct Tenant {
+    subs: Vec<Subscriber>,
+    /// The epoch of the events dispatched (or of `baseline`).
+    epoch: Option<String>,
+    /// The highest offset dispatched: later copies are duplicates, and a
+    /// jump past the next one is a gap to fill from history.
+    last: Option<u64>,
+    /// The tenant's latest offset when looked up after a subscriber joined:
+    /// where a resync starts if nothing was dispatched since.
+    baseline: Option<u64>,
+}
+
+/// What became of an event handed to [`Hub::dispatch`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Handed to the matching subscribers (if any).
+    Delivered,
+    /// Already dispatched (a resync read it from history first).
+    Duplicate,
+    /// Events after this position were missed: fill from history, then dispatch again.
+    Gap(Pos),
+    /// The tenant's history was lost: its subscribers cannot be caught up.
+    EpochChanged,
+}
+
 #[derive(Default)]
 struct Tenants {
-    by_tenant: HashMap<String, Vec<Subscriber>>,
+    by_tenant: HashMap<String, Tenant>,
     /// Set by [`Hub::close_all`] at shutdown: later subscribers are refused.
     closed: bool,
 }
@@ -65,45 +94,98 @@ impl Hub {
         all.by_tenant
             .entry(tenant)
             .or_default()
+            .subs
             .push(Subscriber { id, locations, tx });
         Some((id, rx))
     }
 
     pub(crate) fn remove(&self, tenant: &str, id: u64) {
         let tenants = &mut self.lock().by_tenant;
-        if let Some(subs) = tenants.get_mut(tenant) {
-            subs.retain(|s| s.id != id);
-            if subs.is_empty() {
+        if let Some(t) = tenants.get_mut(tenant) {
+            t.subs.retain(|s| s.id != id);
+            if t.subs.is_empty() {
                 tenants.remove(tenant);
             }
         }
     }
 
     pub(crate) fn subscribers(&self) -> usize {
-        self.lock().by_tenant.values().map(Vec::len).sum()
+        self.lock().by_tenant.values().map(|t| t.subs.len()).sum()
     }
 
-    /// Decodes one pub/sub message and hands it to that tenant's subscribers.
-    pub(crate) fn dispatch_raw(&self, prefix: &str, channel: &str, value: &Value) {
-        let Some(tenant) = redis_keys::tenant_of_channel(prefix, channel) else {
-            return;
-        };
-        let Some(bytes) = value.as_bytes() else {
-            tracing::warn!(%channel, "non-binary event ignored");
-            return;
-        };
-        match Event::decode(bytes) {
-            Ok(event) if event.tenant_id == tenant => self.dispatch(event),
-            Ok(_) => tracing::warn!(%channel, "event tenant does not match its channel; dropped"),
-            Err(e) => tracing::warn!(%channel, error = %e, "undecodable event ignored"),
+    /// Records where a tenant stood when a subscriber joined, unless its
+    /// position is known already.
+    pub(crate) fn set_baseline(&self, tenant: &str, pos: &Pos) {
+        if let Some(t) = self.lock().by_tenant.get_mut(tenant)
+            && t.epoch.is_none()
+        {
+            t.epoch = Some(pos.epoch.clone());
+            t.baseline = Some(pos.offset);
         }
     }
 
-    pub(crate) fn dispatch(&self, event: Event) {
-        let tenants = &mut self.lock().by_tenant;
-        let Some(subs) = tenants.get_mut(&event.tenant_id) else {
-            return;
+    /// Every tenant with subscribers, and the position its events were
+    /// dispatched up to (`None`: unknown, so it cannot be resumed).
+    pub(crate) fn positions(&self) -> Vec<(String, Option<Pos>)> {
+        self.lock()
+            .by_tenant
+            .iter()
+            .map(|(tenant, t)| {
+                let pos = t.epoch.clone().zip(t.last.or(t.baseline));
+                let pos = pos.map(|(epoch, offset)| Pos { epoch, offset });
+                (tenant.clone(), pos)
+            })
+            .collect()
+    }
+
+    /// Decodes one pub/sub message of a tenant's channel.
+    pub(crate) fn decode(prefix: &str, channel: &str, value: &Value) -> Option<Event> {
+        let tenant = redis_keys::tenant_of_channel(prefix, channel)?;
+        let Some(bytes) = value.as_bytes() else {
+            tracing::warn!(%channel, "non-binary event ignored");
+            return None;
         };
+        match Event::decode(bytes) {
+            Ok(event) if event.tenant_id == tenant => Some(event),
+            Ok(_) => {
+                tracing::warn!(%channel, "event tenant does not match its channel; dropped");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "undecodable event ignored");
+                None
+            }
+        }
+    }
+
+    /// Hands an event to its tenant's subscribers, in offset order: a copy
+    /// already dispatched is skipped, and a jump or a new epoch is reported
+    /// instead of delivered. Events without a position (an older publisher)
+    /// are delivered as they come.
+    pub(crate) fn dispatch(&self, event: Event) -> Outcome {
+        let tenants = &mut self.lock().by_tenant;
+        let Some(t) = tenants.get_mut(&event.tenant_id) else {
+            return Outcome::Delivered;
+        };
+        if !event.epoch.is_empty() && event.offset > 0 {
+            if t.epoch.as_ref().is_some_and(|e| *e != event.epoch) {
+                return Outcome::EpochChanged;
+            }
+            if let Some(last) = t.last {
+                if event.offset <= last {
+                    return Outcome::Duplicate;
+                }
+                if event.offset > last + 1 {
+                    return Outcome::Gap(Pos {
+                        epoch: event.epoch.clone(),
+                        offset: last,
+                    });
+                }
+            }
+            t.epoch = Some(event.epoch.clone());
+            t.last = Some(event.offset);
+        }
+        let subs = &mut t.subs;
         subs.retain(|s| {
             if !s.locations.is_empty() && !s.locations.contains(&event.location_id) {
                 return true;
@@ -129,15 +211,18 @@ impl Hub {
         if subs.is_empty() {
             tenants.remove(&event.tenant_id);
         }
+        Outcome::Delivered
     }
 
-    /// Ends every stream with DATA_LOSS: events may have been missed.
-    pub(crate) fn fail_all(&self, why: &'static str) {
-        let drained: Vec<Subscriber> = self.lock().by_tenant.drain().flat_map(|(_, v)| v).collect();
-        if !drained.is_empty() {
-            tracing::warn!(subscribers = drained.len(), why, "ending live streams");
-        }
-        for s in drained {
+    /// Ends a tenant's streams with DATA_LOSS: events were missed that
+    /// history no longer holds. Its clients resume from their positions
+    /// (and hear OUT_OF_RANGE if those are gone too).
+    pub(crate) fn fail_tenant(&self, tenant: &str, why: &'static str) {
+        let Some(t) = self.lock().by_tenant.remove(tenant) else {
+            return;
+        };
+        tracing::warn!(%tenant, subscribers = t.subs.len(), why, "ending live streams");
+        for s in t.subs {
             tokio::spawn(async move {
                 let _ = s.tx.send(Err(Status::data_loss(why))).await;
             });

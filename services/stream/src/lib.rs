@@ -3,27 +3,32 @@
 //! One Redis pattern subscription per process (not one per client) receives
 //! every tenant's events; the [`hub::Hub`] fans each one out to the gRPC
 //! `Subscribe` streams of that tenant whose location filter matches. A
-//! subscriber that cannot keep up, or events lost while Redis was unreachable,
-//! end the affected streams with `DATA_LOSS` rather than leaving a silent gap:
-//! the client reloads from the conversations API and subscribes again.
+//! subscriber that cannot keep up ends with `DATA_LOSS` rather than leaving a
+//! silent gap: the client resumes from its last position.
+//!
+//! Every event carries its tenant's position (epoch, offset), assigned by
+//! ingest when it publishes, which also keeps it in the tenant's bounded
+//! history ([`history`]). `Subscribe` with a position replays history before
+//! live events; `History` reads it. Events the subscription missed (a Redis
+//! reconnect) are read from history too ([`fanout`]): only a tenant whose
+//! history no longer holds them has its streams ended with `DATA_LOSS`.
 
 mod config;
 mod error;
+mod fanout;
 mod grpc;
+mod history;
 mod hub;
 
 use std::sync::Arc;
 
 use faro_proto::{GrpcServer, redis_keys, stream::v1::stream_service_server::StreamServiceServer};
 use fred::{
-    clients::SubscriberClient,
+    clients::{Client, SubscriberClient},
     interfaces::{ClientLike, EventInterface, PubsubInterface},
     prelude::{Builder, Config as RedisConfig, ReconnectPolicy},
 };
-use tokio::{
-    net::TcpListener,
-    sync::{broadcast::error::RecvError, watch},
-};
+use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -42,6 +47,13 @@ pub async fn run(
     let shutdown = shutdown.child_token();
     let redis_config = RedisConfig::from_url(&config.redis_url)
         .map_err(|e| Error::Config(format!("REDIS_URL: {e}")))?;
+    let commands = Builder::from_config(redis_config.clone())
+        .with_performance_config(|p| {
+            p.default_command_timeout = std::time::Duration::from_secs(5);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()?;
+    let reader = Arc::new(history::Reader::new(commands.clone(), config.key_prefix.clone()));
     let subscriber = Builder::from_config(redis_config)
         .with_performance_config(|p| {
             p.broadcast_channel_capacity = 16 * 1024;
@@ -51,47 +63,31 @@ pub async fn run(
         .build_subscriber_client()?;
     let hub = Arc::new(hub::Hub::new(config.subscriber_buffer));
 
-    // Every (re)connection after the first may have missed events.
-    let mut reconnects = subscriber.reconnect_rx();
-    let mut messages = subscriber.message_rx();
     let pattern = redis_keys::events_pattern(&config.key_prefix);
     // Listen at once, even while Redis is unreachable: NOT_SERVING and
     // UNAVAILABLE until the subscription stands, rather than a dead process.
     let (ready_tx, ready) = watch::channel(false);
+    let fanout = tokio::spawn(
+        fanout::Fanout {
+            hub: hub.clone(),
+            reader: reader.clone(),
+            subscriber: subscriber.clone(),
+            prefix: config.key_prefix.clone(),
+            pattern: pattern.clone(),
+            bound: config.replay_bound(),
+            // Every (re)connection after the first may have missed events.
+            reconnects: subscriber.reconnect_rx(),
+            messages: subscriber.message_rx(),
+        }
+        .run(shutdown.clone()),
+    );
     let subscribing = tokio::spawn(subscribe(
         subscriber.clone(),
+        commands.clone(),
         pattern.clone(),
         ready_tx,
         shutdown.clone(),
     ));
-
-    let fanout = {
-        let hub = hub.clone();
-        let prefix = config.key_prefix.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut connections = 0u64;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    r = reconnects.recv() => {
-                        connections += 1;
-                        if connections > 1 || r.is_err() {
-                            hub.fail_all("redis reconnected; live events may have been missed");
-                        }
-                    }
-                    m = messages.recv() => match m {
-                        Ok(m) => hub.dispatch_raw(&prefix, &m.channel, &m.value),
-                        Err(RecvError::Lagged(n)) => {
-                            tracing::warn!(dropped = n, "stream fan-out fell behind redis");
-                            hub.fail_all("stream service fell behind; live events were dropped");
-                        }
-                        Err(RecvError::Closed) => break,
-                    },
-                }
-            }
-        })
-    };
 
     tracing::info!(addr = ?listener.local_addr().ok(), %pattern, "stream service listening");
     let closer = {
@@ -108,6 +104,8 @@ pub async fn run(
     let service = grpc::Stream {
         hub: hub.clone(),
         ready: ready.clone(),
+        reader,
+        replay_bound: config.replay_bound(),
     };
     let served = GrpcServer::new()
         .add_service(StreamServiceServer::new(service))
@@ -121,21 +119,31 @@ pub async fn run(
     if let Err(e) = subscriber.quit().await {
         tracing::debug!(error = %e, "redis quit");
     }
+    if let Err(e) = commands.quit().await {
+        tracing::debug!(error = %e, "redis quit");
+    }
     served.map_err(|e| Error::Serve(e.to_string()))
 }
 
-/// Connects and subscribes to `pattern`, retrying with backoff while Redis is
-/// unreachable; then reports ready. Later reconnections resubscribe on their own.
+/// Connects (both clients) and subscribes to `pattern`, retrying with backoff
+/// while Redis is unreachable; then reports ready. Later reconnections
+/// resubscribe on their own.
 async fn subscribe(
     subscriber: SubscriberClient,
+    commands: Client,
     pattern: String,
     ready: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
     let mut pause = std::time::Duration::from_millis(100);
     let mut connected = false;
+    let mut commands_connected = false;
     loop {
         let attempt = async {
+            if !commands_connected {
+                commands.init().await?;
+                commands_connected = true;
+            }
             if !connected {
                 subscriber.init().await?;
                 connected = true;

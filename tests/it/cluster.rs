@@ -218,6 +218,9 @@ pub struct Options {
     /// The bounds of each tenant's event history.
     pub history_max_events: u64,
     pub history_max_age_secs: u64,
+    /// The stream service's own way to Redis (a proxy the test cuts);
+    /// default: the others'.
+    pub stream_redis_url: Option<String>,
 }
 
 /// The edge's connection and WebSocket limits, as tests set them.
@@ -255,6 +258,7 @@ impl Default for Options {
             edge_limits: EdgeLimits::default(),
             history_max_events: 10_000,
             history_max_age_secs: 3600,
+            stream_redis_url: None,
         }
     }
 }
@@ -294,7 +298,10 @@ impl Cluster {
             drop(conv_l);
         }
         let stream_config = faro_stream::Config {
-            redis_url: redis_url.clone(),
+            redis_url: options
+                .stream_redis_url
+                .clone()
+                .unwrap_or_else(|| redis_url.clone()),
             key_prefix: prefix.clone(),
             subscriber_buffer: 1024,
             history_max_events: options.history_max_events,

@@ -16,6 +16,7 @@ mod isolation;
 mod listing;
 mod live;
 mod messaging;
+mod positions;
 mod process;
 mod redis_restart;
 mod security;

@@ -145,33 +145,23 @@ async fn no_gap_and_no_duplicate_across_the_switch_from_history_to_live() {
     let a = c.tenant("alpha").await;
     let start = history(&c, &a.id, &[], None, 0).await;
     let start = start.latest.expect("latest");
-    // Publishing goes on while clients resume from the start, one after another.
+    // Publishing goes on (several webhooks at a time) while clients resume
+    // from the start, one after another: some replay more, some less.
     let total = 30u64;
-    let posting = {
-        let (http, url, a) = (c.http.clone(), c.url("/api/v1/webhooks/whatsapp"), a.clone());
-        tokio::spawn(async move {
-            for i in 0..total {
-                let body = whatsapp_text(&a, &format!("wamid.S{i}"), "1", "x", 1_700_000_000);
-                let sig = faro_edge::sign_meta_payload(a.app_secret.as_bytes(), body.as_bytes());
-                let status = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-hub-signature-256", sig)
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("edge answers")
-                    .status();
-                assert_eq!(status.as_u16(), 200);
-            }
-        })
+    let cl = &c;
+    let posting = futures::future::join_all((0..total).map(|i| {
+        let a = &a;
+        async move { post(cl, a, &format!("wamid.S{i}")).await }
+    }));
+    let resuming = async {
+        let mut streams = Vec::new();
+        for _ in 0..12 {
+            streams.push(subscribe(cl, &a.id, Some(start.clone())).await.expect("resumed"));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        streams
     };
-    let mut streams = Vec::new();
-    for _ in 0..6 {
-        streams.push(subscribe(&c, &a.id, Some(start.clone())).await.expect("resumed"));
-        tokio::task::yield_now().await;
-    }
-    posting.await.expect("posted");
+    let ((), streams) = tokio::join!(async { posting.await; }, resuming);
     for mut s in streams {
         for offset in start.offset + 1..=start.offset + total {
             let e = next(&mut s).await;

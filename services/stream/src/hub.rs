@@ -321,4 +321,54 @@ mod tests {
         assert!(hub.subscribe("a".into(), HashSet::new()).is_none());
         assert_eq!(hub.subscribers(), 0);
     }
+
+    fn at(epoch: &str, offset: u64) -> Event {
+        Event {
+            tenant_id: "a".into(),
+            epoch: epoch.into(),
+            offset,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn positions_skip_copies_and_report_gaps_and_new_epochs() {
+        let hub = Hub::new(8);
+        let (_, mut rx) = hub.subscribe("a".into(), HashSet::new()).expect("open");
+        assert_eq!(hub.positions(), [("a".to_owned(), None)]);
+        hub.set_baseline(
+            "a",
+            &Pos {
+                epoch: "e".into(),
+                offset: 2,
+            },
+        );
+        let baseline = Some(Pos {
+            epoch: "e".into(),
+            offset: 2,
+        });
+        assert_eq!(hub.positions(), [("a".to_owned(), baseline)]);
+        assert_eq!(hub.dispatch(at("e", 3)), Outcome::Delivered);
+        assert_eq!(hub.dispatch(at("e", 3)), Outcome::Duplicate);
+        assert_eq!(
+            hub.dispatch(at("e", 6)),
+            Outcome::Gap(Pos {
+                epoch: "e".into(),
+                offset: 3
+            })
+        );
+        assert_eq!(hub.dispatch(at("e", 4)), Outcome::Delivered);
+        assert_eq!(hub.dispatch(at("other", 5)), Outcome::EpochChanged);
+        let offsets: Vec<u64> = [rx.recv().await, rx.recv().await]
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.offset)
+            .collect();
+        assert_eq!(offsets, [3, 4]);
+        assert!(rx.try_recv().is_err(), "no copy, nothing past the gap");
+        hub.fail_tenant("a", "lost");
+        let err = rx.recv().await.and_then(Result::err).map(|s| s.code());
+        assert_eq!(err, Some(tonic::Code::DataLoss));
+    }
 }

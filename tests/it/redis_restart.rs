@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::cluster::{Cluster, Options, whatsapp_text};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -21,10 +21,21 @@ fn free_port() -> u16 {
 }
 
 /// A Redis of the test's own; killed when dropped, even if the test fails.
-struct OwnRedis(Child);
+pub(crate) struct OwnRedis(Child);
 
 impl OwnRedis {
     async fn start(port: u16) -> Self {
+        Self::start_with(port, &["--appendonly", "no"]).await
+    }
+
+    /// With an append-only file in `dir`, written through on every write:
+    /// what it held survives a kill.
+    pub(crate) async fn start_persistent(port: u16, dir: &str) -> Self {
+        let args = ["--appendonly", "yes", "--appendfsync", "always", "--dir", dir];
+        Self::start_with(port, &args).await
+    }
+
+    async fn start_with(port: u16, persistence: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -33,9 +44,8 @@ impl OwnRedis {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
             ])
+            .args(persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -534,3 +534,33 @@ async fn a_stream_redis_restart_with_history_kept_costs_subscribers_nothing() {
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn history_drops_events_older_than_its_age_bound() {
+    let c = Cluster::start_with(Options {
+        history_max_age_secs: 2,
+        ..Options::default()
+    })
+    .await;
+    let a = c.tenant("alpha").await;
+    let start = history(&c, &a.id, &[], None, 0).await.latest.expect("latest");
+    let mut published = Vec::new();
+    for i in 0..3 {
+        if i > 0 {
+            // Wall time passing is the point here, not a timing claim.
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+        post(&c, &a, &format!("wamid.G{i}")).await;
+        c.drained().await;
+        let h = history(&c, &a.id, &[], None, 0).await;
+        published.push(h.latest.expect("latest"));
+    }
+    // The first event (2.4 s old) is gone; the second (1.2 s) is kept.
+    let h = history(&c, &a.id, &[], Some(start), 0).await;
+    assert!(!h.recovered, "the oldest event aged out");
+    let h = history(&c, &a.id, &[], Some(published[0].clone()), 0).await;
+    assert!(h.recovered);
+    let ids: Vec<String> = h.events.iter().map(message_id).collect();
+    assert_eq!(ids, ["wamid.G1", "wamid.G2"]);
+    c.stop().await;
+}

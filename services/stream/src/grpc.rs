@@ -227,11 +227,16 @@ impl StreamService for Stream {
         match req.since {
             None => {
                 // Where a resync after a Redis reconnect would start, if no
-                // event reaches this tenant before it. Best effort.
-                match self.reader.latest(&req.tenant_id).await {
-                    Ok(latest) => self.hub.set_baseline(&req.tenant_id, &latest),
-                    Err(e) => tracing::debug!(error = %e, "no baseline position"),
-                }
+                // event reaches this tenant before it. Best effort, and in
+                // the background: a slow Redis does not hold the subscriber.
+                let (hub, reader, tenant) =
+                    (self.hub.clone(), self.reader.clone(), req.tenant_id.clone());
+                tokio::spawn(async move {
+                    match reader.latest(&tenant).await {
+                        Ok(latest) => hub.set_baseline(&tenant, &latest),
+                        Err(e) => tracing::debug!(error = %e, "no baseline position"),
+                    }
+                });
             }
             Some(since) => {
                 let since = Pos {

@@ -156,12 +156,21 @@ async fn no_gap_and_no_duplicate_across_the_switch_from_history_to_live() {
     let resuming = async {
         let mut streams = Vec::new();
         for _ in 0..12 {
-            streams.push(subscribe(cl, &a.id, Some(start.clone())).await.expect("resumed"));
+            streams.push(
+                subscribe(cl, &a.id, Some(start.clone()))
+                    .await
+                    .expect("resumed"),
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         streams
     };
-    let ((), streams) = tokio::join!(async { posting.await; }, resuming);
+    let ((), streams) = tokio::join!(
+        async {
+            posting.await;
+        },
+        resuming
+    );
     for mut s in streams {
         for offset in start.offset + 1..=start.offset + total {
             let e = next(&mut s).await;
@@ -179,7 +188,10 @@ async fn a_trimmed_position_or_another_epoch_is_not_recovered() {
     })
     .await;
     let a = c.tenant("alpha").await;
-    let start = history(&c, &a.id, &[], None, 0).await.latest.expect("latest");
+    let start = history(&c, &a.id, &[], None, 0)
+        .await
+        .latest
+        .expect("latest");
     for i in 0..4 {
         post(&c, &a, &format!("wamid.T{i}")).await;
     }
@@ -244,7 +256,11 @@ async fn second_location(c: &Cluster, t: &Tenant) -> Tenant {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let secret = format!("secret-{suffix}");
     let app = c
-        .app(&format!("app-{suffix}"), &secret, &format!("verify-{suffix}"))
+        .app(
+            &format!("app-{suffix}"),
+            &secret,
+            &format!("verify-{suffix}"),
+        )
         .await;
     let phone = format!("pn-annex-{}", &suffix[..8]);
     c.connect(
@@ -288,7 +304,10 @@ async fn history_returns_the_events_after_a_position_by_location_with_limit() {
     let all = history(&c, &a.id, &[], Some(start.clone()), 0).await;
     assert!(all.recovered && !all.more);
     let ids: Vec<String> = all.events.iter().map(message_id).collect();
-    assert_eq!(ids, ["wamid.H1", "wamid.H2", "wamid.H3", "wamid.H4", "wamid.H5"]);
+    assert_eq!(
+        ids,
+        ["wamid.H1", "wamid.H2", "wamid.H3", "wamid.H4", "wamid.H5"]
+    );
     let latest = all.latest.expect("latest");
     assert_eq!(latest.offset, start.offset + 5);
     assert_eq!(pos(all.events.last().expect("events")), latest);
@@ -325,7 +344,10 @@ async fn history_returns_the_events_after_a_position_by_location_with_limit() {
     // Nothing new after the latest position; another tenant's are its own.
     let none = history(&c, &a.id, &[], Some(latest), 0).await;
     assert!(none.recovered && none.events.is_empty());
-    let other = history(&c, &b.id, &[], None, 0).await.latest.expect("latest");
+    let other = history(&c, &b.id, &[], None, 0)
+        .await
+        .latest
+        .expect("latest");
     assert_ne!(other.epoch, start.epoch, "each tenant has its own epoch");
     c.stop().await;
 }
@@ -370,7 +392,11 @@ async fn offsets_increase_by_one_per_tenant_with_concurrent_publishers() {
         .await;
         assert!(h.recovered);
         let offsets: Vec<u64> = h.events.iter().map(|e| e.offset).collect();
-        assert_eq!(offsets, (1..=n).collect::<Vec<u64>>(), "1, 2, 3, … per tenant");
+        assert_eq!(
+            offsets,
+            (1..=n).collect::<Vec<u64>>(),
+            "1, 2, 3, … per tenant"
+        );
         let ids: HashSet<String> = h.events.iter().map(message_id).collect();
         assert_eq!(ids.len(), n as usize, "each message once");
     }
@@ -543,7 +569,10 @@ async fn history_drops_events_older_than_its_age_bound() {
     })
     .await;
     let a = c.tenant("alpha").await;
-    let start = history(&c, &a.id, &[], None, 0).await.latest.expect("latest");
+    let start = history(&c, &a.id, &[], None, 0)
+        .await
+        .latest
+        .expect("latest");
     let mut published = Vec::new();
     for i in 0..3 {
         if i > 0 {

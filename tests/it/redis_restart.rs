@@ -31,7 +31,14 @@ impl OwnRedis {
     /// With an append-only file in `dir`, written through on every write:
     /// what it held survives a kill.
     pub(crate) async fn start_persistent(port: u16, dir: &str) -> Self {
-        let args = ["--appendonly", "yes", "--appendfsync", "always", "--dir", dir];
+        let args = [
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            dir,
+        ];
         Self::start_with(port, &args).await
     }
 

@@ -5,10 +5,7 @@
 use std::sync::Arc;
 
 use faro_proto::stream::v1::Event;
-use fred::{
-    clients::SubscriberClient,
-    interfaces::PubsubInterface,
-};
+use fred::{clients::SubscriberClient, interfaces::PubsubInterface};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +44,7 @@ impl Fanout {
                 }
                 m = self.messages.recv() => match m {
                     Ok(m) => match Hub::decode(&self.prefix, &m.channel, &m.value) {
-                        Some(event) => Work::Event(event),
+                        Some(event) => Work::Event(Box::new(event)),
                         None => continue,
                     },
                     Err(RecvError::Lagged(n)) => {
@@ -66,7 +63,7 @@ impl Fanout {
 
     async fn work(&self, work: Work) {
         match work {
-            Work::Event(event) => self.dispatch(event).await,
+            Work::Event(event) => self.dispatch(*event).await,
             Work::Resync { resubscribe } => {
                 if resubscribe {
                     // The subscription stands again before history is read:
@@ -100,7 +97,10 @@ impl Fanout {
     /// one dispatched, from history.
     async fn resync(&self) {
         let positions = self.hub.positions();
-        tracing::info!(tenants = positions.len(), "resuming live streams from history");
+        tracing::info!(
+            tenants = positions.len(),
+            "resuming live streams from history"
+        );
         for (tenant, pos) in positions {
             match pos {
                 Some(pos) => self.catch_up(&tenant, &pos).await,
@@ -146,6 +146,6 @@ impl Fanout {
 }
 
 enum Work {
-    Event(Event),
+    Event(Box<Event>),
     Resync { resubscribe: bool },
 }

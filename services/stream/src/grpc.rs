@@ -127,7 +127,9 @@ impl StreamService for Stream {
         request: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
         if !*self.ready.borrow() {
-            return Err(Status::unavailable("history unavailable: redis not reached yet"));
+            return Err(Status::unavailable(
+                "history unavailable: redis not reached yet",
+            ));
         }
         let req = request.into_inner();
         check_scope(&req.tenant_id, &req.location_ids)?;
@@ -209,10 +211,7 @@ impl StreamService for Stream {
         let locations: HashSet<String> = req.location_ids.into_iter().collect();
         // Live first, then history: what is published meanwhile waits in the
         // subscriber's buffer, and copies of replayed events are skipped.
-        let Some((id, rx)) = self
-            .hub
-            .subscribe(req.tenant_id.clone(), locations.clone())
-        else {
+        let Some((id, rx)) = self.hub.subscribe(req.tenant_id.clone(), locations.clone()) else {
             return Err(Status::unavailable("stream service is shutting down"));
         };
         let mut sub = Subscription {

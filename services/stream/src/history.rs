@@ -131,7 +131,11 @@ fn parse(tenant: &str, reply: Value) -> Result<Page, ReadError> {
         .next()
         .and_then(|v| v.as_u64())
         .ok_or(ReadError::Reply)?;
-    let recovered = items.next().and_then(|v| v.as_i64()).ok_or(ReadError::Reply)? == 1;
+    let recovered = items
+        .next()
+        .and_then(|v| v.as_i64())
+        .ok_or(ReadError::Reply)?
+        == 1;
     let mut raw = 0usize;
     let mut events = Vec::new();
     for item in items {

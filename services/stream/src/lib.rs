@@ -53,7 +53,10 @@ pub async fn run(
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         .build()?;
-    let reader = Arc::new(history::Reader::new(commands.clone(), config.key_prefix.clone()));
+    let reader = Arc::new(history::Reader::new(
+        commands.clone(),
+        config.key_prefix.clone(),
+    ));
     let subscriber = Builder::from_config(redis_config)
         .with_performance_config(|p| {
             p.broadcast_channel_capacity = 16 * 1024;

@@ -79,12 +79,12 @@ impl Fanout {
 
     /// Dispatches an event, first filling a gap before it from history.
     async fn dispatch(&self, event: Event) {
-        match self.hub.dispatch(event.clone()) {
+        match self.hub.dispatch(&event) {
             Outcome::Delivered | Outcome::Duplicate => {}
             Outcome::Gap(from) => {
                 let tenant = event.tenant_id.clone();
                 self.catch_up(&tenant, &from).await;
-                let _ = self.hub.dispatch(event);
+                let _ = self.hub.dispatch(&event);
             }
             Outcome::EpochChanged => self.hub.fail_tenant(
                 &event.tenant_id,
@@ -119,7 +119,7 @@ impl Fanout {
             Ok(Some(found)) if found.complete => {
                 tracing::debug!(%tenant, events = found.events.len(), "caught up from history");
                 for e in found.events {
-                    if self.hub.dispatch(e) == Outcome::EpochChanged {
+                    if self.hub.dispatch(&e) == Outcome::EpochChanged {
                         self.hub
                             .fail_tenant(tenant, "the tenant's event history was lost: reload");
                         return;

@@ -305,7 +305,7 @@ mod tests {
         let mut sub = resumed(&hub, &[4, 5, 6], 6);
         // Published while history was read: live copies of 5 and 6, then 7.
         for o in [5, 6, 7] {
-            hub.dispatch(event("e", o));
+            hub.dispatch(&event("e", o));
         }
         let mut offsets = Vec::new();
         for _ in 0..4 {
@@ -320,7 +320,7 @@ mod tests {
         let mut sub = resumed(&hub, &[], 3);
         let (_, mut other) = hub.subscribe("t".into(), HashSet::new()).expect("open");
         // The hub itself tracks no position yet: it delivers.
-        hub.dispatch(event("new", 1));
+        hub.dispatch(&event("new", 1));
         assert!(other.recv().await.is_some());
         let err = sub.next().await.and_then(Result::err).map(|s| s.code());
         assert_eq!(err, Some(tonic::Code::DataLoss));

@@ -162,7 +162,7 @@ impl Hub {
     /// already dispatched is skipped, and a jump or a new epoch is reported
     /// instead of delivered. Events without a position (an older publisher)
     /// are delivered as they come.
-    pub(crate) fn dispatch(&self, event: Event) -> Outcome {
+    pub(crate) fn dispatch(&self, event: &Event) -> Outcome {
         let tenants = &mut self.lock().by_tenant;
         let Some(t) = tenants.get_mut(&event.tenant_id) else {
             return Outcome::Delivered;
@@ -257,8 +257,8 @@ mod tests {
             .subscribe("a".into(), HashSet::from(["l2".to_owned()]))
             .expect("open");
         let (_, mut b) = hub.subscribe("b".into(), HashSet::new()).expect("open");
-        hub.dispatch(event("a", "l1"));
-        hub.dispatch(event("a", "l2"));
+        hub.dispatch(&event("a", "l1"));
+        hub.dispatch(&event("a", "l2"));
         assert_eq!(
             all_a
                 .recv()
@@ -290,8 +290,8 @@ mod tests {
     async fn slow_subscriber_is_cut_off_with_data_loss() {
         let hub = Hub::new(1);
         let (_, mut rx) = hub.subscribe("a".into(), HashSet::new()).expect("open");
-        hub.dispatch(event("a", "l"));
-        hub.dispatch(event("a", "l"));
+        hub.dispatch(&event("a", "l"));
+        hub.dispatch(&event("a", "l"));
         assert_eq!(hub.subscribers(), 0);
         assert!(matches!(rx.recv().await, Some(Ok(_))));
         let err = rx.recv().await.and_then(Result::err).map(|s| s.code());
@@ -304,7 +304,7 @@ mod tests {
         let hub = Hub::new(4);
         let (id, rx) = hub.subscribe("a".into(), HashSet::new()).expect("open");
         drop(rx);
-        hub.dispatch(event("a", "l"));
+        hub.dispatch(&event("a", "l"));
         assert_eq!(hub.subscribers(), 0);
         let (id2, _rx) = hub.subscribe("a".into(), HashSet::new()).expect("open");
         assert_ne!(id, id2);
@@ -348,17 +348,17 @@ mod tests {
             offset: 2,
         });
         assert_eq!(hub.positions(), [("a".to_owned(), baseline)]);
-        assert_eq!(hub.dispatch(at("e", 3)), Outcome::Delivered);
-        assert_eq!(hub.dispatch(at("e", 3)), Outcome::Duplicate);
+        assert_eq!(hub.dispatch(&at("e", 3)), Outcome::Delivered);
+        assert_eq!(hub.dispatch(&at("e", 3)), Outcome::Duplicate);
         assert_eq!(
-            hub.dispatch(at("e", 6)),
+            hub.dispatch(&at("e", 6)),
             Outcome::Gap(Pos {
                 epoch: "e".into(),
                 offset: 3
             })
         );
-        assert_eq!(hub.dispatch(at("e", 4)), Outcome::Delivered);
-        assert_eq!(hub.dispatch(at("other", 5)), Outcome::EpochChanged);
+        assert_eq!(hub.dispatch(&at("e", 4)), Outcome::Delivered);
+        assert_eq!(hub.dispatch(&at("other", 5)), Outcome::EpochChanged);
         let offsets: Vec<u64> = [rx.recv().await, rx.recv().await]
             .into_iter()
             .flatten()

@@ -22,6 +22,7 @@ mod redis_restart;
 mod security;
 mod shutdown;
 mod slow_clients;
+mod stream_reconnect;
 mod webhook;
 mod websocket;
 mod whatsapp;

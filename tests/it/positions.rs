@@ -14,7 +14,10 @@ use faro_proto::{
 };
 use tonic::{Code, Streaming, transport::Channel as GrpcChannel};
 
-use crate::cluster::{Cluster, Options, Tenant, whatsapp_text};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{Cluster, Options, Tenant, ingest_config, whatsapp_text};
 
 async fn client(c: &Cluster) -> StreamServiceClient<GrpcChannel> {
     StreamServiceClient::connect(format!("http://{}", c.stream))
@@ -349,6 +352,13 @@ async fn offsets_increase_by_one_per_tenant_with_concurrent_publishers() {
         ..Options::default()
     })
     .await;
+    // A second ingest process's workers take jobs from the same queue and
+    // publish on connections of their own.
+    let second = CancellationToken::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mut config = ingest_config(&c.prefix, &format!("http://{}", c.conversations));
+    (config.workers, config.batch_size) = (4, 1);
+    let ingest = tokio::spawn(faro_ingest::run(config, listener, second.clone()));
     let a = c.tenant("alpha").await;
     let b = c.tenant("bravo").await;
     let mut live = subscribe(&c, &a.id, None).await.expect("subscribed");
@@ -393,6 +403,8 @@ async fn offsets_increase_by_one_per_tenant_with_concurrent_publishers() {
     for offset in 1..=n {
         assert_eq!(next(&mut live).await.offset, offset);
     }
+    second.cancel();
+    ingest.await.expect("joins").expect("second ingest runs");
     c.stop().await;
 }
 

@@ -74,7 +74,7 @@ pub(crate) fn message_id(e: &Event) -> String {
     match &e.kind {
         Some(Kind::MessageCreated(m)) => m.message.as_ref().map(|m| m.channel_message_id.clone()),
         Some(Kind::MessageUpdated(m)) => m.message.as_ref().map(|m| m.channel_message_id.clone()),
-        None => None,
+        _ => None,
     }
     .unwrap_or_default()
 }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, State,
+    admin::{self, AdminRoute},
     conn_limits::ConnLimits,
     error::{ApiError, json_response},
     webhook::{self, Platform},
@@ -28,12 +29,17 @@ enum Route {
     Health,
     Webhook(Platform),
     MessageStream,
+    Admin(AdminRoute),
 }
 
 fn route(path: &str) -> Option<Route> {
     match path.trim_end_matches('/') {
         "/healthz" => Some(Route::Health),
         "/api/v1/messages/stream" => Some(Route::MessageStream),
+        p if p.starts_with("/api/v1/admin/") => p
+            .strip_prefix("/api/v1/admin/")
+            .and_then(admin::route)
+            .map(Route::Admin),
         p => p
             .strip_prefix("/api/v1/webhooks/")
             .and_then(Platform::from_path)
@@ -66,6 +72,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         (Some(Route::Webhook(_)), _) => Err(method_not_allowed("GET, POST")),
         (Some(Route::MessageStream), &Method::GET) => ws::handle(state.clone(), req).await,
         (Some(Route::MessageStream), _) => Err(method_not_allowed("GET")),
+        (Some(Route::Admin(r)), _) => admin::handle(&state, r, req).await,
         (None, _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -9,6 +9,7 @@ mod conversation_events;
 mod crash;
 mod customers;
 mod dead_letter;
+mod dlq;
 mod event_rules;
 mod events;
 mod grpcurl;

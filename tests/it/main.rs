@@ -10,6 +10,7 @@ mod crash;
 mod customers;
 mod dead_letter;
 mod dlq;
+mod dlq_admin;
 mod event_rules;
 mod events;
 mod grpcurl;

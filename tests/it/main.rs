@@ -18,6 +18,7 @@ mod isolation;
 mod listing;
 mod messaging;
 mod process;
+mod redis_dies;
 mod redis_restart;
 mod security;
 mod shutdown;

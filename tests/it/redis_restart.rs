@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::cluster::{Cluster, Options, whatsapp_text};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -21,21 +21,19 @@ fn free_port() -> u16 {
 }
 
 /// A Redis of the test's own; killed when dropped, even if the test fails.
-struct OwnRedis(Child);
+pub(crate) struct OwnRedis(Child);
 
 impl OwnRedis {
+    /// Without persistence: a restart loses everything.
     async fn start(port: u16) -> Self {
+        Self::start_with(port, &["--save", "", "--appendonly", "no"]).await
+    }
+
+    /// With the given settings (persistence, a directory) on `port`.
+    pub(crate) async fn start_with(port: u16, settings: &[&str]) -> Self {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(settings)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

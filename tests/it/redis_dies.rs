@@ -355,9 +355,16 @@ async fn redis_killed_mid_run_loses_no_acknowledged_webhook_and_the_edge_says_50
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let stored_ids: Vec<&String> = stored.iter().map(|(id, _)| id).collect();
-    let expected: Vec<&String> = ids.iter().collect();
-    assert_eq!(stored_ids, expected, "every webhook stored (see {})", front.log);
+    let stored_ids: HashSet<&String> = stored.iter().map(|(id, _)| id).collect();
+    let missing: Vec<&String> = ids.iter().filter(|id| !stored_ids.contains(id)).collect();
+    assert!(
+        missing.is_empty() && stored.len() == WEBHOOKS,
+        "{} acknowledged webhooks lost, e.g. {:?}, of which {} acked in the first run (see {})",
+        missing.len(),
+        missing.first(),
+        missing.iter().filter(|id| acked_first.contains(**id)).count(),
+        front.log
+    );
     assert!(stored.iter().all(|(_, n)| *n == 1), "none twice");
 
     // Announced: each on one socket or the other.

@@ -9,9 +9,9 @@ use clap::{Args, Subcommand};
 use faro_proto::{
     dead_letters::{self as dl, FilterText},
     ingest::v1::{
-        DeadLetterSelection, GetDeadLetterRequest, ListDeadLettersRequest,
-        PurgeDeadLettersRequest, QueueStatsRequest, RetryDeadLettersRequest,
-        dead_letter_selection::Target, ingest_service_client::IngestServiceClient,
+        DeadLetterSelection, GetDeadLetterRequest, ListDeadLettersRequest, PurgeDeadLettersRequest,
+        QueueStatsRequest, RetryDeadLettersRequest, dead_letter_selection::Target,
+        ingest_service_client::IngestServiceClient,
     },
 };
 use serde_json::Value;
@@ -172,9 +172,16 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<()> {
                 .get_dead_letter(GetDeadLetterRequest { id })
                 .await
                 .map_err(refused)?;
-            (dl::dead_letter_detail_json(&r.into_inner()), common, Kind::Record)
+            (
+                dl::dead_letter_detail_json(&r.into_inner()),
+                common,
+                Kind::Record,
+            )
         }
-        DlqCommand::Retry { selection: s, common } => {
+        DlqCommand::Retry {
+            selection: s,
+            common,
+        } => {
             let selection = Some(selection(&s)?);
             let r = client(&common.ingest_url)
                 .await?
@@ -183,7 +190,10 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<()> {
                 .map_err(refused)?;
             (dl::retry_json(&r.into_inner()), common, Kind::Retry)
         }
-        DlqCommand::Purge { selection: s, common } => {
+        DlqCommand::Purge {
+            selection: s,
+            common,
+        } => {
             let selection = Some(selection(&s)?);
             let r = client(&common.ingest_url)
                 .await?
@@ -263,10 +273,17 @@ fn table(v: &Value, kind: Kind) -> String {
                 .map(|a| {
                     a.iter()
                         .map(|d| {
-                            ["id", "dead_at", "platform", "error_class", "tenant_ids", "error"]
-                                .iter()
-                                .map(|k| cell(&d[*k]))
-                                .collect()
+                            [
+                                "id",
+                                "dead_at",
+                                "platform",
+                                "error_class",
+                                "tenant_ids",
+                                "error",
+                            ]
+                            .iter()
+                            .map(|k| cell(&d[*k]))
+                            .collect()
                         })
                         .collect()
                 })

@@ -103,7 +103,8 @@ pub fn is_uuid(s: &str) -> bool {
     let hex: String = s.chars().filter(|c| *c != '-').collect();
     hex.len() == 32
         && hex.chars().all(|c| c.is_ascii_hexdigit())
-        && (s.len() == 32 || (s.len() == 36 && [8, 13, 18, 23].iter().all(|&i| s.as_bytes()[i] == b'-')))
+        && (s.len() == 32
+            || (s.len() == 36 && [8, 13, 18, 23].iter().all(|&i| s.as_bytes()[i] == b'-')))
 }
 
 /// True when the filter matches every entry.

@@ -120,7 +120,11 @@ async fn dead_letters_are_listed_by_filter_shown_retried_after_a_fix_and_purged(
     assert!(refused.retryable && !refused.explanation.is_empty() && !refused.job_id.is_empty());
     let unparseable = &all[1];
     assert_eq!(unparseable.error_class, "unparseable");
-    assert!(unparseable.error.starts_with("unexpected envelope"), "{}", unparseable.error);
+    assert!(
+        unparseable.error.starts_with("unexpected envelope"),
+        "{}",
+        unparseable.error
+    );
 
     // Every filter, alone.
     let ids = |v: Vec<pb::DeadLetter>| v.into_iter().map(|d| d.id).collect::<Vec<_>>();
@@ -196,7 +200,7 @@ async fn dead_letters_are_listed_by_filter_shown_retried_after_a_fix_and_purged(
         .await
         .expect("page 1")
         .into_inner();
-    assert_eq!(ids(first.dead_letters), [refused.id.clone()]);
+    assert_eq!(ids(first.dead_letters), [refused.id.as_str()]);
     let second = ingest
         .list_dead_letters(pb::ListDeadLettersRequest {
             limit: 1,
@@ -206,7 +210,7 @@ async fn dead_letters_are_listed_by_filter_shown_retried_after_a_fix_and_purged(
         .await
         .expect("page 2")
         .into_inner();
-    assert_eq!(ids(second.dead_letters), [unparseable.id.clone()]);
+    assert_eq!(ids(second.dead_letters), [unparseable.id.as_str()]);
     let third = ingest
         .list_dead_letters(pb::ListDeadLettersRequest {
             limit: 1,
@@ -250,7 +254,7 @@ async fn dead_letters_are_listed_by_filter_shown_retried_after_a_fix_and_purged(
     );
     assert_eq!(
         ids(list(&mut ingest, DeadLetterFilter::default()).await),
-        [unparseable.id.clone()]
+        [unparseable.id.as_str()]
     );
     let gone = ingest
         .get_dead_letter(pb::GetDeadLetterRequest {
@@ -277,7 +281,7 @@ async fn dead_letters_are_listed_by_filter_shown_retried_after_a_fix_and_purged(
     let dead = list(&mut ingest, DeadLetterFilter::default()).await;
     assert_eq!(dead.len(), 1);
     assert_ne!(dead[0].id, unparseable.id, "a new dead letter");
-    assert_eq!(dead[0].tenant_ids, [b.id.clone()]);
+    assert_eq!(dead[0].tenant_ids, [b.id.as_str()]);
 
     let purged = ingest
         .purge_dead_letters(pb::PurgeDeadLettersRequest {
@@ -287,7 +291,11 @@ async fn dead_letters_are_listed_by_filter_shown_retried_after_a_fix_and_purged(
         .expect("purge")
         .into_inner();
     assert_eq!(purged.purged, 1);
-    assert!(list(&mut ingest, DeadLetterFilter::default()).await.is_empty());
+    assert!(
+        list(&mut ingest, DeadLetterFilter::default())
+            .await
+            .is_empty()
+    );
     c.stop().await;
 }
 
@@ -381,7 +389,10 @@ async fn bad_requests_are_refused_naming_the_problem() {
         ),
     ];
     for (request, named) in bad_lists {
-        let e = ingest.list_dead_letters(request).await.expect_err("refused");
+        let e = ingest
+            .list_dead_letters(request)
+            .await
+            .expect_err("refused");
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains(named), "{named}: {}", e.message());
     }
@@ -458,7 +469,12 @@ async fn queue_stats_show_what_is_pending_dead_and_who_holds_it() {
         .expect("stats")
         .into_inner();
     assert_eq!(
-        (stats.stream_length, stats.pending, stats.oldest_pending_age_ms, stats.dead_letters),
+        (
+            stats.stream_length,
+            stats.pending,
+            stats.oldest_pending_age_ms,
+            stats.dead_letters
+        ),
         (0, 0, 0, 0)
     );
     c.stop().await;

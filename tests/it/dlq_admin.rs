@@ -49,7 +49,10 @@ async fn faro_dlq_lists_shows_retries_and_purges_printing_json_or_a_table() {
             tokio::task::spawn_blocking(move || {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let out = faro_dlq(&ingest, &args);
-                (args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(), out)
+                (
+                    args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+                    out,
+                )
             })
             .await
             .expect("faro dlq")
@@ -64,7 +67,11 @@ async fn faro_dlq_lists_shows_retries_and_purges_printing_json_or_a_table() {
     assert_eq!(dead[0]["platform"], "whatsapp");
     assert_eq!(dead[0]["error_class"], "refused");
     assert_eq!(dead[0]["tenant_ids"], json!([a.id]));
-    assert!(dead[0]["explanation"].as_str().is_some_and(|e| !e.is_empty()));
+    assert!(
+        dead[0]["explanation"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
     assert_eq!(dead[1]["platform"], "messenger");
     let refused = dead[0]["id"].as_str().expect("id").to_owned();
 
@@ -73,9 +80,19 @@ async fn faro_dlq_lists_shows_retries_and_purges_printing_json_or_a_table() {
     let table = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2, "a header and one row: {table}");
-    assert!(lines[0].starts_with("ID") && lines[1].contains("unparseable"), "{table}");
+    assert!(
+        lines[0].starts_with("ID") && lines[1].contains("unparseable"),
+        "{table}"
+    );
 
-    let (argv, out) = run(args(&["list", "--tenant", &a.id, "--error-class", "refused"])).await;
+    let (argv, out) = run(args(&[
+        "list",
+        "--tenant",
+        &a.id,
+        "--error-class",
+        "refused",
+    ]))
+    .await;
     let listed = json_of(&argv, &out);
     assert_eq!(listed["dead_letters"][0]["id"], refused.as_str());
 
@@ -95,7 +112,10 @@ async fn faro_dlq_lists_shows_retries_and_purges_printing_json_or_a_table() {
         (args(&["list", "--limit", "5000"]), "limit"),
         (args(&["show", "nope"]), "id"),
         (args(&["retry"]), "--id, --all"),
-        (args(&["purge", "--all", "--platform", "whatsapp"]), "--id, --all"),
+        (
+            args(&["purge", "--all", "--platform", "whatsapp"]),
+            "--id, --all",
+        ),
     ] {
         let (argv, out) = run(bad).await;
         assert!(!out.status.success(), "{argv:?} refused");
@@ -112,7 +132,13 @@ async fn faro_dlq_lists_shows_retries_and_purges_printing_json_or_a_table() {
 
     let (argv, out) = run(args(&["stats"])).await;
     let stats = json_of(&argv, &out);
-    assert_eq!((stats["stream_length"].as_u64(), stats["dead_letters"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (
+            stats["stream_length"].as_u64(),
+            stats["dead_letters"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
 
     let (argv, out) = run(args(&["purge", "--error-class", "unparseable"])).await;
     let purged = json_of(&argv, &out);
@@ -158,17 +184,31 @@ async fn admin_routes_need_the_admin_token_and_drive_the_dead_letter_queue() {
             .bearer_auth(ADMIN_TOKEN),
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
 
     let stop = CancellationToken::new();
     let base = admin_edge(&c, &stop).await;
     let list = format!("{base}/dead-letters");
     let (status, body) = send(http.get(&list)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("missing_token")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("missing_token"))
+    );
     let agent = c.token(&a.id, 300);
-    for wrong in [agent.as_str(), "faro-test-admin-token-0123456789abcdeX", crate::cluster::JWT_SECRET] {
+    for wrong in [
+        agent.as_str(),
+        "faro-test-admin-token-0123456789abcdeX",
+        crate::cluster::JWT_SECRET,
+    ] {
         let (status, body) = send(http.get(&list).bearer_auth(wrong)).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_token")), "{wrong}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("invalid_token")),
+            "{wrong}"
+        );
     }
     let admin = |r: reqwest::RequestBuilder| send(r.bearer_auth(ADMIN_TOKEN));
 
@@ -178,9 +218,16 @@ async fn admin_routes_need_the_admin_token_and_drive_the_dead_letter_queue() {
     assert_eq!(dead.len(), 2);
     let refused = dead[0]["id"].as_str().expect("id").to_owned();
     let (_, body) = admin(http.get(format!("{list}?tenant={}&platform=messenger", b.id))).await;
-    assert_eq!(body["dead_letters"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(
+        body["dead_letters"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
     let (_, body) = admin(http.get(format!("{list}?limit=1"))).await;
-    let cursor = body["next_cursor"].as_str().expect("a next page").to_owned();
+    let cursor = body["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
     let (_, body) = admin(http.get(format!("{list}?limit=1&cursor={cursor}"))).await;
     assert_eq!(body["dead_letters"][0]["platform"], "messenger");
 
@@ -190,7 +237,10 @@ async fn admin_routes_need_the_admin_token_and_drive_the_dead_letter_queue() {
         ("tenant=acme", "tenant"),
         ("error_class=boom", "error class"),
         ("since=yesterday", "since"),
-        ("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "until"),
+        (
+            "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+            "until",
+        ),
         ("limit=5000", "limit"),
         ("limit=x", "limit"),
         ("cursor=zz", "cursor"),
@@ -211,7 +261,10 @@ async fn admin_routes_need_the_admin_token_and_drive_the_dead_letter_queue() {
     let (status, _) = admin(http.get(format!("{list}/nope"))).await;
     assert_eq!(status, 400);
     let (status, body) = admin(http.delete(format!("{list}/{refused}"))).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
     let (status, _) = admin(http.get(format!("{list}/retry"))).await;
     assert_eq!(status, 405);
 
@@ -228,7 +281,11 @@ async fn admin_routes_need_the_admin_token_and_drive_the_dead_letter_queue() {
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body["error"]["message"].is_string());
     }
-    let (status, _) = admin(http.post(format!("{list}/purge")).body("x".repeat(20 * 1024))).await;
+    let (status, _) = admin(
+        http.post(format!("{list}/purge"))
+            .body("x".repeat(20 * 1024)),
+    )
+    .await;
     assert_eq!(status, 413);
 
     fix(&c).await;
@@ -243,9 +300,17 @@ async fn admin_routes_need_the_admin_token_and_drive_the_dead_letter_queue() {
     assert_eq!(c.count("SELECT count(*) FROM messages").await, 1);
 
     let (status, body) = admin(http.get(format!("{base}/queue"))).await;
-    assert_eq!((status, body["dead_letters"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(
+        (status, body["dead_letters"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
 
-    let (status, body) = admin(http.post(format!("{list}/purge")).json(&json!({"all": true}))).await;
+    let (status, body) = admin(
+        http.post(format!("{list}/purge"))
+            .json(&json!({"all": true})),
+    )
+    .await;
     assert_eq!((status, body["purged"].as_u64()), (200, Some(1)));
     let (_, body) = admin(http.get(&list)).await;
     assert_eq!(body["dead_letters"], json!([]));

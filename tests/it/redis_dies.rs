@@ -27,7 +27,7 @@ use futures::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
-    cluster::{JWT_SECRET, TestDb, Tenant, encryption_keys, whatsapp_text},
+    cluster::{JWT_SECRET, Tenant, TestDb, encryption_keys, whatsapp_text},
     process::{Faro, free_addr, wait_listening},
     redis_restart::{OwnRedis, free_port},
 };
@@ -45,7 +45,9 @@ async fn tenant(conversations: &str) -> Tenant {
             .await
             .expect("admin");
     let id = admin
-        .create_tenant(pb::CreateTenantRequest { name: "alpha".into() })
+        .create_tenant(pb::CreateTenantRequest {
+            name: "alpha".into(),
+        })
         .await
         .expect("tenant")
         .into_inner()
@@ -203,19 +205,35 @@ async fn redis_killed_mid_run_loses_no_acknowledged_webhook_and_the_edge_says_50
         "redis-dies",
         "run",
         &[
-            "--service", "edge", "--service", "ingest", "--service", "stream",
-            "--edge-listen", &edge.to_string(),
-            "--ingest-listen", &ingest.to_string(),
-            "--stream-listen", &stream.to_string(),
-            "--ingest-url", &url(ingest),
-            "--conversations-url", &url(conv),
-            "--stream-url", &url(stream),
-            "--redis-url", &redis_url,
-            "--redis-prefix", "faro-dies:",
-            "--jwt-secret", JWT_SECRET,
+            "--service",
+            "edge",
+            "--service",
+            "ingest",
+            "--service",
+            "stream",
+            "--edge-listen",
+            &edge.to_string(),
+            "--ingest-listen",
+            &ingest.to_string(),
+            "--stream-listen",
+            &stream.to_string(),
+            "--ingest-url",
+            &url(ingest),
+            "--conversations-url",
+            &url(conv),
+            "--stream-url",
+            &url(stream),
+            "--redis-url",
+            &redis_url,
+            "--redis-prefix",
+            "faro-dies:",
+            "--jwt-secret",
+            JWT_SECRET,
             // The route stays cached while conversations is frozen.
-            "--route-cache-ms", "600000",
-            "--claim-idle-ms", "5000",
+            "--route-cache-ms",
+            "600000",
+            "--claim-idle-ms",
+            "5000",
         ],
     );
     wait_listening(conv).await;
@@ -254,7 +272,14 @@ async fn redis_killed_mid_run_loses_no_acknowledged_webhook_and_the_edge_says_50
                 } else if started == DOWN && ended == DOWN {
                     refused.fetch_add(1, Ordering::SeqCst);
                 }
-                (id, Outcome { status, started, ended })
+                (
+                    id,
+                    Outcome {
+                        status,
+                        started,
+                        ended,
+                    },
+                )
             }
         }
     };
@@ -328,7 +353,11 @@ async fn redis_killed_mid_run_loses_no_acknowledged_webhook_and_the_edge_says_50
         .map(|(id, _)| id.clone())
         .collect();
     // As Meta does: what was refused is sent again until accepted.
-    let refused: Vec<String> = ids.iter().filter(|id| !acked_first.contains(*id)).cloned().collect();
+    let refused: Vec<String> = ids
+        .iter()
+        .filter(|id| !acked_first.contains(*id))
+        .cloned()
+        .collect();
     for id in &refused {
         let mut status = 0;
         for _ in 0..200 {
@@ -362,7 +391,10 @@ async fn redis_killed_mid_run_loses_no_acknowledged_webhook_and_the_edge_says_50
         "{} acknowledged webhooks lost, e.g. {:?}, of which {} acked in the first run (see {})",
         missing.len(),
         missing.first(),
-        missing.iter().filter(|id| acked_first.contains(**id)).count(),
+        missing
+            .iter()
+            .filter(|id| acked_first.contains(**id))
+            .count(),
         front.log
     );
     assert!(stored.iter().all(|(_, n)| *n == 1), "none twice");
@@ -382,7 +414,12 @@ async fn redis_killed_mid_run_loses_no_acknowledged_webhook_and_the_edge_says_50
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(unheard.is_empty(), "{} never announced, e.g. {:?}", unheard.len(), unheard.first());
+    assert!(
+        unheard.is_empty(),
+        "{} never announced, e.g. {:?}",
+        unheard.len(),
+        unheard.first()
+    );
     eprintln!(
         "redis dies: {} acked in the first run, {} refused and re-sent, {} heard before the kill",
         acked_first.len(),
@@ -391,7 +428,10 @@ async fn redis_killed_mid_run_loses_no_acknowledged_webhook_and_the_edge_says_50
     );
 
     let log = std::fs::read_to_string(&front.log).unwrap_or_default();
-    assert!(!log.contains(LOSSY_WARNING), "a durable Redis is not warned about");
+    assert!(
+        !log.contains(LOSSY_WARNING),
+        "a durable Redis is not warned about"
+    );
     drop(front);
     drop(conversations);
     drop(restarted);
@@ -431,19 +471,37 @@ async fn ingest_warns_at_start_when_redis_would_lose_acknowledged_webhooks() {
     let lossy_port = free_port();
     let lossy = OwnRedis::start_with(
         lossy_port,
-        &["--save", "", "--appendonly", "no", "--maxmemory-policy", "allkeys-lru"],
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "allkeys-lru",
+        ],
     )
     .await;
     let faro = ingest_on(lossy_port);
     let log = log_with(&faro, "taking jobs").await;
     assert!(log.contains(LOSSY_WARNING), "{log}");
-    assert!(log.contains("appendonly is not yes") && log.contains("allkeys-lru"), "{log}");
+    assert!(
+        log.contains("appendonly is not yes") && log.contains("allkeys-lru"),
+        "{log}"
+    );
 
     // A managed Redis without CONFIG: not checked, and ingest still runs.
     let hidden_port = free_port();
     let hidden = OwnRedis::start_with(
         hidden_port,
-        &["--save", "", "--appendonly", "no", "--rename-command", "CONFIG", ""],
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--rename-command",
+            "CONFIG",
+            "",
+        ],
     )
     .await;
     let faro_hidden = ingest_on(hidden_port);

@@ -16,9 +16,8 @@ use bytes::Bytes;
 use faro_proto::{
     dead_letters::{self as dl, FilterText},
     ingest::v1::{
-        DeadLetterSelection, GetDeadLetterRequest, ListDeadLettersRequest,
-        PurgeDeadLettersRequest, QueueStatsRequest, RetryDeadLettersRequest,
-        dead_letter_selection::Target,
+        DeadLetterSelection, GetDeadLetterRequest, ListDeadLettersRequest, PurgeDeadLettersRequest,
+        QueueStatsRequest, RetryDeadLettersRequest, dead_letter_selection::Target,
     },
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
@@ -166,7 +165,10 @@ fn list_request(query: &str) -> Result<ListDeadLettersRequest, ApiError> {
             "cursor" => request.cursor.clone_from(v),
             "limit" => {
                 request.limit = v.parse().map_err(|_| {
-                    ApiError::bad_request("invalid_argument", format!("limit {v:?} is not a number"))
+                    ApiError::bad_request(
+                        "invalid_argument",
+                        format!("limit {v:?} is not a number"),
+                    )
                 })?;
             }
             other => {
@@ -247,9 +249,7 @@ fn selection_of(bytes: &[u8]) -> Result<DeadLetterSelection, ApiError> {
         (None, None, Some(true)) => Target::All(true),
         (None, None, Some(false)) => return Err(bad("`all` must be true when given".into())),
         _ => {
-            return Err(bad(
-                "give exactly one of `id`, `filter` or `all`".into(),
-            ));
+            return Err(bad("give exactly one of `id`, `filter` or `all`".into()));
         }
     };
     Ok(DeadLetterSelection {
@@ -263,7 +263,9 @@ mod tests {
 
     #[test]
     fn routes_and_bodies_are_read_strictly() {
-        assert!(matches!(route("dead-letters/1-0"), Some(AdminRoute::DeadLetter(id)) if id == "1-0"));
+        assert!(
+            matches!(route("dead-letters/1-0"), Some(AdminRoute::DeadLetter(id)) if id == "1-0")
+        );
         assert!(route("dead-letters/1-0/x").is_none());
         assert!(route("users").is_none());
         assert!(selection_of(br#"{"all": true}"#).is_ok());
@@ -287,10 +289,22 @@ mod tests {
     fn only_the_admin_token_is_accepted() {
         let token = "an-admin-token-of-at-least-32-bytes!";
         let mut h = HeaderMap::new();
-        assert_eq!(authorized(&h, token).expect_err("no header").code, "missing_token");
-        h.insert(header::AUTHORIZATION, format!("Bearer {token}x").parse().expect("value"));
-        assert_eq!(authorized(&h, token).expect_err("wrong").code, "invalid_token");
-        h.insert(header::AUTHORIZATION, format!("Bearer {token}").parse().expect("value"));
+        assert_eq!(
+            authorized(&h, token).expect_err("no header").code,
+            "missing_token"
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}x").parse().expect("value"),
+        );
+        assert_eq!(
+            authorized(&h, token).expect_err("wrong").code,
+            "invalid_token"
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("value"),
+        );
         assert!(authorized(&h, token).is_ok());
     }
 }

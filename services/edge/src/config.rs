@@ -69,7 +69,10 @@ impl std::fmt::Debug for Config {
             .field("first_byte_timeout_ms", &self.first_byte_timeout_ms)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

@@ -127,7 +127,7 @@ fn matcher(filter: Option<&DeadLetterFilter>) -> Result<Matcher, Error> {
     if let Some(until) = &f.until {
         let until = millis(until, "until")?;
         // `until` is exclusive.
-        m.last = StreamId(until.checked_sub(1).unwrap_or_default(), u64::MAX);
+        m.last = StreamId(until.saturating_sub(1), u64::MAX);
         if until == 0 || m.last < m.first {
             return Err(Error::InvalidArgument("until must be after since".into()));
         }
@@ -324,7 +324,11 @@ async fn one(client: &Client, keys: &Keys, id: &str) -> Result<Fields, Error> {
         .ok_or_else(|| Error::NotFound(format!("no dead letter {id}")))
 }
 
-pub(crate) async fn get(client: &Client, keys: &Keys, id: &str) -> Result<GetDeadLetterResponse, Error> {
+pub(crate) async fn get(
+    client: &Client,
+    keys: &Keys,
+    id: &str,
+) -> Result<GetDeadLetterResponse, Error> {
     let fields = one(client, keys, id).await?;
     let (d, job) = describe(id, &fields);
     Ok(GetDeadLetterResponse {
@@ -519,15 +523,28 @@ mod tests {
             attempt: 0,
         }
         .encode_to_vec();
-        let cases: [(&[(&str, &[u8])], &str); 6] = [
-            (&[("error", b"undecodable job: x"), ("job", b"")], "undecodable"),
-            (&[("error", b"malformed payload: eof"), ("job", &job)], "unparseable"),
-            (&[("error", b"tenant_id must be a uuid"), ("job", &job)], "refused"),
+        type Case<'a> = (&'a [(&'a str, &'a [u8])], &'a str);
+        let cases: [Case<'_>; 6] = [
+            (
+                &[("error", b"undecodable job: x"), ("job", b"")],
+                "undecodable",
+            ),
+            (
+                &[("error", b"malformed payload: eof"), ("job", &job)],
+                "unparseable",
+            ),
+            (
+                &[("error", b"tenant_id must be a uuid"), ("job", &job)],
+                "refused",
+            ),
             (
                 &[("error", b"a part"), ("job", &job), ("rejected", b"[]")],
                 "rejected_parts",
             ),
-            (&[("error", b"failed after 5 attempts"), ("job", &job)], "exhausted"),
+            (
+                &[("error", b"failed after 5 attempts"), ("job", &job)],
+                "exhausted",
+            ),
             (
                 &[("error", b"x"), ("job", &job), ("class", b"other")],
                 "other",
@@ -557,21 +574,39 @@ mod tests {
                 ..Default::default()
             },
             DeadLetterFilter {
-                since: Some(prost_types::Timestamp { seconds: 10, nanos: 0 }),
-                until: Some(prost_types::Timestamp { seconds: 5, nanos: 0 }),
+                since: Some(prost_types::Timestamp {
+                    seconds: 10,
+                    nanos: 0,
+                }),
+                until: Some(prost_types::Timestamp {
+                    seconds: 5,
+                    nanos: 0,
+                }),
                 ..Default::default()
             },
         ];
         for f in bad {
-            assert!(matches!(matcher(Some(&f)), Err(Error::InvalidArgument(_))), "{f:?}");
+            assert!(
+                matches!(matcher(Some(&f)), Err(Error::InvalidArgument(_))),
+                "{f:?}"
+            );
         }
         let m = matcher(Some(&DeadLetterFilter {
-            since: Some(prost_types::Timestamp { seconds: 1, nanos: 0 }),
-            until: Some(prost_types::Timestamp { seconds: 2, nanos: 0 }),
+            since: Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 0,
+            }),
+            until: Some(prost_types::Timestamp {
+                seconds: 2,
+                nanos: 0,
+            }),
             ..Default::default()
         }))
         .expect("valid");
-        assert_eq!((m.first, m.last), (StreamId(1000, 0), StreamId(1999, u64::MAX)));
+        assert_eq!(
+            (m.first, m.last),
+            (StreamId(1000, 0), StreamId(1999, u64::MAX))
+        );
         assert_eq!(after("5-18446744073709551615"), Some(StreamId(6, 0)));
         assert!(StreamId::parse("5").is_none() && StreamId::parse("a-1").is_none());
     }

@@ -119,7 +119,9 @@ impl Ingest {
         if *self.ready.borrow() {
             Ok(())
         } else {
-            Err(Status::unavailable("queue unavailable: redis not reached yet"))
+            Err(Status::unavailable(
+                "queue unavailable: redis not reached yet",
+            ))
         }
     }
 }

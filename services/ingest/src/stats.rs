@@ -67,7 +67,10 @@ pub(crate) async fn queue_stats(client: &Client, keys: &Keys) -> Result<QueueSta
     };
     // Summary form: [count, smallest id, greatest id, [[consumer, count], ...]].
     let summary: Value = match client
-        .custom(command("XPENDING", ClusterHash::FirstKey), vec![keys.jobs.as_str(), GROUP])
+        .custom(
+            command("XPENDING", ClusterHash::FirstKey),
+            vec![keys.jobs.as_str(), GROUP],
+        )
         .await
     {
         Ok(v) => v,
@@ -80,7 +83,9 @@ pub(crate) async fn queue_stats(client: &Client, keys: &Keys) -> Result<QueueSta
         && let Some(oldest) = summary.get(1).and_then(id_millis)
     {
         // Redis's clock, not ours: the id was stamped by it.
-        let time: Value = client.custom(command("TIME", ClusterHash::Random), Vec::<Value>::new()).await?;
+        let time: Value = client
+            .custom(command("TIME", ClusterHash::Random), Vec::<Value>::new())
+            .await?;
         let time = time.into_array();
         let now_ms = time.first().map_or(0, int) * 1000 + time.get(1).map_or(0, int) / 1000;
         out.oldest_pending_age_ms = now_ms.saturating_sub(oldest);

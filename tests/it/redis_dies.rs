@@ -82,6 +82,7 @@ async fn tenant(conversations: &str) -> Tenant {
             external_account_id: "pn-redis-dies".into(),
             app_id: app,
             display_name: String::new(),
+            ..Default::default()
         })
         .await
         .expect("channel");

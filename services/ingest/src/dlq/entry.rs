@@ -109,12 +109,22 @@ impl Matcher {
 
 pub(super) type Fields = HashMap<String, Bytes>;
 
-/// The class of a dead letter: the one recorded, else read from its fields.
+/// The class of a dead letter. A writer may record it in `class`: one of
+/// `ERROR_CLASSES`, or the workers' coarser `permanent` / `partial` /
+/// `exhausted`; what a word leaves open is read from the entry itself.
 fn classify(fields: &Fields, error: &str, job: Option<&Job>) -> &'static str {
-    if let Some(c) = fields.get("class")
-        && let Some(known) = ERROR_CLASSES.iter().find(|k| k.as_bytes() == &c[..])
-    {
-        return known;
+    let recorded = fields
+        .get("class")
+        .map(|c| String::from_utf8_lossy(c).into_owned());
+    match recorded.as_deref() {
+        // The workers' coarser words (issue 8's retry policy).
+        Some("partial") => return "rejected_parts",
+        Some("permanent") | None => {}
+        Some(c) => {
+            if let Some(known) = ERROR_CLASSES.iter().find(|k| **k == c) {
+                return known;
+            }
+        }
     }
     if fields.contains_key("rejected") {
         return "rejected_parts";
@@ -129,11 +139,11 @@ fn classify(fields: &Fields, error: &str, job: Option<&Job>) -> &'static str {
     {
         return "unparseable";
     }
-    if error.contains("attempts") {
+    if recorded.is_none() && error.contains("attempts") {
         return "exhausted";
     }
-    // The only other dead-lettering on main: conversations refused the job
-    // as invalid (InvalidArgument / AlreadyExists).
+    // What remains is a job conversations refused as invalid
+    // (InvalidArgument / AlreadyExists).
     "refused"
 }
 
@@ -241,7 +251,7 @@ mod tests {
         }
         .encode_to_vec();
         type Case<'a> = (&'a [(&'a str, &'a [u8])], &'a str);
-        let cases: [Case<'_>; 6] = [
+        let cases: [Case<'_>; 8] = [
             (
                 &[("error", b"undecodable job: x"), ("job", b"")],
                 "undecodable",
@@ -265,6 +275,23 @@ mod tests {
             (
                 &[("error", b"x"), ("job", &job), ("class", b"other")],
                 "other",
+            ),
+            (
+                &[
+                    ("error", b"3 attempts"),
+                    ("job", &job),
+                    ("class", b"permanent"),
+                ],
+                "refused",
+            ),
+            (
+                &[
+                    ("error", b"x"),
+                    ("job", &job),
+                    ("class", b"partial"),
+                    ("rejected", b"[]"),
+                ],
+                "rejected_parts",
             ),
         ];
         for (f, class) in cases {

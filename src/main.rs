@@ -8,6 +8,7 @@
 
 mod admin;
 mod dev;
+mod dlq;
 mod serve;
 mod telemetry;
 
@@ -52,6 +53,9 @@ enum Command {
     /// Operator actions against a running conversations service; print JSON.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// The dead-letter queue and queue figures of a running ingest service.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Issue an agent JWT for a tenant; prints JSON.
     Token(admin::TokenArgs),
     /// Print the live events of a tenant from the edge's WebSocket.
@@ -77,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Dev(args) => dev::run(args).await,
         Command::Admin(cmd) => admin::run(cmd).await,
+        Command::Dlq(cmd) => dlq::run(cmd).await,
         Command::Token(args) => admin::token(args),
         Command::Watch(args) => admin::watch(args).await,
     }

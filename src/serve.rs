@@ -208,6 +208,10 @@ pub struct ServeArgs {
     /// When set, agents' JWTs must carry this audience (`aud`).
     #[arg(long = "jwt-audience", env = "FARO_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// Bearer token for the edge's /api/v1/admin/ routes (at least 32 bytes);
+    /// unset, those routes do not exist.
+    #[arg(long = "admin-token", env = "FARO_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -230,6 +234,7 @@ impl ServeArgs {
             first_byte_timeout_ms: self.first_byte_timeout_ms,
             jwt_issuer: self.jwt_issuer.clone(),
             jwt_audience: self.jwt_audience.clone(),
+            admin_token: self.admin_token.clone(),
         };
         config.validate()?;
         Ok(config)

@@ -632,6 +632,7 @@ pub fn edge_config(
         first_byte_timeout_ms: limits.first_byte_timeout_ms,
         jwt_issuer: None,
         jwt_audience: None,
+        admin_token: None,
     }
 }
 

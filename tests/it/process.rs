@@ -43,11 +43,16 @@ impl Faro {
 
     /// SIGTERM: the orderly stop an orchestrator asks for.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends `SIG<name>` (e.g. `STOP` and `CONT` to freeze and thaw it).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("kill runs");
-        assert!(status.success(), "SIGTERM sent");
+        assert!(status.success(), "SIG{name} sent");
     }
 
     /// Its exit status, waiting at most `bound` (a bound on a hang, not a timing claim).

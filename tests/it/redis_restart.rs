@@ -24,14 +24,17 @@ pub(crate) fn free_port() -> u16 {
 pub(crate) struct OwnRedis(Child);
 
 impl OwnRedis {
+    /// Without persistence: a restart loses everything.
     async fn start(port: u16) -> Self {
-        Self::start_with(port, &["--appendonly", "no"]).await
+        Self::start_with(port, &["--save", "", "--appendonly", "no"]).await
     }
 
     /// With an append-only file in `dir`, written through on every write:
     /// what it held survives a kill.
     pub(crate) async fn start_persistent(port: u16, dir: &str) -> Self {
         let args = [
+            "--save",
+            "",
             "--appendonly",
             "yes",
             "--appendfsync",
@@ -42,17 +45,11 @@ impl OwnRedis {
         Self::start_with(port, &args).await
     }
 
-    async fn start_with(port: u16, persistence: &[&str]) -> Self {
+    /// With the given settings (persistence, a directory) on `port`.
+    pub(crate) async fn start_with(port: u16, settings: &[&str]) -> Self {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(persistence)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(settings)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -46,6 +46,10 @@ pub struct Config {
     /// When set, agents' JWTs must carry this `aud`; when unset, a token
     /// naming any audience is refused.
     pub jwt_audience: Option<String>,
+
+    /// The operator's bearer token for `/api/v1/admin/` (at least 32 bytes,
+    /// not the JWT secret); unset, those routes answer 404.
+    pub admin_token: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -65,6 +69,10 @@ impl std::fmt::Debug for Config {
             .field("first_byte_timeout_ms", &self.first_byte_timeout_ms)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -82,6 +90,18 @@ impl Config {
         ] {
             if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 return Err(Error::Config(format!("{name} must not be empty when set")));
+            }
+        }
+        if let Some(t) = &self.admin_token {
+            if t.len() < 32 {
+                return Err(Error::Config(
+                    "FARO_ADMIN_TOKEN must be at least 32 bytes when set".into(),
+                ));
+            }
+            if *t == self.jwt_secret {
+                return Err(Error::Config(
+                    "FARO_ADMIN_TOKEN must differ from FARO_JWT_SECRET".into(),
+                ));
             }
         }
         let max = faro_proto::MAX_WEBHOOK_BYTES;

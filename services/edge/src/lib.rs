@@ -7,10 +7,13 @@
 //! - `GET /api/v1/messages/stream`: a WebSocket of live events for the tenant
 //!   of a JWT, validated before the upgrade.
 //! - `GET /healthz`: liveness.
+//! - `/api/v1/admin/...`: the dead-letter queue and queue figures, for an
+//!   operator holding `FARO_ADMIN_TOKEN` (absent without one); see `admin`.
 //!
 //! The edge holds no state of its own: routing data comes from conversations,
 //! queueing from ingest and live events from stream, all over gRPC.
 
+mod admin;
 pub mod auth;
 mod config;
 mod conn_limits;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, State,
+    admin::{self, AdminRoute},
     conn_limits::ConnLimits,
     error::{ApiError, json_response},
     live::{self, http::Body},
@@ -31,6 +32,7 @@ enum Route {
     MessageStream,
     MessagePoll,
     MessageEvents,
+    Admin(AdminRoute),
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -39,6 +41,10 @@ fn route(path: &str) -> Option<Route> {
         "/api/v1/messages/stream" => Some(Route::MessageStream),
         "/api/v1/messages/poll" => Some(Route::MessagePoll),
         "/api/v1/messages/events" => Some(Route::MessageEvents),
+        p if p.starts_with("/api/v1/admin/") => p
+            .strip_prefix("/api/v1/admin/")
+            .and_then(admin::route)
+            .map(Route::Admin),
         p => p
             .strip_prefix("/api/v1/webhooks/")
             .and_then(Platform::from_path)
@@ -101,6 +107,7 @@ async fn handle_full(
         (Some(Route::Webhook(_)), _) => Err(method_not_allowed("GET, POST")),
         (Some(Route::MessageStream), &Method::GET) => ws::handle(state.clone(), req).await,
         (Some(Route::MessageStream), _) => Err(method_not_allowed("GET")),
+        (Some(Route::Admin(r)), _) => admin::handle(&state, r, req).await,
         (Some(Route::MessagePoll | Route::MessageEvents), _) | (None, _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

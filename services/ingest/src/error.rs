@@ -5,6 +5,8 @@ use tonic::Status;
 pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("not found: {0}")]
+    NotFound(String),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("queue unavailable: {0}")]
@@ -17,6 +19,7 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match e {
             Error::InvalidArgument(m) => Status::invalid_argument(m),
+            Error::NotFound(m) => Status::not_found(m),
             // The edge turns this into 503, so Meta retries later.
             Error::Redis(e) => {
                 tracing::warn!(error = %e, "queue unavailable");

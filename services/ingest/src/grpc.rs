@@ -1,12 +1,15 @@
 use std::sync::Arc;
 
 use faro_proto::ingest::v1::{
-    Job, Provider, SubmitRequest, SubmitResponse, ingest_service_server::IngestService,
+    GetDeadLetterRequest, GetDeadLetterResponse, Job, ListDeadLettersRequest,
+    ListDeadLettersResponse, Provider, PurgeDeadLettersRequest, PurgeDeadLettersResponse,
+    QueueStatsRequest, QueueStatsResponse, RetryDeadLettersRequest, RetryDeadLettersResponse,
+    SubmitRequest, SubmitResponse, ingest_service_server::IngestService,
 };
 use fred::clients::Client;
 use tonic::{Request, Response, Status};
 
-use crate::{Error, queue};
+use crate::{Error, dlq, queue, stats};
 
 /// Largest payload accepted; the edge enforces the same or a smaller limit.
 const MAX_PAYLOAD: usize = faro_proto::MAX_WEBHOOK_BYTES;
@@ -56,5 +59,69 @@ impl IngestService for Ingest {
         let job_id = queue::enqueue(&self.redis, &self.keys, &job).await?;
         tracing::debug!(%job_id, "job queued");
         Ok(Response::new(SubmitResponse { job_id }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        self.redis_ready()?;
+        Ok(Response::new(
+            dlq::list(&self.redis, &self.keys, request.get_ref()).await?,
+        ))
+    }
+
+    async fn get_dead_letter(
+        &self,
+        request: Request<GetDeadLetterRequest>,
+    ) -> Result<Response<GetDeadLetterResponse>, Status> {
+        self.redis_ready()?;
+        Ok(Response::new(
+            dlq::get(&self.redis, &self.keys, &request.get_ref().id).await?,
+        ))
+    }
+
+    async fn retry_dead_letters(
+        &self,
+        request: Request<RetryDeadLettersRequest>,
+    ) -> Result<Response<RetryDeadLettersResponse>, Status> {
+        self.redis_ready()?;
+        let selection = request.get_ref().selection.as_ref();
+        Ok(Response::new(
+            dlq::retry(&self.redis, &self.keys, selection).await?,
+        ))
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        request: Request<PurgeDeadLettersRequest>,
+    ) -> Result<Response<PurgeDeadLettersResponse>, Status> {
+        self.redis_ready()?;
+        let selection = request.get_ref().selection.as_ref();
+        Ok(Response::new(
+            dlq::purge(&self.redis, &self.keys, selection).await?,
+        ))
+    }
+
+    async fn queue_stats(
+        &self,
+        _request: Request<QueueStatsRequest>,
+    ) -> Result<Response<QueueStatsResponse>, Status> {
+        self.redis_ready()?;
+        Ok(Response::new(
+            stats::queue_stats(&self.redis, &self.keys).await?,
+        ))
+    }
+}
+
+impl Ingest {
+    fn redis_ready(&self) -> Result<(), Status> {
+        if *self.ready.borrow() {
+            Ok(())
+        } else {
+            Err(Status::unavailable(
+                "queue unavailable: redis not reached yet",
+            ))
+        }
     }
 }

@@ -9,11 +9,14 @@
 //! `claim_idle` and stores them again, which the unique key makes a no-op.
 
 mod config;
+mod dlq;
 mod error;
 mod grpc;
 pub mod parse;
 mod publish;
 mod queue;
+mod redis_check;
+mod stats;
 mod worker;
 
 use std::sync::Arc;
@@ -123,6 +126,7 @@ async fn start_workers(s: Startup, stop: CancellationToken) {
         }
         pause = (pause * 2).min(std::time::Duration::from_secs(5));
     }
+    redis_check::warn_if_lossy(&s.producer).await;
     tracing::info!("redis reached; taking jobs");
     s.ready.send_replace(true);
     for (n, consumer) in s.consumers.into_iter().enumerate() {

@@ -20,7 +20,7 @@ use crate::Error;
 pub(crate) const GROUP: &str = "workers";
 /// Longer than the 1 s XREADGROUP block, shorter than the edge's 10 s patience.
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-const JOB_FIELD: &str = "job";
+pub(crate) const JOB_FIELD: &str = "job";
 
 /// The Redis keys of one deployment (or one test), under its prefix.
 #[derive(Clone, Debug)]

@@ -1,0 +1,511 @@
+//! Redis dies mid-run and comes back from its append-only file. Real
+//! processes: a Redis of the test's own (AOF, `appendfsync always`),
+//! `faro conversations`, and `faro run` with the edge, ingest and stream.
+//!
+//! 1,000 signed webhooks are posted (bounded, to keep the suite fast) while
+//! Redis is SIGKILLed and restarted. While it is down the edge answers 503,
+//! never 200; every webhook answered 200 is stored exactly once and
+//! announced. Conversations is frozen (SIGSTOP) from just before the kill
+//! until an agent's socket is open again, so that many acknowledged jobs are
+//! still in Redis when it dies (what the AOF must keep), and so that no
+//! event is published while no one can hear it (see `faro_stream`: a Redis
+//! reconnection closes sockets with 4001, reload).
+//! Finally ingest, started on a durable Redis, did not warn about it, while
+//! one on a lossy Redis did, and one whose CONFIG is disabled still runs.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicU8, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use faro_proto::conversations::v1::{self as pb, Channel};
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    cluster::{JWT_SECRET, Tenant, TestDb, encryption_keys, whatsapp_text},
+    process::{Faro, free_addr, wait_listening},
+    redis_restart::{OwnRedis, free_port},
+};
+
+const WEBHOOKS: usize = 1_000;
+const IN_FLIGHT: usize = 16;
+const UP: u8 = 0;
+const DOWN: u8 = 1;
+const BACK: u8 = 2;
+const LOSSY_WARNING: &str = "redis may lose acknowledged webhooks";
+
+async fn tenant(conversations: &str) -> Tenant {
+    let mut admin =
+        pb::admin_service_client::AdminServiceClient::connect(format!("http://{conversations}"))
+            .await
+            .expect("admin");
+    let id = admin
+        .create_tenant(pb::CreateTenantRequest {
+            name: "alpha".into(),
+        })
+        .await
+        .expect("tenant")
+        .into_inner()
+        .id;
+    let location_id = admin
+        .create_location(pb::CreateLocationRequest {
+            tenant_id: id.clone(),
+            name: "HQ".into(),
+        })
+        .await
+        .expect("location")
+        .into_inner()
+        .id;
+    let app_secret = "secret-redis-dies".to_owned();
+    let app = admin
+        .create_meta_app(pb::CreateMetaAppRequest {
+            meta_app_id: "app-redis-dies".into(),
+            name: String::new(),
+            app_secret: app_secret.clone(),
+            verify_token: "verify-redis-dies".into(),
+            owner_tenant_id: String::new(),
+        })
+        .await
+        .expect("app")
+        .into_inner()
+        .id;
+    admin
+        .connect_channel(pb::ConnectChannelRequest {
+            tenant_id: id.clone(),
+            location_id: location_id.clone(),
+            channel: Channel::Whatsapp.into(),
+            external_account_id: "pn-redis-dies".into(),
+            app_id: app,
+            display_name: String::new(),
+            ..Default::default()
+        })
+        .await
+        .expect("channel");
+    Tenant {
+        id,
+        location_id,
+        phone_number_id: "pn-redis-dies".into(),
+        app_secret,
+    }
+}
+
+fn agent_url(edge: &str, tenant: &str) -> String {
+    let token = faro_edge::auth::JwtKeys::new(JWT_SECRET.as_bytes())
+        .expect("keys")
+        .issue(&faro_edge::auth::Claims {
+            sub: "agent-1".into(),
+            tenant_id: tenant.parse().expect("uuid"),
+            location_ids: None,
+            exp: u64::try_from(chrono::Utc::now().timestamp() + 600).unwrap_or_default(),
+        })
+        .expect("token");
+    format!("ws://{edge}/api/v1/messages/stream?access_token={token}")
+}
+
+/// What one agent socket heard: message ids, and its close code.
+#[derive(Default)]
+struct Heard {
+    ids: std::sync::Mutex<HashSet<String>>,
+    closed: tokio::sync::Notify,
+    close_code: std::sync::Mutex<Option<u16>>,
+}
+
+/// Opens a socket (retrying while the edge answers 503) and records what it hears.
+async fn listen(url: String) -> Arc<Heard> {
+    let mut opened = None;
+    for _ in 0..600 {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await {
+            opened = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ws = opened.expect("the socket opens within 30 s");
+    let heard = Arc::new(Heard::default());
+    let h = heard.clone();
+    tokio::spawn(async move {
+        while let Some(frame) = ws.next().await {
+            match frame {
+                Ok(Message::Text(t)) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                    if let Some(id) = v["message"]["channel_message_id"].as_str() {
+                        h.ids.lock().expect("lock").insert(id.to_owned());
+                    }
+                }
+                Ok(Message::Close(c)) => {
+                    *h.close_code.lock().expect("lock") = c.map(|c| u16::from(c.code));
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        h.closed.notify_waiters();
+        h.closed.notify_one();
+    });
+    heard
+}
+
+struct Outcome {
+    status: u16,
+    started: u8,
+    ended: u8,
+}
+
+async fn durable_redis(port: u16, dir: &str) -> OwnRedis {
+    OwnRedis::start_with(
+        port,
+        &[
+            "--dir",
+            dir,
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn redis_killed_mid_run_loses_no_acknowledged_webhook_and_the_edge_says_503_meanwhile() {
+    let dir = format!(
+        "{}/redis-dies-{}",
+        env!("CARGO_TARGET_TMPDIR"),
+        uuid::Uuid::new_v4().simple()
+    );
+    std::fs::create_dir_all(&dir).expect("redis dir");
+    let port = free_port();
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let mut redis = Some(durable_redis(port, &dir).await);
+    let db = TestDb::create().await;
+    let (conv, edge, ingest, stream) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let conversations = Faro::spawn(
+        "redis-dies",
+        "conversations",
+        &[
+            "--conversations-listen",
+            &conv.to_string(),
+            "--database-url",
+            &db.owner_url,
+            "--encryption-keys",
+            &encryption_keys().join(","),
+        ],
+    );
+    let url = |a: std::net::SocketAddr| format!("http://{a}");
+    let front = Faro::spawn(
+        "redis-dies",
+        "run",
+        &[
+            "--service",
+            "edge",
+            "--service",
+            "ingest",
+            "--service",
+            "stream",
+            "--edge-listen",
+            &edge.to_string(),
+            "--ingest-listen",
+            &ingest.to_string(),
+            "--stream-listen",
+            &stream.to_string(),
+            "--ingest-url",
+            &url(ingest),
+            "--conversations-url",
+            &url(conv),
+            "--stream-url",
+            &url(stream),
+            "--redis-url",
+            &redis_url,
+            "--redis-prefix",
+            "faro-dies:",
+            "--jwt-secret",
+            JWT_SECRET,
+            // The route stays cached while conversations is frozen.
+            "--route-cache-ms",
+            "600000",
+            "--claim-idle-ms",
+            "5000",
+        ],
+    );
+    wait_listening(conv).await;
+    wait_listening(edge).await;
+    let a = tenant(&conv.to_string()).await;
+    let first_socket = listen(agent_url(&edge.to_string(), &a.id)).await;
+
+    let phase = Arc::new(AtomicU8::new(UP));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let refused_while_down = Arc::new(AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+    let post = {
+        let (http, a, phase, acked, refused) = (
+            http.clone(),
+            a.clone(),
+            phase.clone(),
+            acked.clone(),
+            refused_while_down.clone(),
+        );
+        let endpoint = format!("http://{edge}/api/v1/webhooks/whatsapp");
+        move |id: String| {
+            let body = whatsapp_text(&a, &id, "34600000001", "hola", 1_700_000_000);
+            let sig = faro_edge::sign_meta_payload(a.app_secret.as_bytes(), body.as_bytes());
+            let req = http
+                .post(&endpoint)
+                .header("content-type", "application/json")
+                .header("x-hub-signature-256", sig)
+                .body(body);
+            let (phase, acked, refused) = (phase.clone(), acked.clone(), refused.clone());
+            async move {
+                let started = phase.load(Ordering::SeqCst);
+                let status = req.send().await.map_or(0, |r| r.status().as_u16());
+                let ended = phase.load(Ordering::SeqCst);
+                if status == 200 {
+                    acked.fetch_add(1, Ordering::SeqCst);
+                } else if started == DOWN && ended == DOWN {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
+                (
+                    id,
+                    Outcome {
+                        status,
+                        started,
+                        ended,
+                    },
+                )
+            }
+        }
+    };
+    let ids: Vec<String> = (0..WEBHOOKS).map(|n| format!("wamid.RD{n:05}")).collect();
+    let poster = tokio::spawn(
+        futures::stream::iter(ids.clone())
+            .map(post.clone())
+            .buffer_unordered(IN_FLIGHT)
+            .collect::<Vec<_>>(),
+    );
+
+    // Mid-run: freeze conversations, kill Redis, let the edge refuse a
+    // while, bring Redis back, reopen a socket, thaw conversations.
+    while acked.load(Ordering::SeqCst) < WEBHOOKS / 3 {
+        assert!(!poster.is_finished(), "the run ended before the kill");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    conversations.signal("STOP");
+    // Lets a store answered just before the freeze publish and ack.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(redis.take()); // SIGKILL, reaped
+    phase.store(DOWN, Ordering::SeqCst);
+    for _ in 0..600 {
+        if refused_while_down.load(Ordering::SeqCst) >= IN_FLIGHT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        refused_while_down.load(Ordering::SeqCst) >= IN_FLIGHT,
+        "the edge refused webhooks while Redis was down"
+    );
+    let restarted = durable_redis(port, &dir).await;
+    phase.store(BACK, Ordering::SeqCst);
+    // The history came back with the append-only file: the old socket is not
+    // told to reload; the stream service resumes it from its last position.
+    let probe = crate::cluster::redis(&redis_url).await;
+    for _ in 0..600 {
+        let patterns: i64 = fred::interfaces::PubsubInterface::pubsub_numpat(&probe)
+            .await
+            .unwrap_or(0);
+        if patterns >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _second_socket = listen(agent_url(&edge.to_string(), &a.id)).await;
+    conversations.signal("CONT");
+
+    let outcomes = poster.await.expect("poster");
+    let mut first_run: HashMap<String, u16> = HashMap::new();
+    for (id, o) in &outcomes {
+        assert!(
+            o.status == 200 || o.status == 503,
+            "{id}: {} (see {} and {})",
+            o.status,
+            front.log,
+            conversations.log
+        );
+        if o.started == DOWN && o.ended == DOWN {
+            assert_eq!(o.status, 503, "{id} answered while Redis was down");
+        }
+        first_run.insert(id.clone(), o.status);
+    }
+    let acked_first: HashSet<String> = first_run
+        .iter()
+        .filter(|(_, s)| **s == 200)
+        .map(|(id, _)| id.clone())
+        .collect();
+    // As Meta does: what was refused is sent again until accepted.
+    let refused: Vec<String> = ids
+        .iter()
+        .filter(|id| !acked_first.contains(*id))
+        .cloned()
+        .collect();
+    for id in &refused {
+        let mut status = 0;
+        for _ in 0..200 {
+            status = post(id.clone()).await.1.status;
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, 200, "{id} accepted once Redis is back");
+    }
+
+    // Stored exactly once, every one of them.
+    let mut stored: Vec<(String, i64)> = Vec::new();
+    for _ in 0..1200 {
+        stored = sqlx::query_as(
+            "SELECT channel_message_id, count(*) FROM messages GROUP BY 1 ORDER BY 1",
+        )
+        .fetch_all(&db.owner)
+        .await
+        .expect("stored");
+        if stored.len() == WEBHOOKS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored_ids: HashSet<&String> = stored.iter().map(|(id, _)| id).collect();
+    let missing: Vec<&String> = ids.iter().filter(|id| !stored_ids.contains(id)).collect();
+    assert!(
+        missing.is_empty() && stored.len() == WEBHOOKS,
+        "{} acknowledged webhooks lost, e.g. {:?}, of which {} acked in the first run (see {})",
+        missing.len(),
+        missing.first(),
+        missing
+            .iter()
+            .filter(|id| acked_first.contains(**id))
+            .count(),
+        front.log
+    );
+    assert!(stored.iter().all(|(_, n)| *n == 1), "none twice");
+
+    // Announced, every one, on the socket that lived through the restart.
+    let mut unheard = Vec::new();
+    for _ in 0..600 {
+        let first = first_socket.ids.lock().expect("lock").clone();
+        unheard = ids
+            .iter()
+            .filter(|id| !first.contains(*id))
+            .cloned()
+            .collect();
+        if unheard.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        unheard.is_empty(),
+        "{} never announced on the socket that lived through the restart, e.g. {:?} (closed with {:?})",
+        unheard.len(),
+        unheard.first(),
+        first_socket.close_code.lock().expect("lock")
+    );
+    assert_eq!(*first_socket.close_code.lock().expect("lock"), None);
+    eprintln!(
+        "redis dies: {} acked in the first run, {} refused and re-sent, {} heard on the socket that lived through it",
+        acked_first.len(),
+        refused.len(),
+        first_socket.ids.lock().expect("lock").len()
+    );
+
+    let log = std::fs::read_to_string(&front.log).unwrap_or_default();
+    assert!(
+        !log.contains(LOSSY_WARNING),
+        "a durable Redis is not warned about"
+    );
+    drop(front);
+    drop(conversations);
+    drop(restarted);
+    db.drop_db().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The lines of `faro ingest`'s log once `line` appears (at most 20 s).
+async fn log_with(faro: &Faro, line: &str) -> String {
+    for _ in 0..400 {
+        let log = std::fs::read_to_string(&faro.log).unwrap_or_default();
+        if log.contains(line) {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{line:?} never logged (see {})", faro.log);
+}
+
+fn ingest_on(port: u16) -> Faro {
+    Faro::spawn(
+        "redis-check",
+        "ingest",
+        &[
+            "--ingest-listen",
+            &free_addr().to_string(),
+            "--redis-url",
+            &format!("redis://127.0.0.1:{port}"),
+            "--conversations-url",
+            "http://127.0.0.1:1",
+        ],
+    )
+}
+
+#[tokio::test]
+async fn ingest_warns_at_start_when_redis_would_lose_acknowledged_webhooks() {
+    let lossy_port = free_port();
+    let lossy = OwnRedis::start_with(
+        lossy_port,
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "allkeys-lru",
+        ],
+    )
+    .await;
+    let faro = ingest_on(lossy_port);
+    let log = log_with(&faro, "taking jobs").await;
+    assert!(log.contains(LOSSY_WARNING), "{log}");
+    assert!(
+        log.contains("appendonly is not yes") && log.contains("allkeys-lru"),
+        "{log}"
+    );
+
+    // A managed Redis without CONFIG: not checked, and ingest still runs.
+    let hidden_port = free_port();
+    let hidden = OwnRedis::start_with(
+        hidden_port,
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--rename-command",
+            "CONFIG",
+            "",
+        ],
+    )
+    .await;
+    let faro_hidden = ingest_on(hidden_port);
+    let log = log_with(&faro_hidden, "taking jobs").await;
+    assert!(log.contains("cannot read the redis configuration"), "{log}");
+    assert!(!log.contains(LOSSY_WARNING), "{log}");
+    drop((faro, faro_hidden, lossy, hidden));
+}

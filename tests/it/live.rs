@@ -15,6 +15,13 @@ async fn post(c: &Cluster, t: &Tenant, id: &str) {
     assert_eq!(c.post_signed(&body, &t.app_secret).await.0, 200);
 }
 
+fn offset_of(e: &serde_json::Value) -> u64 {
+    let p = e["position"].as_str().expect("a position");
+    p.rsplit_once(':')
+        .and_then(|(_, o)| o.parse().ok())
+        .expect("<epoch>:<offset>")
+}
+
 fn id_of(e: &serde_json::Value) -> String {
     e["message"]["channel_message_id"]
         .as_str()
@@ -55,14 +62,21 @@ async fn a_reconnecting_agent_gets_exactly_what_it_missed_then_live_events() {
     }
     c.drained().await;
     let mut again = websocket_since(&c, &token, &position).await;
-    let mut ids = Vec::new();
+    // Two workers store in parallel: the order is the order of publishing,
+    // which the offsets give; the set is exactly what was missed.
+    let (mut ids, mut offsets) = (Vec::new(), Vec::new());
     for _ in 0..5 {
-        ids.push(id_of(&again.next_event().await));
+        let e = again.next_event().await;
+        offsets.push(offset_of(&e));
+        ids.push(id_of(&e));
     }
+    ids.sort();
     assert_eq!(
         ids,
         ["wamid.R1", "wamid.R2", "wamid.R3", "wamid.R4", "wamid.R5"]
     );
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+    assert_eq!(offsets[0], offset_of(&seen) + 1, "right after the position");
     post(&c, &t, "wamid.R6").await;
     assert_eq!(
         id_of(&again.next_event().await),
@@ -148,15 +162,18 @@ async fn long_poll_answers_at_once_with_waiting_events_and_empty_after_its_timeo
     c.drained().await;
     let (status, got) = poll(&c, &token, &format!("?since={p0}&timeout=20")).await;
     assert_eq!(status, 200);
-    let ids: Vec<String> = got["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(id_of)
-        .collect();
+    let events = got["events"].as_array().expect("events");
+    let mut ids: Vec<String> = events.iter().map(id_of).collect();
+    ids.sort();
     assert_eq!(ids, ["wamid.P1", "wamid.P2", "wamid.P3"]);
+    let offsets: Vec<u64> = events.iter().map(offset_of).collect();
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
     let p3 = got["position"].as_str().expect("position").to_owned();
-    assert_eq!(got["events"][2]["position"], p3.as_str());
+    assert_eq!(
+        events[2]["position"],
+        p3.as_str(),
+        "the last event's position"
+    );
 
     // Nothing new: empty after the timeout, same position to poll from.
     let (status, got) = poll(&c, &token, &format!("?since={p3}&timeout=1")).await;
@@ -254,8 +271,11 @@ async fn server_sent_events_resume_with_last_event_id() {
         .expect("edge answers");
     post(&c, &t, "wamid.E3").await;
     let got = sse_events(&mut resumed, 3).await;
-    let ids: Vec<String> = got.iter().map(|(_, _, d)| id_of(d)).collect();
+    let mut ids: Vec<String> = got.iter().map(|(_, _, d)| id_of(d)).collect();
+    ids[..2].sort();
     assert_eq!(ids, ["wamid.E1", "wamid.E2", "wamid.E3"]);
+    let offsets: Vec<u64> = got.iter().map(|(_, _, d)| offset_of(d)).collect();
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
 
     let stale = c
         .http
@@ -266,5 +286,73 @@ async fn server_sent_events_resume_with_last_event_id() {
         .await
         .expect("edge answers");
     assert_eq!(stale.status().as_u16(), 409);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn two_edges_over_two_stream_services_each_deliver_every_event_once() {
+    let c = Cluster::start().await;
+    let t = c.tenant("twice").await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    // A second stream service and a second edge on it, sharing Redis and the rest.
+    let stream_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stream2 = stream_l.local_addr().expect("addr");
+    let stream_config = faro_stream::Config {
+        redis_url: crate::cluster::redis_url(),
+        key_prefix: c.prefix.clone(),
+        subscriber_buffer: 1024,
+        history_max_events: 10_000,
+        history_max_age_secs: 3600,
+    };
+    let s2 = tokio::spawn(faro_stream::run(stream_config, stream_l, stop.clone()));
+    let edge_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let edge2 = edge_l.local_addr().expect("addr");
+    let config = crate::cluster::edge_config(
+        c.conversations,
+        c.ingest,
+        stream2,
+        crate::cluster::EdgeLimits::default(),
+    );
+    let e2 = tokio::spawn(faro_edge::run(config, edge_l, stop.clone()));
+
+    let token = c.token(&t.id, 3600);
+    let mut on_first = c.websocket(&token).await;
+    let mut req = format!("ws://{edge2}/api/v1/messages/stream")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+    );
+    let mut on_second = loop {
+        // The second stream service subscribes to Redis in the background.
+        match tokio_tungstenite::connect_async(req.clone()).await {
+            Ok((ws, _)) => break Ws(ws),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    for i in 0..10 {
+        post(&c, &t, &format!("wamid.T{i}")).await;
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("wamid.T{i}")).collect();
+    for ws in [&mut on_first, &mut on_second] {
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.push(id_of(&ws.next_event().await));
+        }
+        got.sort();
+        assert_eq!(got, expected, "every event once, on each edge");
+    }
+    // And nothing more: a last event comes next, not a duplicate.
+    post(&c, &t, "wamid.T10").await;
+    assert_eq!(id_of(&on_first.next_event().await), "wamid.T10");
+    assert_eq!(id_of(&on_second.next_event().await), "wamid.T10");
+    stop.cancel();
+    let _ = e2.await;
+    let _ = s2.await;
     c.stop().await;
 }

@@ -1,5 +1,6 @@
 //! The WebSocket's authentication happens before the upgrade.
 
+use base64::Engine;
 use futures::StreamExt;
 use tokio_tungstenite::tungstenite::{
     Error as WsError, client::IntoClientRequest, http::HeaderValue,
@@ -60,6 +61,18 @@ async fn websocket_requires_a_valid_jwt() {
         .expect("token");
     let (status, _) = refused(&c, Some(&format!("Bearer {forged}")), "").await;
     assert_eq!(status, 401);
+    // `alg: none`, unsigned, with otherwise valid claims.
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let unsigned = format!(
+        "{}.{}.",
+        b64(serde_json::json!({"alg": "none", "typ": "JWT"})),
+        b64(serde_json::json!({"sub": "x", "tenant_id": a.id,
+                               "exp": chrono::Utc::now().timestamp() + 60}))
+    );
+    let (status, _) = refused(&c, Some(&format!("Bearer {unsigned}")), "").await;
+    assert_eq!(status, 401, "alg none is refused");
 
     // A browser: the token as a subprotocol, `faro.v1` echoed back.
     let token = c.token(&a.id, 300);

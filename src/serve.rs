@@ -135,6 +135,36 @@ pub struct ServeArgs {
     pub claim_idle_ms: u64,
     #[arg(long = "consumer-name", env = "FARO_CONSUMER_NAME")]
     pub consumer_name: Option<String>,
+    /// Deadline (ms) of each store call from ingest to conversations;
+    /// claim-idle-ms must exceed twice this (one pass may call twice).
+    #[arg(
+        long = "store-deadline-ms",
+        env = "FARO_STORE_DEADLINE_MS",
+        default_value_t = 10_000
+    )]
+    pub store_deadline_ms: u64,
+    /// Attempts a job gets before a transient failure dead-letters it.
+    #[arg(
+        long = "retry-attempts",
+        env = "FARO_RETRY_ATTEMPTS",
+        default_value_t = 5
+    )]
+    pub retry_attempts: u32,
+    /// Cap (ms) of the first retry's delay, doubled on each further retry
+    /// (full jitter): the defaults spread 5 attempts over about 4 minutes.
+    #[arg(
+        long = "retry-base-ms",
+        env = "FARO_RETRY_BASE_MS",
+        default_value_t = 15_000
+    )]
+    pub retry_base_ms: u64,
+    /// The longest a retry waits (ms).
+    #[arg(
+        long = "retry-max-ms",
+        env = "FARO_RETRY_MAX_MS",
+        default_value_t = 300_000
+    )]
+    pub retry_max_ms: u64,
     #[arg(
         long = "subscriber-buffer",
         env = "FARO_SUBSCRIBER_BUFFER",
@@ -251,6 +281,10 @@ impl ServeArgs {
             consumer_name: self.consumer_name.clone(),
             history_max_events: self.history_max_events,
             history_max_age_secs: self.history_max_age_secs,
+            store_deadline_ms: self.store_deadline_ms,
+            retry_attempts: self.retry_attempts,
+            retry_base_ms: self.retry_base_ms,
+            retry_max_ms: self.retry_max_ms,
         };
         config.validate()?;
         Ok(config)

@@ -24,6 +24,7 @@ pub mod stream {
 }
 
 pub mod account;
+pub mod client;
 pub mod dead_letters;
 mod drain;
 mod names;

@@ -9,7 +9,7 @@ use faro_proto::conversations::v1::{
 };
 use fred::{
     clients::Client as Redis,
-    interfaces::{ClientLike, KeysInterface, StreamsInterface},
+    interfaces::{ClientLike, KeysInterface, SortedSetsInterface, StreamsInterface},
     types::{Value, scan::Scanner},
 };
 use futures::{SinkExt, StreamExt, TryStreamExt};
@@ -321,6 +321,8 @@ impl Cluster {
             config.claim_idle_ms = options.claim_idle_ms;
             config.history_max_events = options.history_max_events;
             config.history_max_age_secs = options.history_max_age_secs;
+            // As long as validation allows: two calls and a pause per pass.
+            config.store_deadline_ms = (options.claim_idle_ms.saturating_sub(300) / 2).min(10_000);
             let t = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 faro_ingest::run(config, ingest_l, t)
@@ -559,7 +561,7 @@ impl Cluster {
 
     /// Jobs ever added to the ingest stream (XINFO STREAM entries-added).
     pub async fn jobs_added(&self) -> i64 {
-        let key = format!("{}ingest:jobs", self.prefix);
+        let key = faro_ingest::Keys::new(&self.prefix).jobs;
         let info: Value = match self.redis.xinfo_stream(&key, false, None).await {
             Ok(v) => v,
             Err(_) => return 0, // the group is created with the stream, so this means none
@@ -581,12 +583,14 @@ impl Cluster {
         panic!("XINFO STREAM has no entries-added");
     }
 
-    /// Waits until every queued job is processed: none left in the stream.
+    /// Waits until every queued job is processed: none left in the stream,
+    /// none waiting for a retry.
     pub async fn drained(&self) {
-        let key = format!("{}ingest:jobs", self.prefix);
+        let keys = faro_ingest::Keys::new(&self.prefix);
         for _ in 0..600 {
-            let len: i64 = self.redis.xlen(&key).await.expect("xlen");
-            if len == 0 {
+            let len: i64 = self.redis.xlen(&keys.jobs).await.expect("xlen");
+            let scheduled: i64 = self.redis.zcard(&keys.retry).await.expect("zcard");
+            if len == 0 && scheduled == 0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -647,6 +651,11 @@ pub fn ingest_config(prefix: &str, conversations_url: &str) -> faro_ingest::Conf
         consumer_name: None,
         history_max_events: 10_000,
         history_max_age_secs: 3600,
+        store_deadline_ms: 10_000,
+        // Outages in tests last seconds: retry quickly, and long enough to outlast them.
+        retry_attempts: 20,
+        retry_base_ms: 50,
+        retry_max_ms: 1_000,
     }
 }
 

@@ -65,7 +65,7 @@ fn spawn_conversations(c: &Cluster, listen: SocketAddr) -> Faro {
 pub(crate) async fn pending(c: &Cluster) -> i64 {
     let summary: Value = c
         .redis
-        .xpending(format!("{}ingest:jobs", c.prefix), "workers", ())
+        .xpending(faro_ingest::Keys::new(&c.prefix).jobs, "workers", ())
         .await
         .expect("xpending");
     summary
@@ -78,7 +78,7 @@ pub(crate) async fn pending(c: &Cluster) -> i64 {
 /// Jobs dead-lettered: a redelivery must be a no-op, never a rejection.
 async fn dead_letters(c: &Cluster) -> i64 {
     c.redis
-        .xlen(format!("{}ingest:dead", c.prefix))
+        .xlen(faro_ingest::Keys::new(&c.prefix).dead)
         .await
         .expect("xlen")
 }

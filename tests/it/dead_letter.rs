@@ -24,7 +24,7 @@ use crate::cluster::{Cluster, Options, Tenant, whatsapp_text};
 pub(crate) async fn dead_letters(c: &Cluster) -> Vec<HashMap<String, Bytes>> {
     let entries: Vec<(String, HashMap<String, Bytes>)> = c
         .redis
-        .xrange(format!("{}ingest:dead", c.prefix), "-", "+", None)
+        .xrange(faro_ingest::Keys::new(&c.prefix).dead, "-", "+", None)
         .await
         .expect("xrange");
     entries.into_iter().map(|(_, fields)| fields).collect()

@@ -31,11 +31,10 @@ use std::{sync::Arc, time::Duration};
 use faro_proto::{
     conversations::v1::conversations_service_client::ConversationsServiceClient,
     ingest::v1::ingest_service_client::IngestServiceClient,
-    stream::v1::stream_service_client::StreamServiceClient,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub use config::Config;
 pub use error::Error;
@@ -61,17 +60,10 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// A lazily connected channel; `timeout` bounds each call (not for streams).
-fn channel(name: &str, url: &str, timeout: Option<Duration>) -> Result<Channel, Error> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| Error::Config(format!("{name} url {url:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
-    Ok(match timeout {
-        Some(t) => endpoint.timeout(t),
-        None => endpoint,
-    }
-    .connect_lazy())
+/// A lazily connected channel built by the shared helper (connect timeout,
+/// keep-alive, a deadline on every call; for the stream, on its opening).
+fn channel(name: &str, url: &str) -> Result<Channel, Error> {
+    faro_proto::client::channel(name, url, UPSTREAM_TIMEOUT).map_err(Error::Config)
 }
 
 /// A webhook waits at most this long on conversations or ingest; then it is a
@@ -92,18 +84,13 @@ pub async fn run(
             config.jwt_issuer.as_deref(),
             config.jwt_audience.as_deref(),
         )?,
-        conversations: ConversationsServiceClient::new(channel(
+        conversations: faro_proto::client::conversations(channel(
             "conversations",
             &config.conversations_url,
-            Some(UPSTREAM_TIMEOUT),
         )?),
-        ingest: IngestServiceClient::new(channel(
-            "ingest",
-            &config.ingest_url,
-            Some(UPSTREAM_TIMEOUT),
-        )?),
+        ingest: faro_proto::client::ingest(channel("ingest", &config.ingest_url)?),
         live: live::Hub::new(
-            StreamServiceClient::new(channel("stream", &config.stream_url, None)?),
+            faro_proto::client::stream(channel("stream", &config.stream_url)?),
             config.ws_queue_bytes,
             shutdown.clone(),
         ),

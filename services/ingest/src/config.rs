@@ -33,6 +33,20 @@ pub struct Config {
     /// ...and none older than this (seconds): defaults cover a laptop that
     /// slept an hour.
     pub history_max_age_secs: u64,
+    /// Deadline (milliseconds) of each store call to conversations, sent along
+    /// so that conversations gives up on it too.
+    pub store_deadline_ms: u64,
+
+    /// Attempts a job gets, the first included, before a transient failure
+    /// (unavailable, deadline exceeded, internal) dead-letters it.
+    pub retry_attempts: u32,
+
+    /// The cap (milliseconds) of the first retry's delay; each further retry
+    /// doubles it, and the delay is drawn uniformly below the cap (full jitter).
+    pub retry_base_ms: u64,
+
+    /// No retry waits longer than this (milliseconds).
+    pub retry_max_ms: u64,
 }
 
 impl Config {
@@ -50,6 +64,34 @@ impl Config {
         }
         crate::publish::validate_history(self.history_max_events, self.history_max_age_secs)
             .map_err(Error::Config)?;
+        if self.store_deadline_ms == 0 {
+            return Err(Error::Config("store-deadline-ms must be at least 1".into()));
+        }
+        // One pass stores a chunk with up to STORE_PASS_ATTEMPTS calls, each
+        // within the deadline; a live worker's jobs must not look abandoned.
+        let pass = self
+            .store_deadline_ms
+            .saturating_mul(u64::from(crate::worker::STORE_PASS_ATTEMPTS))
+            .saturating_add(
+                u64::try_from(crate::worker::STORE_PASS_PAUSE.as_millis()).unwrap_or(u64::MAX),
+            );
+        if self.claim_idle_ms <= pass {
+            return Err(Error::Config(format!(
+                "claim-idle-ms ({}) must exceed one store pass: store-deadline-ms ({}) times {} attempts plus {} ms of pause = {pass} ms",
+                self.claim_idle_ms,
+                self.store_deadline_ms,
+                crate::worker::STORE_PASS_ATTEMPTS,
+                crate::worker::STORE_PASS_PAUSE.as_millis(),
+            )));
+        }
+        if self.retry_attempts == 0 {
+            return Err(Error::Config("retry-attempts must be at least 1".into()));
+        }
+        if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
+            return Err(Error::Config(
+                "retry-base-ms must be at least 1 and retry-max-ms at least retry-base-ms".into(),
+            ));
+        }
         if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
             return Err(Error::Config(
                 "REDIS_URL must start with redis:// or rediss://".into(),
@@ -66,6 +108,18 @@ impl Config {
         crate::publish::HistoryBounds {
             max_events: self.history_max_events,
             max_age_ms: self.history_max_age_secs.saturating_mul(1000),
+        }
+    }
+
+    pub(crate) fn store_deadline(&self) -> Duration {
+        Duration::from_millis(self.store_deadline_ms)
+    }
+
+    pub(crate) fn retry_policy(&self) -> crate::retry::Policy {
+        crate::retry::Policy {
+            attempts: self.retry_attempts,
+            base: Duration::from_millis(self.retry_base_ms),
+            max: Duration::from_millis(self.retry_max_ms),
         }
     }
 

@@ -54,7 +54,7 @@ impl IngestService for Ingest {
         validate(&submission)?;
         let job = Job {
             submission: Some(submission),
-            attempt: 0,
+            ..Job::default()
         };
         let job_id = queue::enqueue(&self.redis, &self.keys, &job).await?;
         tracing::debug!(%job_id, "job queued");

@@ -7,6 +7,9 @@
 //! service, publish what changed to Redis pub/sub, and only then XACK. A worker
 //! that dies leaves its entries pending; another worker reclaims them after
 //! `claim_idle` and stores them again, which the unique key makes a no-op.
+//! A job whose store fails transiently is retried later from a sorted set,
+//! with backoff, up to its attempts; then, or at once if retrying cannot
+//! help, it is dead-lettered whole with its error history.
 
 mod config;
 mod dlq;
@@ -16,6 +19,7 @@ pub mod parse;
 mod publish;
 mod queue;
 mod redis_check;
+mod retry;
 mod stats;
 mod worker;
 
@@ -49,12 +53,14 @@ pub async fn run(
     config.validate()?;
     let keys = Keys::new(&config.key_prefix);
     let producer = queue::client(&config.redis_url)?;
-    let conversations = ConversationsClient::new(
-        tonic::transport::Endpoint::from_shared(config.conversations_url.clone())
-            .map_err(|e| Error::Config(format!("conversations url: {e}")))?
-            .connect_lazy(),
-    )
-    .max_decoding_message_size(faro_proto::MAX_GRPC_MESSAGE_BYTES);
+    let conversations = faro_proto::client::conversations(
+        faro_proto::client::channel(
+            "conversations",
+            &config.conversations_url,
+            config.store_deadline(),
+        )
+        .map_err(Error::Config)?,
+    );
     let consumers = (0..config.workers)
         .map(|_| queue::worker_client(&config.redis_url))
         .collect::<Result<Vec<_>, _>>()?;
@@ -142,6 +148,8 @@ async fn start_workers(s: Startup, stop: CancellationToken) {
             batch: s.config.batch_size,
             claim_idle: s.config.claim_idle(),
             history: s.config.history(),
+            store_deadline: s.config.store_deadline(),
+            retry: s.config.retry_policy(),
         };
         s.workers.spawn(w.run(stop.clone()));
     }

@@ -23,6 +23,10 @@ const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 pub(crate) const JOB_FIELD: &str = "job";
 
 /// The Redis keys of one deployment (or one test), under its prefix.
+///
+/// The queue's keys share the hash tag `{ingest}`: a Lua script or MULTI that
+/// moves a job between them (ack and dead-letter, ack and schedule a retry,
+/// promote a due retry) touches keys of one slot, as Redis Cluster requires.
 #[derive(Clone, Debug)]
 pub struct Keys {
     pub prefix: String,
@@ -30,14 +34,17 @@ pub struct Keys {
     pub jobs: String,
     /// Jobs no worker can process, kept whole with their error for re-drive.
     pub dead: String,
+    /// Jobs waiting for a retry: a sorted set scored by when they are due.
+    pub retry: String,
 }
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
-            jobs: format!("{prefix}ingest:jobs"),
-            dead: format!("{prefix}ingest:dead"),
+            jobs: format!("{prefix}{{ingest}}:jobs"),
+            dead: format!("{prefix}{{ingest}}:dead"),
+            retry: format!("{prefix}{{ingest}}:retry"),
         }
     }
 }
@@ -260,6 +267,7 @@ pub(crate) async fn ack(
                     ("error", Bytes::from(p.error.clone())),
                     (JOB_FIELD, Bytes::from(p.job.encode_to_vec())),
                     (REJECTED_FIELD, Bytes::from(p.rejected.clone())),
+                    (CLASS_FIELD, Bytes::from_static(b"partial")),
                 ],
             )
             .await?;
@@ -274,6 +282,9 @@ pub(crate) async fn ack(
 /// a JSON array of `{"reason", "part"}`.
 const REJECTED_FIELD: &str = "rejected";
 
+/// The dead-letter field that classifies the failure: see [`dead_letter`].
+const CLASS_FIELD: &str = "class";
+
 /// A job whose payload was stored except for some parts.
 pub(crate) struct PartlyDead<'a> {
     pub id: &'a str,
@@ -283,15 +294,46 @@ pub(crate) struct PartlyDead<'a> {
     pub rejected: String,
 }
 
+/// Resets the idle time of entries this consumer still works on (XCLAIM
+/// JUSTID, which does not count a delivery), so that a pass of several store
+/// calls, each within its deadline, is not taken for abandoned.
+pub(crate) async fn touch(
+    client: &Client,
+    keys: &Keys,
+    consumer: &str,
+    ids: &[String],
+) -> Result<(), Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let _: Value = client
+        .xclaim(
+            &keys.jobs,
+            GROUP,
+            consumer,
+            0,
+            ids.to_vec(),
+            None,
+            None,
+            None,
+            false,
+            true,
+        )
+        .await?;
+    Ok(())
+}
+
 /// Keeps a job no worker can process, whole and with its error, and acks it,
 /// in one transaction: it is either still pending or dead-lettered, never both
-/// or neither.
+/// or neither. `class` says why in one word: `permanent` (retrying cannot
+/// help), `exhausted` (failed every attempt) or `partial` (some parts only).
 pub(crate) async fn dead_letter(
     client: &Client,
     keys: &Keys,
     id: &str,
     raw: Option<&Job>,
     error: &str,
+    class: &str,
 ) -> Result<(), Error> {
     let job = raw
         .map(|j| Bytes::from(j.encode_to_vec()))
@@ -307,6 +349,7 @@ pub(crate) async fn dead_letter(
                 ("source_id", Bytes::from(id.to_owned())),
                 ("error", Bytes::from(error.to_owned())),
                 (JOB_FIELD, job),
+                (CLASS_FIELD, Bytes::from(class.to_owned())),
             ],
         )
         .await?;

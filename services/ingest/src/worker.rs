@@ -19,13 +19,18 @@ use crate::{
     ConversationsClient, parse,
     publish::{HistoryBounds, events_of, publish_all},
     queue::{self, Entry, Keys},
+    retry::{self, Class},
 };
 
 /// The most events sent to conversations in one call, by count and by size.
 const STORE_CHUNK: usize = 1000;
 const STORE_CHUNK_BYTES: usize = faro_proto::MAX_GRPC_MESSAGE_BYTES / 2;
 const BLOCK_MS: u64 = 1000;
-const STORE_ATTEMPTS: u32 = 5;
+/// Calls per chunk of a batch in one pass: one quick retry rides out a blip
+/// (a deadlock victim, a reconnect); longer failures go to the retry set.
+pub(crate) const STORE_PASS_ATTEMPTS: u32 = 2;
+/// The most the pause before that quick retry lasts.
+pub(crate) const STORE_PASS_PAUSE: Duration = Duration::from_millis(200);
 
 pub(crate) struct Worker {
     pub redis: Client,
@@ -36,6 +41,9 @@ pub(crate) struct Worker {
     pub batch: usize,
     pub claim_idle: Duration,
     pub history: HistoryBounds,
+    /// The deadline of each store call, also sent to conversations.
+    pub store_deadline: Duration,
+    pub retry: retry::Policy,
 }
 
 /// A decoded, parsed job awaiting storage.
@@ -46,13 +54,17 @@ struct Ready {
     events: Vec<ChannelEvent>,
     /// Parts of the payload that can never be stored: dead-lettered with the ack.
     rejected: Vec<parse::Rejected>,
+    /// The number of this attempt: the failed ones written into the job, plus
+    /// the deliveries Redis counted (more than one if workers died with it).
+    attempt: u32,
 }
 
-enum StoreError {
-    /// The request itself is wrong: retrying cannot help.
-    Rejected(String),
-    /// Conversations or Postgres is unavailable: retry later.
-    Transient(String),
+/// Why a store pass did not succeed.
+enum Stored {
+    Done(StoreEventsResponse),
+    Failed { class: Class, error: String },
+    /// Stopping: the jobs stay pending for the next worker, no attempt counted.
+    Stopped,
 }
 
 impl Worker {
@@ -61,11 +73,19 @@ impl Worker {
         let mut last_claim = Instant::now() - self.claim_idle;
         let mut failures = 0u32;
         while !stop.is_cancelled() {
-            let result = if last_claim.elapsed() >= self.claim_idle / 2 {
-                last_claim = Instant::now();
-                self.claim_and_process(&stop).await
-            } else {
-                self.read_and_process(&stop).await
+            let result = match retry::promote_due(&self.redis, &self.keys, self.batch).await {
+                Err(e) => Err(e),
+                Ok(promoted) => {
+                    if promoted > 0 {
+                        tracing::debug!(count = promoted, "due retries back in the stream");
+                    }
+                    if last_claim.elapsed() >= self.claim_idle / 2 {
+                        last_claim = Instant::now();
+                        self.claim_and_process(&stop).await
+                    } else {
+                        self.read_and_process(&stop).await
+                    }
+                }
             };
             match result {
                 Ok(()) => failures = 0,
@@ -109,10 +129,28 @@ impl Worker {
                 return Ok(());
             }
         };
-        self.process(entries, false, stop).await;
+        let mut fresh = Vec::with_capacity(entries.len());
+        let mut retried = Vec::new();
+        for entry in entries {
+            if let Some(r) = self.prepare(entry, 1).await {
+                if r.job.attempt == 0 {
+                    fresh.push(r);
+                } else {
+                    retried.push(r);
+                }
+            }
+        }
+        // A job that failed before shares no call with others: if it is a
+        // poison job, it cannot fail its neighbours again.
+        self.process(fresh, false, stop).await;
+        for r in retried {
+            self.process(vec![r], true, stop).await;
+        }
         Ok(())
     }
 
+    /// Reclaimed jobs are processed one by one: one of them may be what made
+    /// their worker die, and it must not take its neighbours down again.
     async fn claim_and_process(
         &mut self,
         stop: &CancellationToken,
@@ -124,31 +162,27 @@ impl Worker {
         if !entries.is_empty() {
             tracing::info!(count = entries.len(), consumer = %self.consumer, "reclaimed abandoned jobs");
         }
-        self.process(entries, true, stop).await;
+        for entry in entries {
+            let deliveries = retry::deliveries(&self.redis, &self.keys, &entry.id).await?;
+            if let Some(r) = self.prepare(entry, deliveries).await {
+                self.process(vec![r], true, stop).await;
+            }
+        }
         Ok(())
     }
 
-    /// Processes a batch. Entries that fail transiently stay pending and are
-    /// reclaimed later; entries that can never succeed are dead-lettered.
-    async fn process(&mut self, entries: Vec<Entry>, redelivered: bool, stop: &CancellationToken) {
-        if entries.is_empty() {
-            return;
-        }
-        let mut ready = Vec::with_capacity(entries.len());
-        for entry in entries {
-            match self.prepare(entry) {
-                Ok(r) => ready.push(r),
-                Err((id, job, error)) => self.dead_letter(&id, job.as_ref(), &error).await,
-            }
-        }
+    /// Stores a batch in one pass. On a failure that may be one job's fault,
+    /// each job is tried alone; failed jobs are retried later or dead-lettered.
+    async fn process(&mut self, ready: Vec<Ready>, redelivered: bool, stop: &CancellationToken) {
         if ready.is_empty() {
             return;
         }
         let all: Vec<ChannelEvent> = ready.iter().flat_map(|r| r.events.clone()).collect();
+        let ids: Vec<String> = ready.iter().map(|r| r.id.clone()).collect();
         let started = Instant::now();
         let events = all.len();
-        match self.store_with_retry(all, redelivered, stop).await {
-            Ok(stored) => {
+        match self.store(all, redelivered, &ids, stop).await {
+            Stored::Done(stored) => {
                 let stored_in = started.elapsed();
                 self.publish_and_ack(&ready, stored, redelivered).await;
                 tracing::debug!(
@@ -159,48 +193,59 @@ impl Worker {
                     "batch done"
                 );
             }
-            Err(StoreError::Rejected(_)) if ready.len() > 1 => {
+            Stored::Stopped => {}
+            Stored::Failed { class, error } if ready.len() > 1 && class != Class::Outage => {
                 // Find the job at fault rather than failing its neighbours. The
-                // rejected call may have committed other tenants' parts (one
+                // failed call may have committed other tenants' parts (one
                 // transaction per tenant) or earlier chunks, which now come
                 // back as already stored: each retry is a redelivery, so that
                 // they are announced.
+                tracing::warn!(error = %error, jobs = ready.len(), "batch failed; storing its jobs one by one");
                 for r in &ready {
-                    match self.store_with_retry(r.events.clone(), true, stop).await {
-                        Ok(stored) => {
+                    let one = std::slice::from_ref(&r.id);
+                    match self.store(r.events.clone(), true, one, stop).await {
+                        Stored::Done(stored) => {
                             self.publish_and_ack(std::slice::from_ref(r), stored, true)
                                 .await;
                         }
-                        Err(StoreError::Rejected(e)) => {
-                            self.dead_letter(&r.id, Some(&r.job), &e).await
-                        }
-                        Err(StoreError::Transient(_)) => {}
+                        Stored::Failed { class, error } => self.failed(r, class, &error).await,
+                        Stored::Stopped => return,
                     }
                 }
             }
-            Err(StoreError::Rejected(e)) => {
+            Stored::Failed { class, error } => {
                 for r in &ready {
-                    self.dead_letter(&r.id, Some(&r.job), &e).await;
+                    self.failed(r, class, &error).await;
                 }
-            }
-            Err(StoreError::Transient(e)) => {
-                tracing::warn!(error = %e, jobs = ready.len(), "store failed; jobs stay pending");
             }
         }
     }
 
-    #[allow(clippy::result_large_err)]
-    fn prepare(
-        &self,
-        entry: Entry,
-    ) -> Result<Ready, (String, Option<faro_proto::ingest::v1::Job>, String)> {
+    /// Decodes and parses an entry; one that never can be is dead-lettered
+    /// here. `deliveries` is how often Redis handed it out. A job abandoned
+    /// by dying workers as often as it may be tried is dead-lettered too.
+    async fn prepare(&self, entry: Entry, deliveries: u32) -> Option<Ready> {
         let id = entry.id;
-        let job = match entry.job {
+        let mut job = match entry.job {
             Ok(job) => job,
-            Err(e) => return Err((id, None, e)),
+            Err(e) => {
+                self.dead_letter(&id, None, &e, "permanent").await;
+                return None;
+            }
         };
+        let attempt = job.attempt.saturating_add(deliveries.max(1));
+        if attempt > self.retry.attempts {
+            let error = format!(
+                "abandoned: delivered {deliveries} times to workers that never finished it"
+            );
+            retry::record_failure(&mut job, &id, attempt - 1, &error);
+            self.dead_letter(&id, Some(&job), &error, "exhausted").await;
+            return None;
+        }
         let Some(sub) = job.submission.as_ref() else {
-            return Err((id, Some(job), "job has no submission".into()));
+            self.dead_letter(&id, Some(&job), "job has no submission", "permanent")
+                .await;
+            return None;
         };
         let provider = Provider::try_from(sub.provider).unwrap_or(Provider::Unspecified);
         let ctx = parse::Context {
@@ -210,41 +255,60 @@ impl Worker {
         };
         match parse::parse(provider, &sub.payload, &ctx) {
             Ok(mut parsed) => {
-                stamp_arrivals(&id, &mut parsed.events);
+                let origin = if job.origin_id.is_empty() { &id } else { &job.origin_id };
+                stamp_arrivals(origin, &mut parsed.events);
                 if let Some(first) = parsed.rejected.first() {
                     tracing::warn!(job = %id, count = parsed.rejected.len(), reason = %first.reason,
                         "parts of a payload cannot be stored; they will be dead-lettered");
                 }
-                tracing::debug!(job = %id, events = parsed.events.len(), ignored = parsed.ignored, "job parsed");
-                Ok(Ready {
+                tracing::debug!(job = %id, events = parsed.events.len(), ignored = parsed.ignored, attempt, "job parsed");
+                Some(Ready {
                     id,
                     job,
                     events: parsed.events,
                     rejected: parsed.rejected,
+                    attempt,
                 })
             }
             Err(e) => {
                 let error = e.to_string();
-                Err((id, Some(job), error))
+                retry::record_failure(&mut job, &id, attempt, &error);
+                self.dead_letter(&id, Some(&job), &error, "permanent").await;
+                None
             }
         }
     }
 
-    async fn store_with_retry(
+    /// Stores `events` (of the jobs `ids`) in chunks, each call with its
+    /// deadline and one quick retry.
+    async fn store(
         &mut self,
         events: Vec<ChannelEvent>,
         redelivered: bool,
+        ids: &[String],
         stop: &CancellationToken,
-    ) -> Result<StoreEventsResponse, StoreError> {
+    ) -> Stored {
         let mut all = StoreEventsResponse::default();
+        let mut touched = Instant::now();
         for chunk in chunks(&events) {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let request = StoreEventsRequest {
+                // A pass may make several calls, each within its deadline:
+                // keep the jobs from looking abandoned meanwhile.
+                if touched.elapsed() >= self.store_deadline / 2 {
+                    if let Err(e) =
+                        queue::touch(&self.redis, &self.keys, &self.consumer, ids).await
+                    {
+                        tracing::debug!(error = %e, "could not refresh the jobs' idle time");
+                    }
+                    touched = Instant::now();
+                }
+                let mut request = tonic::Request::new(StoreEventsRequest {
                     events: chunk.to_vec(),
                     redelivered,
-                };
+                });
+                request.set_timeout(self.store_deadline);
                 match self.conversations.store_events(request).await {
                     Ok(r) => {
                         let r = r.into_inner();
@@ -254,20 +318,57 @@ impl Worker {
                         all.account_events.extend(r.account_events);
                         break;
                     }
-                    Err(s) if matches!(s.code(), Code::InvalidArgument | Code::AlreadyExists) => {
-                        return Err(StoreError::Rejected(s.message().to_owned()));
-                    }
-                    Err(s) if attempt >= STORE_ATTEMPTS || stop.is_cancelled() => {
-                        return Err(StoreError::Transient(s.to_string()));
-                    }
                     Err(s) => {
+                        let class = retry::classify(s.code());
+                        if class != Class::Permanent && stop.is_cancelled() {
+                            return Stored::Stopped;
+                        }
+                        if class == Class::Permanent || attempt >= STORE_PASS_ATTEMPTS {
+                            let error = describe(&s, class, self.store_deadline);
+                            return Stored::Failed { class, error };
+                        }
                         tracing::debug!(code = ?s.code(), attempt, "store failed; retrying");
-                        tokio::time::sleep(backoff(attempt)).await;
+                        let pause = rand::random_range(
+                            STORE_PASS_PAUSE / 2..=STORE_PASS_PAUSE,
+                        );
+                        tokio::select! {
+                            () = stop.cancelled() => return Stored::Stopped,
+                            () = tokio::time::sleep(pause) => {}
+                        }
                     }
                 }
             }
         }
-        Ok(all)
+        Stored::Done(all)
+    }
+
+    /// A job whose store failed: dead-lettered if retrying cannot help or it
+    /// has had its attempts, otherwise scheduled for a retry after a backoff.
+    async fn failed(&self, r: &Ready, class: Class, error: &str) {
+        let mut job = r.job.clone();
+        retry::record_failure(&mut job, &r.id, r.attempt, error);
+        if class == Class::Permanent {
+            self.dead_letter(&r.id, Some(&job), error, "permanent").await;
+            return;
+        }
+        if r.attempt >= self.retry.attempts {
+            let why = format!("failed {} attempts; the last: {error}", r.attempt);
+            self.dead_letter(&r.id, Some(&job), &why, "exhausted").await;
+            return;
+        }
+        let delay = self.retry.delay(r.attempt);
+        match retry::schedule(&self.redis, &self.keys, &r.id, &job, delay).await {
+            Ok(_) => tracing::warn!(
+                job = %r.id,
+                attempt = r.attempt,
+                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                error,
+                "store failed; job scheduled for a retry"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, job = %r.id, "scheduling a retry failed; job stays pending");
+            }
+        }
     }
 
     async fn publish_and_ack(
@@ -305,9 +406,15 @@ impl Worker {
         }
     }
 
-    async fn dead_letter(&self, id: &str, job: Option<&faro_proto::ingest::v1::Job>, error: &str) {
-        tracing::error!(job = %id, error, "job cannot be processed; dead-lettered");
-        if let Err(e) = queue::dead_letter(&self.redis, &self.keys, id, job, error).await {
+    async fn dead_letter(
+        &self,
+        id: &str,
+        job: Option<&faro_proto::ingest::v1::Job>,
+        error: &str,
+        class: &str,
+    ) {
+        tracing::error!(job = %id, error, class, "job cannot be processed; dead-lettered");
+        if let Err(e) = queue::dead_letter(&self.redis, &self.keys, id, job, error, class).await {
             tracing::warn!(error = %e, job = %id, "dead-lettering failed; job stays pending");
         }
     }
@@ -376,7 +483,20 @@ fn rejected_json(rejected: &[parse::Rejected]) -> String {
     serde_json::Value::Array(parts).to_string()
 }
 
-/// Exponential backoff with full jitter, capped at 5 s.
+/// A store failure in plain words, for the job's history and the dead letter.
+fn describe(s: &tonic::Status, class: Class, deadline: Duration) -> String {
+    match (class, s.code()) {
+        (Class::Permanent, _) => s.message().to_owned(),
+        (_, Code::DeadlineExceeded) => format!(
+            "conversations did not answer within the store deadline ({} ms)",
+            deadline.as_millis()
+        ),
+        (_, Code::Unavailable) => format!("conversations unavailable: {}", s.message()),
+        (_, code) => format!("conversations failed ({code:?}): {}", s.message()),
+    }
+}
+
+/// The pause after a Redis error: exponential backoff with full jitter, capped at 5 s.
 fn backoff(attempt: u32) -> Duration {
     let cap = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
     Duration::from_millis(rand::random_range(cap / 2..=cap))

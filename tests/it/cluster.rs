@@ -91,7 +91,12 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create() -> Self {
-        let server = PgConnectOptions::from_str(&server_url()).expect("FARO_TEST_DATABASE_URL");
+        Self::create_on(&server_url()).await
+    }
+
+    /// A fresh database on the Postgres server at `server_url`.
+    pub async fn create_on(server_url: &str) -> Self {
+        let server = PgConnectOptions::from_str(server_url).expect("a Postgres URL");
         let name = format!("faro_it_{}", Uuid::new_v4().simple());
         let mut admin = server.connect().await.expect("postgres is reachable");
         sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -207,6 +212,8 @@ impl Drop for Cluster {
 pub struct Options {
     /// A Redis of the test's own (one it kills); default the shared one.
     pub redis_url: Option<String>,
+    /// A Postgres server of the test's own (one it stops); default the shared one.
+    pub postgres_url: Option<String>,
     pub ingest: bool,
     pub conversations: bool,
     pub claim_idle_ms: u64,
@@ -249,6 +256,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             redis_url: None,
+            postgres_url: None,
             ingest: true,
             conversations: true,
             claim_idle_ms: 30_000,
@@ -269,7 +277,10 @@ impl Cluster {
     }
 
     pub async fn start_with(options: Options) -> Self {
-        let db = TestDb::create().await;
+        let db = match &options.postgres_url {
+            Some(url) => TestDb::create_on(url).await,
+            None => TestDb::create().await,
+        };
         let prefix = format!("faro-it:{}:", Uuid::new_v4().simple());
         let redis_url = options.redis_url.clone().unwrap_or_else(redis_url);
         let shutdown = CancellationToken::new();

@@ -35,6 +35,11 @@ impl Faro {
         Self { child, log }
     }
 
+    /// Whether it is still running (it has not exited).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGKILL, and wait until it is gone.
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL");

@@ -1,0 +1,304 @@
+//! Bounded retries with real `faro ingest` processes: a job that always fails
+//! transiently is dead-lettered after its attempts without holding up its
+//! batch, a job that can never succeed after one, and two processes on one
+//! consumer group handle each job once.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use faro_proto::{
+    conversations::v1::Channel,
+    ingest::v1::{Job, Provider, Route, SubmitRequest, ingest_service_client::IngestServiceClient},
+};
+use fred::interfaces::SortedSetsInterface;
+use prost::Message;
+
+use crate::{
+    cluster::{Cluster, Options, Tenant, redis_url, whatsapp_text},
+    crash::{hold_stores, store_in_flight},
+    dead_letter::dead_letters,
+    process::{Faro, free_addr, wait_listening},
+};
+
+/// A `faro ingest` process with one worker, `attempts` per job and retries
+/// due within `base_ms`·2^n (tests cannot wait minutes).
+pub(crate) fn spawn_ingest(c: &Cluster, listen: SocketAddr, workers: &str, attempts: &str, base_ms: &str) -> Faro {
+    let (listen, redis, conversations) = (
+        listen.to_string(),
+        redis_url(),
+        format!("http://{}", c.conversations),
+    );
+    Faro::spawn(
+        &c.db.name,
+        "ingest",
+        &[
+            "--log-format",
+            "json",
+            "--ingest-listen",
+            &listen,
+            "--conversations-url",
+            &conversations,
+            "--redis-url",
+            &redis,
+            "--redis-prefix",
+            &c.prefix,
+            "--ingest-workers",
+            workers,
+            "--ingest-batch",
+            "64",
+            "--retry-attempts",
+            attempts,
+            "--retry-base-ms",
+            base_ms,
+            "--retry-max-ms",
+            "2000",
+        ],
+    )
+}
+
+/// Every insert into `messages` by `tenant` fails inside Postgres with an
+/// exception conversations does not know: it answers `Internal`, every time.
+async fn poison_tenant(c: &Cluster, tenant: &Tenant) {
+    sqlx::query(
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'poisoned row'; END $$",
+    )
+    .execute(&c.db.owner)
+    .await
+    .expect("function");
+    sqlx::query(&format!(
+        "CREATE TRIGGER poison BEFORE INSERT ON messages FOR EACH ROW
+         WHEN (NEW.tenant_id = '{}') EXECUTE FUNCTION poison()",
+        tenant.id
+    ))
+    .execute(&c.db.owner)
+    .await
+    .expect("trigger");
+}
+
+/// Waits (at most 60 s, a bound on a hang) until `n` jobs are dead-lettered.
+async fn dead_lettered(c: &Cluster, n: usize) -> Vec<HashMap<String, Bytes>> {
+    for _ in 0..1200 {
+        let dead = dead_letters(c).await;
+        if dead.len() >= n {
+            return dead;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{n} jobs were not dead-lettered within 60 s");
+}
+
+fn job_of(entry: &HashMap<String, Bytes>) -> Job {
+    Job::decode(entry["job"].clone()).expect("the dead letter keeps the job whole")
+}
+
+fn field(entry: &HashMap<String, Bytes>, name: &str) -> String {
+    String::from_utf8_lossy(&entry[name]).into_owned()
+}
+
+/// A job that conversations fails with `Internal` every time is tried its
+/// attempts, alone after the first, then dead-lettered whole with its first
+/// and last error; the jobs read in the same batch are stored by that first
+/// pass, before the poison's last attempt.
+#[tokio::test]
+async fn a_poison_job_is_dead_lettered_after_its_attempts_and_its_batch_is_stored() {
+    let c = Cluster::start_with(Options {
+        ingest: false,
+        ..Options::default()
+    })
+    .await;
+    let good = c.tenant("good").await;
+    let bad = c.tenant("bad").await;
+    poison_tenant(&c, &bad).await;
+    let ingest = spawn_ingest(&c, c.ingest, "1", "3", "300");
+    wait_listening(c.ingest).await;
+
+    // The one worker is held storing a first job while the batch builds up
+    // behind it, so that the poison job is read with its neighbours.
+    let held = hold_stores(&c).await;
+    let first = whatsapp_text(&good, "wamid.G000", "1", "first", 1_700_000_000);
+    assert_eq!(c.post_signed(&first, &good.app_secret).await.0, 200);
+    store_in_flight(&c).await;
+    const N: i64 = 40;
+    for i in 1..N {
+        if i == N / 2 {
+            let poison = whatsapp_text(&bad, "wamid.POISON", "2", "poison", 1_700_000_000);
+            assert_eq!(c.post_signed(&poison, &bad.app_secret).await.0, 200);
+        }
+        let body = whatsapp_text(&good, &format!("wamid.G{i:03}"), "1", "hi", 1_700_000_000 + i);
+        assert_eq!(c.post_signed(&body, &good.app_secret).await.0, 200);
+    }
+    held.commit().await.expect("release the lock");
+
+    let dead = dead_lettered(&c, 1).await;
+    assert_eq!(dead.len(), 1, "only the poison job is dead-lettered");
+    assert_eq!(field(&dead[0], "class"), "exhausted");
+    let job = job_of(&dead[0]);
+    assert_eq!(job.attempt, 3, "dead-lettered after its 3 attempts");
+    assert!(job.first_error.contains("Internal"), "{}", job.first_error);
+    assert!(job.last_error.contains("Internal"), "{}", job.last_error);
+    let (first_at, last_at) = (
+        faro_proto::from_timestamp(job.first_error_at.as_ref()).expect("first error time"),
+        faro_proto::from_timestamp(job.last_error_at.as_ref()).expect("last error time"),
+    );
+    assert!(first_at < last_at, "{first_at} < {last_at}");
+    let payload = job.submission.as_ref().expect("submission").payload.clone();
+    assert!(String::from_utf8_lossy(&payload).contains("wamid.POISON"));
+
+    assert_eq!(c.count("SELECT count(*) FROM messages").await, N);
+    let last_stored: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(created_at) FROM messages")
+            .fetch_one(&c.db.owner)
+            .await
+            .expect("created_at");
+    assert!(
+        last_stored < last_at,
+        "the neighbours were stored ({last_stored}) before the poison's last attempt ({last_at})"
+    );
+    c.drained().await;
+    drop(ingest);
+    c.stop().await;
+}
+
+/// A job conversations rejects as invalid, and one that cannot be parsed,
+/// are dead-lettered after one attempt: no retry can help them.
+#[tokio::test]
+async fn a_permanent_error_is_dead_lettered_after_one_attempt() {
+    let c = Cluster::start_with(Options {
+        ingest: false,
+        ..Options::default()
+    })
+    .await;
+    let ingest = spawn_ingest(&c, c.ingest, "1", "5", "300");
+    wait_listening(c.ingest).await;
+    let mut client = IngestServiceClient::connect(format!("http://{}", c.ingest))
+        .await
+        .expect("client");
+    let route = Route {
+        external_account_id: "P1".into(),
+        tenant_id: "not-a-tenant".into(), // conversations refuses it: InvalidArgument
+        location_id: "not-a-location".into(),
+        channel_account_id: String::new(),
+        channel: Channel::Whatsapp.into(),
+    };
+    let invalid = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":
+        {"metadata":{"phone_number_id":"P1"},"messages":[{"from":"1","id":"wamid.X","timestamp":"1","type":"text","text":{"body":"hi"}}]}}]}]}"#;
+    let unparseable = br#"{"object":"page","entry":[]}"#;
+    for payload in [&invalid[..], &unparseable[..]] {
+        client
+            .submit(SubmitRequest {
+                provider: Provider::WhatsappCloud.into(),
+                payload: payload.to_vec(),
+                routes: vec![route.clone()],
+                ..Default::default()
+            })
+            .await
+            .expect("queued");
+    }
+    let dead = dead_lettered(&c, 2).await;
+    for entry in &dead {
+        assert_eq!(field(entry, "class"), "permanent");
+        let job = job_of(entry);
+        assert_eq!(job.attempt, 1, "one attempt: {}", field(entry, "error"));
+        assert_eq!(job.first_error, job.last_error);
+        assert!(!job.first_error.is_empty());
+    }
+    let scheduled: i64 = c
+        .redis
+        .zcard(faro_ingest::Keys::new(&c.prefix).retry)
+        .await
+        .expect("zcard");
+    assert_eq!(scheduled, 0, "nothing was scheduled for a retry");
+    c.drained().await;
+    drop(ingest);
+    c.stop().await;
+}
+
+/// The jobs' batch sizes a process logged as done (`batch done`, jobs=n).
+fn jobs_done(log: &str) -> i64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "batch done")
+        .map(|l| l["fields"]["jobs"].as_i64().unwrap_or_default())
+        .sum()
+}
+
+/// Two `faro ingest` processes on one consumer group, webhooks posted
+/// concurrently: every message's insert reaches Postgres once (a trigger
+/// counts the inserts conversations attempts, conflicts included), and the
+/// batches each process acknowledged add up to the jobs queued.
+#[tokio::test]
+async fn two_ingest_processes_on_one_group_handle_each_job_once() {
+    let c = Cluster::start_with(Options {
+        ingest: false,
+        ..Options::default()
+    })
+    .await;
+    let a = c.tenant("alpha").await;
+    for sql in [
+        "CREATE TABLE store_calls (channel_message_id text NOT NULL)",
+        "CREATE FUNCTION count_store() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+         BEGIN INSERT INTO store_calls VALUES (NEW.channel_message_id); RETURN NEW; END $$",
+        "CREATE TRIGGER count_store BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION count_store()",
+    ] {
+        sqlx::query(sql).execute(&c.db.owner).await.expect(sql);
+    }
+    let second_addr = free_addr();
+    let one = spawn_ingest(&c, c.ingest, "2", "5", "300");
+    let two = spawn_ingest(&c, second_addr, "2", "5", "300");
+    wait_listening(c.ingest).await;
+    wait_listening(second_addr).await;
+
+    const N: i64 = 600;
+    const POSTERS: i64 = 6;
+    let posters: Vec<_> = (0..POSTERS)
+        .map(|p| {
+            let (http, url, a) = (c.http.clone(), c.url("/api/v1/webhooks/whatsapp"), a.clone());
+            tokio::spawn(async move {
+                for i in (p..N).step_by(POSTERS as usize) {
+                    let body = whatsapp_text(&a, &format!("wamid.T{i:04}"), "1", "hi", 1_700_000_000 + i);
+                    let sig = faro_edge::sign_meta_payload(a.app_secret.as_bytes(), body.as_bytes());
+                    let status = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("x-hub-signature-256", sig)
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("edge answers")
+                        .status();
+                    assert_eq!(status, 200, "webhook {i} queued");
+                }
+            })
+        })
+        .collect();
+    for p in posters {
+        p.await.expect("poster");
+    }
+    c.drained().await;
+
+    assert_eq!(c.count("SELECT count(*) FROM messages").await, N);
+    assert_eq!(
+        c.count("SELECT count(*) FROM store_calls").await,
+        N,
+        "each message was inserted once: no job was handled twice"
+    );
+    assert_eq!(
+        c.count("SELECT count(DISTINCT channel_message_id) FROM store_calls").await,
+        N
+    );
+    assert_eq!(dead_letters(&c).await.len(), 0);
+    let logs = (one.log.clone(), two.log.clone());
+    drop((one, two));
+    // Read the logs once the processes are gone: every line is written.
+    let done = (jobs_done(&logs.0), jobs_done(&logs.1));
+    assert_eq!(
+        done.0 + done.1,
+        N,
+        "the batches acknowledged add up to the jobs: none twice ({done:?})"
+    );
+    assert!(done.0 > 0 && done.1 > 0, "both processes took jobs ({done:?})");
+    c.stop().await;
+}

@@ -146,6 +146,11 @@ async fn a_poison_job_is_dead_lettered_after_its_attempts_and_its_batch_is_store
     assert!(String::from_utf8_lossy(&payload).contains("wamid.POISON"));
 
     assert_eq!(c.count("SELECT count(*) FROM messages").await, N);
+    assert_eq!(
+        c.jobs_added().await,
+        N + 1 + 2,
+        "the jobs posted, then the poison's 2 retries: no neighbour was retried"
+    );
     let last_stored: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT max(created_at) FROM messages")
             .fetch_one(&c.db.owner)

@@ -307,3 +307,66 @@ async fn two_ingest_processes_on_one_group_handle_each_job_once() {
     assert!(done.0 > 0 && done.1 > 0, "both processes took jobs ({done:?})");
     c.stop().await;
 }
+
+/// A conversations that accepts connections and never answers: the store
+/// call fails at its deadline and the job waits in the retry set, its error
+/// saying so, rather than the worker waiting forever.
+#[tokio::test]
+async fn a_store_call_that_never_answers_fails_at_its_deadline_and_is_retried_later() {
+    let c = Cluster::start_with(Options {
+        ingest: false,
+        ..Options::default()
+    })
+    .await;
+    let a = c.tenant("alpha").await;
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let blackhole_url = format!("http://{}", blackhole.local_addr().expect("addr"));
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = blackhole.accept().await {
+            held.push(s);
+        }
+    });
+    let (listen, redis) = (c.ingest.to_string(), redis_url());
+    let ingest = Faro::spawn(
+        &c.db.name,
+        "ingest",
+        &[
+            "--ingest-listen",
+            &listen,
+            "--conversations-url",
+            &blackhole_url,
+            "--redis-url",
+            &redis,
+            "--redis-prefix",
+            &c.prefix,
+            "--claim-idle-ms",
+            "1000",
+            "--store-deadline-ms",
+            "300",
+            "--retry-base-ms",
+            "60000",
+        ],
+    );
+    wait_listening(c.ingest).await;
+    let body = whatsapp_text(&a, "wamid.D1", "1", "hi", 1_700_000_000);
+    assert_eq!(c.post_signed(&body, &a.app_secret).await.0, 200);
+
+    let retry = faro_ingest::Keys::new(&c.prefix).retry;
+    let mut members: Vec<Bytes> = Vec::new();
+    for _ in 0..400 {
+        members = c.redis.zrange(&retry, 0, -1, None, false, None, false).await.expect("zrange");
+        if !members.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let member = members.first().expect("the job was scheduled for a retry");
+    let sep = member.iter().position(|b| *b == b'|').expect("id|job");
+    let job = Job::decode(&member[sep + 1..]).expect("job");
+    assert_eq!(job.attempt, 1);
+    assert!(job.last_error.contains("deadline"), "{}", job.last_error);
+    drop(ingest);
+    hold.abort();
+    c.stop().await;
+}

@@ -129,3 +129,61 @@ impl Config {
             .unwrap_or_else(|| format!("ingest-{}", uuid::Uuid::new_v4().simple()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "faro:".into(),
+            conversations_url: "http://127.0.0.1:1".into(),
+            workers: 1,
+            batch_size: 64,
+            claim_idle_ms: 30_000,
+            consumer_name: None,
+            store_deadline_ms: 10_000,
+            retry_attempts: 5,
+            retry_base_ms: 15_000,
+            retry_max_ms: 300_000,
+        }
+    }
+
+    #[test]
+    fn claim_idle_must_exceed_a_whole_store_pass() {
+        assert!(config().validate().is_ok(), "the defaults hold");
+        let pass = 10_000 * u64::from(crate::worker::STORE_PASS_ATTEMPTS) + 200;
+        for (claim_idle_ms, ok) in [(pass, false), (pass + 1, true), (15_000, false)] {
+            let c = Config {
+                claim_idle_ms,
+                ..config()
+            };
+            assert_eq!(c.validate().is_ok(), ok, "claim-idle-ms {claim_idle_ms}");
+        }
+    }
+
+    #[test]
+    fn retries_need_an_attempt_and_a_sane_backoff() {
+        for c in [
+            Config {
+                retry_attempts: 0,
+                ..config()
+            },
+            Config {
+                retry_base_ms: 0,
+                ..config()
+            },
+            Config {
+                retry_max_ms: 1,
+                ..config()
+            },
+            Config {
+                store_deadline_ms: 0,
+                ..config()
+            },
+        ] {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+}

@@ -487,13 +487,18 @@ fn rejected_json(rejected: &[parse::Rejected]) -> String {
 fn describe(s: &tonic::Status, class: Class, deadline: Duration) -> String {
     match (class, s.code()) {
         (Class::Permanent, _) => s.message().to_owned(),
-        (_, Code::DeadlineExceeded) => format!(
+        // tonic reports its own deadline as Cancelled, "Timeout expired".
+        (_, Code::DeadlineExceeded) | (_, Code::Cancelled) if timed_out(s) => format!(
             "conversations did not answer within the store deadline ({} ms)",
             deadline.as_millis()
         ),
         (_, Code::Unavailable) => format!("conversations unavailable: {}", s.message()),
         (_, code) => format!("conversations failed ({code:?}): {}", s.message()),
     }
+}
+
+fn timed_out(s: &tonic::Status) -> bool {
+    s.code() == Code::DeadlineExceeded || s.message().contains("Timeout expired")
 }
 
 /// The pause after a Redis error: exponential backoff with full jitter, capped at 5 s.

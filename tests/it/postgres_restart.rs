@@ -169,7 +169,7 @@ async fn submit_range(c: &Cluster, route: &Route, a: &Tenant, range: std::ops::R
 }
 
 /// The route the edge would give ingest for `a`'s number.
-async fn route_of(c: &Cluster, a: &Tenant) -> Route {
+pub(crate) async fn route_of(c: &Cluster, a: &Tenant) -> Route {
     let mut conversations = faro_proto::client::conversations(
         faro_proto::client::channel("conversations", &format!("http://{}", c.conversations), Duration::from_secs(10))
             .expect("channel"),

@@ -10,7 +10,7 @@ use faro_proto::{
     conversations::v1::Channel,
     ingest::v1::{Job, Provider, Route, SubmitRequest, ingest_service_client::IngestServiceClient},
 };
-use fred::interfaces::SortedSetsInterface;
+use fred::interfaces::{SortedSetsInterface, StreamsInterface};
 use prost::Message;
 
 use crate::{
@@ -368,5 +368,58 @@ async fn a_store_call_that_never_answers_fails_at_its_deadline_and_is_retried_la
     assert!(job.last_error.contains("deadline"), "{}", job.last_error);
     drop(ingest);
     hold.abort();
+    c.stop().await;
+}
+
+/// A job whose workers keep dying on it (here: a consumer that read it and
+/// vanished, with Redis counting 5 deliveries) is not handed out forever:
+/// the delivery count Redis keeps is its attempts, and it is dead-lettered.
+#[tokio::test]
+async fn a_job_its_workers_keep_dying_on_is_dead_lettered_after_its_attempts() {
+    let c = Cluster::start_with(Options {
+        ingest: false,
+        ..Options::default()
+    })
+    .await;
+    let a = c.tenant("alpha").await;
+    let route = crate::postgres_restart::route_of(&c, &a).await;
+    let keys = faro_ingest::Keys::new(&c.prefix);
+    let job = Job {
+        submission: Some(SubmitRequest {
+            provider: Provider::WhatsappCloud.into(),
+            payload: whatsapp_text(&a, "wamid.Z1", "1", "hi", 1_700_000_000).into_bytes(),
+            routes: vec![route],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let _: () = c.redis.xgroup_create(&keys.jobs, "workers", "$", true).await.expect("group");
+    let id: String = c
+        .redis
+        .xadd(&keys.jobs, false, None, "*", vec![("job", Bytes::from(job.encode_to_vec()))])
+        .await
+        .expect("xadd");
+    let _: fred::types::Value = c
+        .redis
+        .xreadgroup("workers", "ghost", Some(1), None, false, &keys.jobs, ">")
+        .await
+        .expect("read by a worker that dies");
+    // Four more workers took it over and died: delivered 5 times, idle long.
+    let _: fred::types::Value = c
+        .redis
+        .xclaim(&keys.jobs, "workers", "ghost", 0, id.clone(), Some(60_000), None, Some(5), false, true)
+        .await
+        .expect("xclaim");
+
+    let ingest = spawn_ingest(&c, c.ingest, "1", "5", "300");
+    let dead = dead_lettered(&c, 1).await;
+    assert_eq!(field(&dead[0], "class"), "exhausted");
+    assert_eq!(field(&dead[0], "source_id"), id);
+    let job = job_of(&dead[0]);
+    assert_eq!(job.attempt, 5, "{}", field(&dead[0], "error"));
+    assert!(job.last_error.contains("delivered 6 times"), "{}", job.last_error);
+    assert_eq!(c.count("SELECT count(*) FROM messages").await, 0, "not tried a 6th time");
+    c.drained().await;
+    drop(ingest);
     c.stop().await;
 }

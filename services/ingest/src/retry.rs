@@ -208,6 +208,22 @@ mod tests {
         assert_eq!(classify(Code::Unknown), Class::Fault);
     }
 
+    /// What Redis Cluster hashes: the part between the first `{` and the next `}`.
+    fn hash_tag(key: &str) -> &str {
+        key.split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map_or(key, |(tag, _)| tag)
+    }
+
+    #[test]
+    fn the_keys_a_script_touches_share_one_hash_tag() {
+        let keys = Keys::new("faro:");
+        for key in [&keys.jobs, &keys.dead, &keys.retry] {
+            assert!(key.starts_with("faro:"), "{key}");
+            assert_eq!(hash_tag(key), "ingest", "{key}");
+        }
+    }
+
     #[test]
     fn the_first_error_is_kept_and_the_last_replaced() {
         let mut job = Job::default();

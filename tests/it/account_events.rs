@@ -107,7 +107,7 @@ async fn rows(c: &Cluster) -> Vec<Value> {
 
 async fn dead_letters(c: &Cluster) -> i64 {
     c.redis
-        .xlen(format!("{}ingest:dead", c.prefix))
+        .xlen(faro_ingest::Keys::new(&c.prefix).dead)
         .await
         .expect("xlen")
 }

@@ -45,7 +45,7 @@ async fn post(c: &Cluster, platform: &str, file: &str) {
 
 async fn dead_letters(c: &Cluster) -> i64 {
     c.redis
-        .xlen(format!("{}ingest:dead", c.prefix))
+        .xlen(faro_ingest::Keys::new(&c.prefix).dead)
         .await
         .expect("xlen")
 }

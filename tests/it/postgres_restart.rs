@@ -109,7 +109,14 @@ impl OwnPostgres {
             self.dir.to_str().expect("utf-8 path")
         );
         assert!(
-            self.pg_ctl(&["-w", "-l", log.to_str().expect("utf-8 path"), "-o", &options, "start"]),
+            self.pg_ctl(&[
+                "-w",
+                "-l",
+                log.to_str().expect("utf-8 path"),
+                "-o",
+                &options,
+                "start"
+            ]),
             "postgres starts (log: {})",
             log.display()
         );
@@ -133,7 +140,13 @@ async fn post_range(c: &Cluster, a: &Tenant, range: std::ops::Range<i64>) -> Vec
     let mut accepted = Vec::new();
     for i in range {
         let id = format!("wamid.P{i:04}");
-        let body = whatsapp_text(a, &id, "16315551181", &format!("msg {i}"), 1_700_000_000 + i);
+        let body = whatsapp_text(
+            a,
+            &id,
+            "16315551181",
+            &format!("msg {i}"),
+            1_700_000_000 + i,
+        );
         match c.post_signed(&body, &a.app_secret).await.0 {
             200 => accepted.push(id),
             503 => {}
@@ -146,14 +159,25 @@ async fn post_range(c: &Cluster, a: &Tenant, range: std::ops::Range<i64>) -> Vec
 /// Submits webhooks straight to ingest, as the edge does once it has
 /// verified them (the edge itself looks routes up in conversations, which
 /// cannot answer while Postgres is down): each one answered is acked.
-async fn submit_range(c: &Cluster, route: &Route, a: &Tenant, range: std::ops::Range<i64>) -> Vec<String> {
+async fn submit_range(
+    c: &Cluster,
+    route: &Route,
+    a: &Tenant,
+    range: std::ops::Range<i64>,
+) -> Vec<String> {
     let mut ingest = IngestServiceClient::connect(format!("http://{}", c.ingest))
         .await
         .expect("ingest client");
     let mut accepted = Vec::new();
     for i in range {
         let id = format!("wamid.P{i:04}");
-        let body = whatsapp_text(a, &id, "16315551181", &format!("msg {i}"), 1_700_000_000 + i);
+        let body = whatsapp_text(
+            a,
+            &id,
+            "16315551181",
+            &format!("msg {i}"),
+            1_700_000_000 + i,
+        );
         ingest
             .submit(SubmitRequest {
                 provider: Provider::WhatsappCloud.into(),
@@ -171,8 +195,12 @@ async fn submit_range(c: &Cluster, route: &Route, a: &Tenant, range: std::ops::R
 /// The route the edge would give ingest for `a`'s number.
 pub(crate) async fn route_of(c: &Cluster, a: &Tenant) -> Route {
     let mut conversations = faro_proto::client::conversations(
-        faro_proto::client::channel("conversations", &format!("http://{}", c.conversations), Duration::from_secs(10))
-            .expect("channel"),
+        faro_proto::client::channel(
+            "conversations",
+            &format!("http://{}", c.conversations),
+            Duration::from_secs(10),
+        )
+        .expect("channel"),
     );
     let r = conversations
         .resolve_channel_accounts(ResolveChannelAccountsRequest {
@@ -230,10 +258,17 @@ async fn webhooks_answered_200_survive_postgres_crashing_mid_stream() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(scheduled(&c).await > 0, "failed stores are scheduled for a retry");
+    assert!(
+        scheduled(&c).await > 0,
+        "failed stores are scheduled for a retry"
+    );
     pg.start();
     accepted.extend(post_range(&c, &a, 200..300).await);
-    assert!(accepted.len() > 200, "webhooks flow again ({})", accepted.len());
+    assert!(
+        accepted.len() > 200,
+        "webhooks flow again ({})",
+        accepted.len()
+    );
 
     c.drained().await;
     let stored: Vec<String> =

@@ -22,7 +22,13 @@ use crate::{
 
 /// A `faro ingest` process with one worker, `attempts` per job and retries
 /// due within `base_ms`·2^n (tests cannot wait minutes).
-pub(crate) fn spawn_ingest(c: &Cluster, listen: SocketAddr, workers: &str, attempts: &str, base_ms: &str) -> Faro {
+pub(crate) fn spawn_ingest(
+    c: &Cluster,
+    listen: SocketAddr,
+    workers: &str,
+    attempts: &str,
+    base_ms: &str,
+) -> Faro {
     let (listen, redis, conversations) = (
         listen.to_string(),
         redis_url(),
@@ -125,7 +131,13 @@ async fn a_poison_job_is_dead_lettered_after_its_attempts_and_its_batch_is_store
             let poison = whatsapp_text(&bad, "wamid.POISON", "2", "poison", 1_700_000_000);
             assert_eq!(c.post_signed(&poison, &bad.app_secret).await.0, 200);
         }
-        let body = whatsapp_text(&good, &format!("wamid.G{i:03}"), "1", "hi", 1_700_000_000 + i);
+        let body = whatsapp_text(
+            &good,
+            &format!("wamid.G{i:03}"),
+            "1",
+            "hi",
+            1_700_000_000 + i,
+        );
         assert_eq!(c.post_signed(&body, &good.app_secret).await.0, 200);
     }
     held.commit().await.expect("release the lock");
@@ -260,11 +272,17 @@ async fn two_ingest_processes_on_one_group_handle_each_job_once() {
     const POSTERS: i64 = 6;
     let posters: Vec<_> = (0..POSTERS)
         .map(|p| {
-            let (http, url, a) = (c.http.clone(), c.url("/api/v1/webhooks/whatsapp"), a.clone());
+            let (http, url, a) = (
+                c.http.clone(),
+                c.url("/api/v1/webhooks/whatsapp"),
+                a.clone(),
+            );
             tokio::spawn(async move {
                 for i in (p..N).step_by(POSTERS as usize) {
-                    let body = whatsapp_text(&a, &format!("wamid.T{i:04}"), "1", "hi", 1_700_000_000 + i);
-                    let sig = faro_edge::sign_meta_payload(a.app_secret.as_bytes(), body.as_bytes());
+                    let body =
+                        whatsapp_text(&a, &format!("wamid.T{i:04}"), "1", "hi", 1_700_000_000 + i);
+                    let sig =
+                        faro_edge::sign_meta_payload(a.app_secret.as_bytes(), body.as_bytes());
                     let status = http
                         .post(&url)
                         .header("content-type", "application/json")
@@ -291,7 +309,8 @@ async fn two_ingest_processes_on_one_group_handle_each_job_once() {
         "each message was inserted once: no job was handled twice"
     );
     assert_eq!(
-        c.count("SELECT count(DISTINCT channel_message_id) FROM store_calls").await,
+        c.count("SELECT count(DISTINCT channel_message_id) FROM store_calls")
+            .await,
         N
     );
     assert_eq!(dead_letters(&c).await.len(), 0);
@@ -304,7 +323,10 @@ async fn two_ingest_processes_on_one_group_handle_each_job_once() {
         N,
         "the batches acknowledged add up to the jobs: none twice ({done:?})"
     );
-    assert!(done.0 > 0 && done.1 > 0, "both processes took jobs ({done:?})");
+    assert!(
+        done.0 > 0 && done.1 > 0,
+        "both processes took jobs ({done:?})"
+    );
     c.stop().await;
 }
 
@@ -319,7 +341,9 @@ async fn a_store_call_that_never_answers_fails_at_its_deadline_and_is_retried_la
     })
     .await;
     let a = c.tenant("alpha").await;
-    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let blackhole_url = format!("http://{}", blackhole.local_addr().expect("addr"));
     let hold = tokio::spawn(async move {
         let mut held = Vec::new();
@@ -355,7 +379,11 @@ async fn a_store_call_that_never_answers_fails_at_its_deadline_and_is_retried_la
     let retry = faro_ingest::Keys::new(&c.prefix).retry;
     let mut members: Vec<Bytes> = Vec::new();
     for _ in 0..400 {
-        members = c.redis.zrange(&retry, 0, -1, None, false, None, false).await.expect("zrange");
+        members = c
+            .redis
+            .zrange(&retry, 0, -1, None, false, None, false)
+            .await
+            .expect("zrange");
         if !members.is_empty() {
             break;
         }
@@ -393,10 +421,20 @@ async fn a_job_its_workers_keep_dying_on_is_dead_lettered_after_its_attempts() {
         }),
         ..Default::default()
     };
-    let _: () = c.redis.xgroup_create(&keys.jobs, "workers", "$", true).await.expect("group");
+    let _: () = c
+        .redis
+        .xgroup_create(&keys.jobs, "workers", "$", true)
+        .await
+        .expect("group");
     let id: String = c
         .redis
-        .xadd(&keys.jobs, false, None, "*", vec![("job", Bytes::from(job.encode_to_vec()))])
+        .xadd(
+            &keys.jobs,
+            false,
+            None,
+            "*",
+            vec![("job", Bytes::from(job.encode_to_vec()))],
+        )
         .await
         .expect("xadd");
     let _: fred::types::Value = c
@@ -407,7 +445,18 @@ async fn a_job_its_workers_keep_dying_on_is_dead_lettered_after_its_attempts() {
     // Four more workers took it over and died: delivered 5 times, idle long.
     let _: fred::types::Value = c
         .redis
-        .xclaim(&keys.jobs, "workers", "ghost", 0, id.clone(), Some(60_000), None, Some(5), false, true)
+        .xclaim(
+            &keys.jobs,
+            "workers",
+            "ghost",
+            0,
+            id.clone(),
+            Some(60_000),
+            None,
+            Some(5),
+            false,
+            true,
+        )
         .await
         .expect("xclaim");
 
@@ -417,8 +466,16 @@ async fn a_job_its_workers_keep_dying_on_is_dead_lettered_after_its_attempts() {
     assert_eq!(field(&dead[0], "source_id"), id);
     let job = job_of(&dead[0]);
     assert_eq!(job.attempt, 5, "{}", field(&dead[0], "error"));
-    assert!(job.last_error.contains("delivered 6 times"), "{}", job.last_error);
-    assert_eq!(c.count("SELECT count(*) FROM messages").await, 0, "not tried a 6th time");
+    assert!(
+        job.last_error.contains("delivered 6 times"),
+        "{}",
+        job.last_error
+    );
+    assert_eq!(
+        c.count("SELECT count(*) FROM messages").await,
+        0,
+        "not tried a 6th time"
+    );
     c.drained().await;
     drop(ingest);
     c.stop().await;

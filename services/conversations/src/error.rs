@@ -45,8 +45,10 @@ fn transient(e: &sqlx::Error) -> bool {
     // deadlock_detected, serialization_failure: the other transaction won; try again.
     // Class 08 (connection exception) and 57P01..57P03 (shut down, crashed,
     // starting up): Postgres is restarting; the call succeeds once it is back.
-    matches!(code.as_deref(), Some("40P01" | "40001" | "57P01" | "57P02" | "57P03"))
-        || code.as_deref().is_some_and(|c| c.starts_with("08"))
+    matches!(
+        code.as_deref(),
+        Some("40P01" | "40001" | "57P01" | "57P02" | "57P03")
+    ) || code.as_deref().is_some_and(|c| c.starts_with("08"))
         || matches!(
             e,
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed

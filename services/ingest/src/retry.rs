@@ -162,9 +162,7 @@ pub(crate) async fn deliveries(
     keys: &Keys,
     id: &str,
 ) -> Result<u32, fred::error::Error> {
-    let reply: Value = client
-        .xpending(&keys.jobs, GROUP, (id, id, 1u64))
-        .await?;
+    let reply: Value = client.xpending(&keys.jobs, GROUP, (id, id, 1u64)).await?;
     // [[id, consumer, idle-ms, deliveries]]
     let count = reply
         .into_array()

@@ -62,7 +62,10 @@ struct Ready {
 /// Why a store pass did not succeed.
 enum Stored {
     Done(StoreEventsResponse),
-    Failed { class: Class, error: String },
+    Failed {
+        class: Class,
+        error: String,
+    },
     /// Stopping: the jobs stay pending for the next worker, no attempt counted.
     Stopped,
 }
@@ -255,7 +258,11 @@ impl Worker {
         };
         match parse::parse(provider, &sub.payload, &ctx) {
             Ok(mut parsed) => {
-                let origin = if job.origin_id.is_empty() { &id } else { &job.origin_id };
+                let origin = if job.origin_id.is_empty() {
+                    &id
+                } else {
+                    &job.origin_id
+                };
                 stamp_arrivals(origin, &mut parsed.events);
                 if let Some(first) = parsed.rejected.first() {
                     tracing::warn!(job = %id, count = parsed.rejected.len(), reason = %first.reason,
@@ -297,8 +304,7 @@ impl Worker {
                 // A pass may make several calls, each within its deadline:
                 // keep the jobs from looking abandoned meanwhile.
                 if touched.elapsed() >= self.store_deadline / 2 {
-                    if let Err(e) =
-                        queue::touch(&self.redis, &self.keys, &self.consumer, ids).await
+                    if let Err(e) = queue::touch(&self.redis, &self.keys, &self.consumer, ids).await
                     {
                         tracing::debug!(error = %e, "could not refresh the jobs' idle time");
                     }
@@ -328,9 +334,7 @@ impl Worker {
                             return Stored::Failed { class, error };
                         }
                         tracing::debug!(code = ?s.code(), attempt, "store failed; retrying");
-                        let pause = rand::random_range(
-                            STORE_PASS_PAUSE / 2..=STORE_PASS_PAUSE,
-                        );
+                        let pause = rand::random_range(STORE_PASS_PAUSE / 2..=STORE_PASS_PAUSE);
                         tokio::select! {
                             () = stop.cancelled() => return Stored::Stopped,
                             () = tokio::time::sleep(pause) => {}
@@ -348,7 +352,8 @@ impl Worker {
         let mut job = r.job.clone();
         retry::record_failure(&mut job, &r.id, r.attempt, error);
         if class == Class::Permanent {
-            self.dead_letter(&r.id, Some(&job), error, "permanent").await;
+            self.dead_letter(&r.id, Some(&job), error, "permanent")
+                .await;
             return;
         }
         if r.attempt >= self.retry.attempts {

@@ -235,6 +235,9 @@ async fn redis_killed_mid_run_loses_no_acknowledged_webhook_and_the_edge_says_50
             "600000",
             "--claim-idle-ms",
             "5000",
+            // claim-idle-ms must exceed a store pass (two calls and a pause).
+            "--store-deadline-ms",
+            "2000",
         ],
     );
     wait_listening(conv).await;

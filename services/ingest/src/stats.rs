@@ -5,7 +5,7 @@
 use faro_proto::ingest::v1::{ConsumerStats, QueueStatsResponse};
 use fred::{
     clients::Client,
-    interfaces::{ClientLike, StreamsInterface},
+    interfaces::{ClientLike, SortedSetsInterface, StreamsInterface},
     types::{ClusterHash, CustomCommand, Value},
 };
 
@@ -59,10 +59,8 @@ pub(crate) async fn queue_stats(client: &Client, keys: &Keys) -> Result<QueueSta
     let mut out = QueueStatsResponse {
         stream_length: client.xlen(&keys.jobs).await?,
         dead_letters: client.xlen(&keys.dead).await?,
-        // TODO(issue 8, `retry` helper): the count of the delayed-retry sorted
-        // set (`Keys::retry`, `{prefix}{ingest}:retry`, ZCARD) once it exists on
-        // main; until then no retry is ever scheduled, so 0 is the truth.
-        scheduled_retries: 0,
+        // Jobs waiting in the retry set for their next attempt.
+        scheduled_retries: client.zcard(&keys.retry).await?,
         ..Default::default()
     };
     // Summary form: [count, smallest id, greatest id, [[consumer, count], ...]].

@@ -247,7 +247,7 @@ mod tests {
     fn each_kind_of_failure_is_classified_and_explained() {
         let job = Job {
             submission: Some(SubmitRequest::default()),
-            attempt: 0,
+            ..Job::default()
         }
         .encode_to_vec();
         type Case<'a> = (&'a [(&'a str, &'a [u8])], &'a str);

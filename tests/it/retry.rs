@@ -8,7 +8,10 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use faro_proto::{
     conversations::v1::Channel,
-    ingest::v1::{Job, Provider, Route, SubmitRequest, ingest_service_client::IngestServiceClient},
+    ingest::v1::{
+        DeadLetterSelection, Job, Provider, RetryDeadLettersRequest, Route, SubmitRequest,
+        dead_letter_selection::Target, ingest_service_client::IngestServiceClient,
+    },
 };
 use fred::interfaces::{SortedSetsInterface, StreamsInterface};
 use prost::Message;
@@ -173,6 +176,28 @@ async fn a_poison_job_is_dead_lettered_after_its_attempts_and_its_batch_is_store
         "the neighbours were stored ({last_stored}) before the poison's last attempt ({last_at})"
     );
     c.drained().await;
+
+    // The cause fixed, the operator re-drives it: attempts reset, stored.
+    sqlx::query("DROP TRIGGER poison ON messages")
+        .execute(&c.db.owner)
+        .await
+        .expect("fix the cause");
+    let mut client = IngestServiceClient::connect(format!("http://{}", c.ingest))
+        .await
+        .expect("client");
+    let retried = client
+        .retry_dead_letters(RetryDeadLettersRequest {
+            selection: Some(DeadLetterSelection {
+                target: Some(Target::All(true)),
+            }),
+        })
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(retried.retried.len(), 1, "{retried:?}");
+    c.drained().await;
+    assert_eq!(c.count("SELECT count(*) FROM messages").await, N + 1);
+    assert!(dead_letters(&c).await.is_empty());
     drop(ingest);
     c.stop().await;
 }

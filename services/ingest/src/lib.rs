@@ -11,6 +11,7 @@
 //! with backoff, up to its attempts; then, or at once if retrying cannot
 //! help, it is dead-lettered whole with its error history.
 
+mod batch;
 mod config;
 mod dlq;
 mod error;

@@ -8,7 +8,7 @@
 //! so workers on hosts whose clocks disagree schedule on one timeline. Delayed
 //! jobs never sit in the stream, so they never block the jobs behind them.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use bytes::Bytes;
 use faro_proto::{ingest::v1::Job, to_timestamp};
@@ -69,6 +69,24 @@ pub(crate) fn classify(code: Code) -> Class {
     }
 }
 
+/// A store failure in plain words, for the job's history and the dead letter.
+pub(crate) fn describe(s: &tonic::Status, class: Class, deadline: Duration) -> String {
+    match (class, s.code()) {
+        (Class::Permanent, _) => s.message().to_owned(),
+        // tonic reports its own deadline as Cancelled, "Timeout expired".
+        (_, Code::DeadlineExceeded) | (_, Code::Cancelled) if timed_out(s) => format!(
+            "conversations did not answer within the store deadline ({} ms)",
+            deadline.as_millis()
+        ),
+        (_, Code::Unavailable) => format!("conversations unavailable: {}", s.message()),
+        (_, code) => format!("conversations failed ({code:?}): {}", s.message()),
+    }
+}
+
+fn timed_out(s: &tonic::Status) -> bool {
+    s.code() == Code::DeadlineExceeded || s.message().contains("Timeout expired")
+}
+
 /// Writes one more failure into the job's history: its attempt count, its
 /// first error (kept once set) and its last error, with their times.
 pub(crate) fn record_failure(job: &mut Job, stream_id: &str, attempts: u32, error: &str) {
@@ -84,6 +102,11 @@ pub(crate) fn record_failure(job: &mut Job, stream_id: &str, attempts: u32, erro
         job.origin_id = stream_id.to_owned();
     }
 }
+
+/// Loaded once per process; `evalsha_with_reload` loads it again after a
+/// Redis restart (NOSCRIPT).
+static SCHEDULE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(SCHEDULE));
+static PROMOTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(PROMOTE));
 
 const SCHEDULE: &str = r"
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
@@ -125,7 +148,7 @@ pub(crate) async fn schedule(
         fred::error::Error::new(fred::error::ErrorKind::Unknown, format!("encode job: {e}"))
     })?;
     let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-    let moved: i64 = Script::from_lua(SCHEDULE)
+    let moved: i64 = SCHEDULE_SCRIPT
         .evalsha_with_reload(
             client,
             vec![keys.jobs.clone(), keys.retry.clone()],
@@ -146,7 +169,7 @@ pub(crate) async fn promote_due(
     keys: &Keys,
     limit: usize,
 ) -> Result<u64, fred::error::Error> {
-    Script::from_lua(PROMOTE)
+    PROMOTE_SCRIPT
         .evalsha_with_reload(
             client,
             vec![keys.jobs.clone(), keys.retry.clone()],

@@ -143,6 +143,8 @@ mod tests {
             batch_size: 64,
             claim_idle_ms: 30_000,
             consumer_name: None,
+            history_max_events: 10_000,
+            history_max_age_secs: 3600,
             store_deadline_ms: 10_000,
             retry_attempts: 5,
             retry_base_ms: 15_000,

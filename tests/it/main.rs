@@ -21,6 +21,7 @@ mod messaging;
 mod positions;
 mod postgres_restart;
 mod process;
+mod reclaim;
 mod redis_dies;
 mod redis_restart;
 mod retry;

@@ -144,7 +144,10 @@ impl Worker {
         // A job that failed before shares no call with others: if it is a
         // poison job, it cannot fail its neighbours again.
         self.process(fresh, false, stop).await;
+        let mut waiting: Vec<String> = retried.iter().map(|r| r.id.clone()).collect();
         for r in retried {
+            self.hold(&waiting).await;
+            waiting.remove(0);
             self.process(vec![r], true, stop).await;
         }
         Ok(())
@@ -163,7 +166,10 @@ impl Worker {
         if !entries.is_empty() {
             tracing::info!(count = entries.len(), consumer = %self.consumer, "reclaimed abandoned jobs");
         }
+        let mut waiting: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         for entry in entries {
+            self.hold(&waiting).await;
+            waiting.remove(0);
             let deliveries = retry::deliveries(&self.redis, &self.keys, &entry.id).await?;
             if let Some(r) = self.prepare(entry, deliveries).await {
                 self.process(vec![r], true, stop).await;
@@ -202,7 +208,8 @@ impl Worker {
                 // back as already stored: each retry is a redelivery, so that
                 // they are announced.
                 tracing::warn!(error = %error, jobs = ready.len(), "batch failed; storing its jobs one by one");
-                for r in &ready {
+                for (n, r) in ready.iter().enumerate() {
+                    self.hold(&ids[n..]).await;
                     let one = std::slice::from_ref(&r.id);
                     match self.store(r.events.clone(), true, one, stop).await {
                         Stored::Done(stored) => {
@@ -219,6 +226,18 @@ impl Worker {
                     self.failed(r, class, &error).await;
                 }
             }
+        }
+    }
+
+    /// Resets the idle time of jobs this worker holds and is about to handle
+    /// one by one: however long the ones before them take, each in its own
+    /// store deadline, they never look abandoned to other workers.
+    async fn hold(&self, ids: &[String]) {
+        if ids.len() < 2 {
+            return;
+        }
+        if let Err(e) = queue::touch(&self.redis, &self.keys, &self.consumer, ids).await {
+            tracing::debug!(error = %e, "could not refresh the jobs' idle time");
         }
     }
 

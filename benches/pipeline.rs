@@ -10,8 +10,14 @@
 //! machine's cores, so the figures are a floor, not a ceiling.
 
 #[allow(dead_code)]
+#[path = "../tests/it/clients.rs"]
+mod clients;
+#[allow(dead_code, unused_imports)]
 #[path = "../tests/it/cluster.rs"]
 mod cluster;
+#[allow(dead_code)]
+#[path = "../tests/it/test_db.rs"]
+mod test_db;
 
 use std::{
     collections::HashMap,

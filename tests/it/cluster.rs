@@ -1,165 +1,26 @@
 //! A FARO cluster for one test: its own database, its own Redis prefix, all
 //! four services in-process on port 0.
 
-use std::{net::SocketAddr, str::FromStr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use base64::Engine;
 use faro_proto::conversations::v1::{
     self as pb, Channel, admin_service_client::AdminServiceClient,
 };
 use fred::{
     clients::Client as Redis,
-    interfaces::{ClientLike, KeysInterface, SortedSetsInterface, StreamsInterface},
-    types::{Value, scan::Scanner},
+    interfaces::{ClientLike, LuaInterface, StreamsInterface},
+    types::Value,
 };
-use futures::{SinkExt, StreamExt, TryStreamExt};
-use sqlx::{ConnectOptions, Connection, PgPool, postgres::PgConnectOptions};
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream,
-    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
-};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub const JWT_SECRET: &str = "integration-test-jwt-secret-0123456789abcdef";
-
-pub fn server_url() -> String {
-    std::env::var("FARO_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-pub fn redis_url() -> String {
-    std::env::var("FARO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-pub fn encryption_keys() -> Vec<String> {
-    vec![format!(
-        "t1:{}",
-        base64::engine::general_purpose::STANDARD.encode([9u8; 32])
-    )]
-}
-
-/// Runs `cleanup` to completion from synchronous code (a `Drop` while a failing
-/// test unwinds), on a runtime of its own: the test's runtime is the thread
-/// being unwound. Bounded, so a cleanup that cannot finish does not hang.
-fn clean_up_aside(cleanup: impl Future<Output = ()> + Send + 'static) {
-    let _ = std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            rt.block_on(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(10), cleanup).await;
-            });
-        }
-    })
-    .join();
-}
-
-async fn drop_database(name: &str) {
-    let server = PgConnectOptions::from_str(&server_url()).expect("url");
-    if let Ok(mut admin) = server.connect().await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
-        admin.close().await.ok();
-    }
-}
-
-/// Deletes every key under a test's prefix.
-async fn delete_keys(redis: &Redis, prefix: &str) {
-    let mut scan = redis.scan(format!("{prefix}*"), Some(500), None);
-    let mut keys = Vec::new();
-    while let Ok(Some(mut page)) = scan.try_next().await {
-        keys.extend(page.take_results().unwrap_or_default());
-    }
-    if !keys.is_empty() {
-        let _: i64 = redis.del(keys).await.unwrap_or_default();
-    }
-}
-
-/// A fresh database with FARO's schema; dropped by [`TestDb::drop_db`], or
-/// when dropped (a failing test).
-pub struct TestDb {
-    pub name: String,
-    /// As the owner (a superuser here): for assertions that must see everything.
-    pub owner_url: String,
-    pub owner: PgPool,
-    removed: bool,
-}
-
-impl TestDb {
-    pub async fn create() -> Self {
-        Self::create_on(&server_url()).await
-    }
-
-    /// A fresh database on the Postgres server at `server_url`.
-    pub async fn create_on(server_url: &str) -> Self {
-        let server = PgConnectOptions::from_str(server_url).expect("a Postgres URL");
-        let name = format!("faro_it_{}", Uuid::new_v4().simple());
-        let mut admin = server.connect().await.expect("postgres is reachable");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create database");
-        admin.close().await.ok();
-        let owner_opts = server.database(&name);
-        let owner_url = owner_opts.to_url_lossy().to_string();
-        faro_conversations::migrate(&owner_url)
-            .await
-            .expect("migrations apply");
-        let owner = PgPool::connect_with(owner_opts).await.expect("owner pool");
-        Self {
-            name,
-            owner_url,
-            owner,
-            removed: false,
-        }
-    }
-
-    /// Connection options of the service's own role on this database.
-    pub fn app_options(&self) -> PgConnectOptions {
-        PgConnectOptions::from_str(&self.owner_url)
-            .expect("url")
-            .username(faro_conversations::APP_ROLE)
-            .password("")
-    }
-
-    pub async fn drop_db(mut self) {
-        self.remove().await;
-    }
-
-    async fn remove(&mut self) {
-        self.owner.close().await;
-        drop_database(&self.name).await;
-        self.removed = true;
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if !self.removed {
-            let name = self.name.clone();
-            clean_up_aside(async move { drop_database(&name).await });
-        }
-    }
-}
-
-pub async fn redis(url: &str) -> Redis {
-    let client = Redis::new(
-        fred::prelude::Config::from_url(url).expect("url"),
-        Some(fred::prelude::PerformanceConfig {
-            default_command_timeout: Duration::from_secs(5),
-            ..Default::default()
-        }),
-        None,
-        // Reconnects, for the test that restarts its Redis.
-        Some(fred::prelude::ReconnectPolicy::new_constant(0, 50)),
-    );
-    client.init().await.expect("redis is reachable");
-    client
-}
+use crate::test_db::{clean_up_aside, delete_keys};
+pub use crate::{
+    clients::{Ws, fixture, whatsapp_text},
+    test_db::{JWT_SECRET, TestDb, encryption_keys, redis, redis_url},
+};
 
 async fn listener() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -599,9 +460,18 @@ impl Cluster {
     pub async fn drained(&self) {
         let keys = faro_ingest::Keys::new(&self.prefix);
         for _ in 0..600 {
-            let len: i64 = self.redis.xlen(&keys.jobs).await.expect("xlen");
-            let scheduled: i64 = self.redis.zcard(&keys.retry).await.expect("zcard");
-            if len == 0 && scheduled == 0 {
+            // One read of both keys: a job moves between them atomically, and
+            // two separate reads could each miss it.
+            let left: i64 = self
+                .redis
+                .eval(
+                    "return redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])",
+                    vec![keys.jobs.clone(), keys.retry.clone()],
+                    Vec::<String>::new(),
+                )
+                .await
+                .expect("xlen + zcard");
+            if left == 0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -668,45 +538,4 @@ pub fn ingest_config(prefix: &str, conversations_url: &str) -> faro_ingest::Conf
         retry_base_ms: 50,
         retry_max_ms: 1_000,
     }
-}
-
-pub struct Ws(pub WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>);
-
-impl Ws {
-    /// The next JSON event; fails the test after 20 s (a hang, not a timing claim).
-    pub async fn next_event(&mut self) -> serde_json::Value {
-        loop {
-            let frame = tokio::time::timeout(Duration::from_secs(20), self.0.next())
-                .await
-                .expect("an event within 20 s")
-                .expect("socket open")
-                .expect("frame");
-            match frame {
-                Message::Text(t) => return serde_json::from_str(&t).expect("event is JSON"),
-                Message::Ping(p) => self.0.send(Message::Pong(p)).await.expect("pong"),
-                other => panic!("unexpected frame {other:?}"),
-            }
-        }
-    }
-}
-
-/// A fixture's bytes, exactly as a platform would post them.
-pub fn fixture(path: &str) -> Vec<u8> {
-    let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&full).unwrap_or_else(|e| panic!("fixture {full}: {e}"))
-}
-
-/// A WhatsApp Cloud API text message webhook as Meta documents it.
-pub fn whatsapp_text(tenant: &Tenant, message_id: &str, from: &str, text: &str, ts: i64) -> String {
-    serde_json::json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "WABA-1", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550001234", "phone_number_id": tenant.phone_number_id},
-            "contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": from}],
-            "messages": [{"from": from, "id": message_id, "timestamp": ts.to_string(),
-                          "type": "text", "text": {"body": text}}]
-        }}]}]
-    })
-    .to_string()
 }

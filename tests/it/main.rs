@@ -4,6 +4,7 @@
 
 mod account_events;
 mod cli;
+mod clients;
 mod cluster;
 mod conversation_events;
 mod crash;
@@ -29,6 +30,7 @@ mod security;
 mod shutdown;
 mod slow_clients;
 mod stream_reconnect;
+mod test_db;
 mod webhook;
 mod websocket;
 mod whatsapp;

@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
+use faro_proto::conversations::v1::{self as pb, Channel};
 use tokio::net::TcpStream;
+
+use crate::cluster::Tenant;
 
 /// A running `faro <service>`; SIGKILLed and reaped on drop.
 pub struct Faro {
@@ -100,4 +103,73 @@ pub async fn wait_listening(addr: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("nothing listens on {addr}");
+}
+
+/// A tenant with a location and a WhatsApp number, created through the admin
+/// API of a conversations process at `conversations`; ids derive from `name`.
+pub async fn tenant_at(conversations: &str, name: &str) -> Tenant {
+    let mut admin =
+        pb::admin_service_client::AdminServiceClient::connect(format!("http://{conversations}"))
+            .await
+            .expect("admin");
+    let id = admin
+        .create_tenant(pb::CreateTenantRequest {
+            name: "alpha".into(),
+        })
+        .await
+        .expect("tenant")
+        .into_inner()
+        .id;
+    let location_id = admin
+        .create_location(pb::CreateLocationRequest {
+            tenant_id: id.clone(),
+            name: "HQ".into(),
+        })
+        .await
+        .expect("location")
+        .into_inner()
+        .id;
+    let app_secret = format!("secret-{name}");
+    let app = admin
+        .create_meta_app(pb::CreateMetaAppRequest {
+            meta_app_id: format!("app-{name}"),
+            name: String::new(),
+            app_secret: app_secret.clone(),
+            verify_token: format!("verify-{name}"),
+            owner_tenant_id: String::new(),
+        })
+        .await
+        .expect("app")
+        .into_inner()
+        .id;
+    admin
+        .connect_channel(pb::ConnectChannelRequest {
+            tenant_id: id.clone(),
+            location_id: location_id.clone(),
+            channel: Channel::Whatsapp.into(),
+            external_account_id: format!("pn-{name}"),
+            app_id: app,
+            display_name: String::new(),
+            ..Default::default()
+        })
+        .await
+        .expect("channel");
+    Tenant {
+        id,
+        location_id,
+        phone_number_id: format!("pn-{name}"),
+        app_secret,
+    }
+}
+
+/// The sum of `field` over a JSON log's lines whose message is `message`
+/// (`--log-format json`): what a process says it did.
+pub fn log_sum(log: &str, message: &str, field: &str) -> i64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == message)
+        .map(|l| l["fields"][field].as_i64().unwrap_or_default())
+        .sum()
 }

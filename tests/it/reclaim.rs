@@ -57,13 +57,7 @@ fn spawn_ingest(c: &Cluster, listen: SocketAddr) -> Faro {
 
 /// Jobs reclaimed, by the `reclaimed abandoned jobs` lines of a log.
 fn reclaimed(log: &str) -> i64 {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["fields"]["message"] == "reclaimed abandoned jobs")
-        .map(|l| l["fields"]["count"].as_i64().unwrap_or_default())
-        .sum()
+    crate::process::log_sum(log, "reclaimed abandoned jobs", "count")
 }
 
 /// A worker died holding 20 jobs (a consumer read them and vanished). Two

@@ -22,13 +22,12 @@ use std::{
     time::Duration,
 };
 
-use faro_proto::conversations::v1::{self as pb, Channel};
 use futures::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
-    cluster::{JWT_SECRET, Tenant, TestDb, encryption_keys, whatsapp_text},
-    process::{Faro, free_addr, wait_listening},
+    cluster::{JWT_SECRET, TestDb, encryption_keys, whatsapp_text},
+    process::{Faro, free_addr, tenant_at, wait_listening},
     redis_restart::{OwnRedis, free_port},
 };
 
@@ -38,61 +37,6 @@ const UP: u8 = 0;
 const DOWN: u8 = 1;
 const BACK: u8 = 2;
 const LOSSY_WARNING: &str = "redis may lose acknowledged webhooks";
-
-async fn tenant(conversations: &str) -> Tenant {
-    let mut admin =
-        pb::admin_service_client::AdminServiceClient::connect(format!("http://{conversations}"))
-            .await
-            .expect("admin");
-    let id = admin
-        .create_tenant(pb::CreateTenantRequest {
-            name: "alpha".into(),
-        })
-        .await
-        .expect("tenant")
-        .into_inner()
-        .id;
-    let location_id = admin
-        .create_location(pb::CreateLocationRequest {
-            tenant_id: id.clone(),
-            name: "HQ".into(),
-        })
-        .await
-        .expect("location")
-        .into_inner()
-        .id;
-    let app_secret = "secret-redis-dies".to_owned();
-    let app = admin
-        .create_meta_app(pb::CreateMetaAppRequest {
-            meta_app_id: "app-redis-dies".into(),
-            name: String::new(),
-            app_secret: app_secret.clone(),
-            verify_token: "verify-redis-dies".into(),
-            owner_tenant_id: String::new(),
-        })
-        .await
-        .expect("app")
-        .into_inner()
-        .id;
-    admin
-        .connect_channel(pb::ConnectChannelRequest {
-            tenant_id: id.clone(),
-            location_id: location_id.clone(),
-            channel: Channel::Whatsapp.into(),
-            external_account_id: "pn-redis-dies".into(),
-            app_id: app,
-            display_name: String::new(),
-            ..Default::default()
-        })
-        .await
-        .expect("channel");
-    Tenant {
-        id,
-        location_id,
-        phone_number_id: "pn-redis-dies".into(),
-        app_secret,
-    }
-}
 
 fn agent_url(edge: &str, tenant: &str) -> String {
     let token = faro_edge::auth::JwtKeys::new(JWT_SECRET.as_bytes())
@@ -242,7 +186,7 @@ async fn redis_killed_mid_run_loses_no_acknowledged_webhook_and_the_edge_says_50
     );
     wait_listening(conv).await;
     wait_listening(edge).await;
-    let a = tenant(&conv.to_string()).await;
+    let a = tenant_at(&conv.to_string(), "redis-dies").await;
     let first_socket = listen(agent_url(&edge.to_string(), &a.id)).await;
 
     let phase = Arc::new(AtomicU8::new(UP));

@@ -184,7 +184,6 @@ fn agent_token(tenant: &str) -> String {
 /// process takes webhooks and delivers live events without a restart.
 #[tokio::test]
 async fn faro_starts_without_redis_and_serves_once_it_comes() {
-    use faro_proto::conversations::v1::{self as pb, Channel};
     use tonic_health::pb::health_check_response::ServingStatus;
 
     let db = crate::cluster::TestDb::create().await;
@@ -235,58 +234,8 @@ async fn faro_starts_without_redis_and_serves_once_it_comes() {
     assert!(up, "faro all listens without Redis; see {log}");
 
     // A tenant with a WhatsApp number: conversations needs no Redis.
-    let mut admin =
-        pb::admin_service_client::AdminServiceClient::connect(format!("http://{conversations}"))
-            .await
-            .expect("admin");
-    let tenant = admin
-        .create_tenant(pb::CreateTenantRequest {
-            name: "alpha".into(),
-        })
-        .await
-        .expect("tenant")
-        .into_inner()
-        .id;
-    let location = admin
-        .create_location(pb::CreateLocationRequest {
-            tenant_id: tenant.clone(),
-            name: "HQ".into(),
-        })
-        .await
-        .expect("location")
-        .into_inner()
-        .id;
-    let secret = "secret-no-redis";
-    let app = admin
-        .create_meta_app(pb::CreateMetaAppRequest {
-            meta_app_id: "app-no-redis".into(),
-            name: String::new(),
-            app_secret: secret.into(),
-            verify_token: "verify-no-redis".into(),
-            owner_tenant_id: String::new(),
-        })
-        .await
-        .expect("app")
-        .into_inner()
-        .id;
-    admin
-        .connect_channel(pb::ConnectChannelRequest {
-            tenant_id: tenant.clone(),
-            location_id: location.clone(),
-            channel: Channel::Whatsapp.into(),
-            external_account_id: "pn-no-redis".into(),
-            app_id: app,
-            display_name: String::new(),
-            waba_id: String::new(),
-        })
-        .await
-        .expect("channel");
-    let a = crate::cluster::Tenant {
-        id: tenant.clone(),
-        location_id: location,
-        phone_number_id: "pn-no-redis".into(),
-        app_secret: secret.into(),
-    };
+    let a = crate::process::tenant_at(&conversations.to_string(), "no-redis").await;
+    let (tenant, secret) = (a.id.clone(), a.app_secret.clone());
     let http = reqwest::Client::new();
     let post = |id: &str| {
         let body = whatsapp_text(&a, id, "34600000001", "hola", 1_700_000_000);

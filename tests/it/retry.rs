@@ -258,13 +258,7 @@ async fn a_permanent_error_is_dead_lettered_after_one_attempt() {
 
 /// The jobs' batch sizes a process logged as done (`batch done`, jobs=n).
 fn jobs_done(log: &str) -> i64 {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["fields"]["message"] == "batch done")
-        .map(|l| l["fields"]["jobs"].as_i64().unwrap_or_default())
-        .sum()
+    crate::process::log_sum(log, "batch done", "jobs")
 }
 
 /// Two `faro ingest` processes on one consumer group, webhooks posted

@@ -238,6 +238,9 @@ pub struct ServeArgs {
     /// When set, agents' JWTs must carry this audience (`aud`).
     #[arg(long = "jwt-audience", env = "FARO_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// The edge pings each WebSocket this often (ms) and drops one silent for twice as long.
+    #[arg(long = "ws-ping-ms", env = "FARO_WS_PING_MS", default_value_t = 30_000)]
+    pub ws_ping_ms: u64,
     /// Bearer token for the edge's /api/v1/admin/ routes (at least 32 bytes);
     /// unset, those routes do not exist.
     #[arg(long = "admin-token", env = "FARO_ADMIN_TOKEN", hide_env_values = true)]
@@ -264,6 +267,7 @@ impl ServeArgs {
             first_byte_timeout_ms: self.first_byte_timeout_ms,
             jwt_issuer: self.jwt_issuer.clone(),
             jwt_audience: self.jwt_audience.clone(),
+            ws_ping_ms: self.ws_ping_ms,
             admin_token: self.admin_token.clone(),
         };
         config.validate()?;

@@ -99,6 +99,7 @@ pub struct EdgeLimits {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub first_byte_timeout_ms: u64,
+    pub ws_ping_ms: u64,
 }
 
 impl Default for EdgeLimits {
@@ -109,6 +110,7 @@ impl Default for EdgeLimits {
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             first_byte_timeout_ms: 10_000,
+            ws_ping_ms: 30_000,
         }
     }
 }
@@ -518,6 +520,7 @@ pub fn edge_config(
         jwt_issuer: None,
         jwt_audience: None,
         admin_token: None,
+        ws_ping_ms: limits.ws_ping_ms,
     }
 }
 

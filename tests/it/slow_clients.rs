@@ -191,7 +191,7 @@ async fn silent_connections_are_closed_and_capped_per_address() {
 }
 
 /// Opens a WebSocket by hand, to send frames a library would refuse to send.
-async fn raw_websocket(c: &Cluster, token: &str) -> TcpStream {
+pub(crate) async fn raw_websocket(c: &Cluster, token: &str) -> TcpStream {
     let mut tcp = TcpStream::connect(c.edge).await.expect("connect");
     let req = format!(
         "GET /api/v1/messages/stream HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

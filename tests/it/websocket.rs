@@ -122,3 +122,63 @@ async fn websocket_requires_a_valid_jwt() {
     }
     c.stop().await;
 }
+
+/// The heartbeat with a short interval: a client that answers pings (any
+/// reading client does) stays; one that never reads is dropped with 1001
+/// after two silent intervals.
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_dropped_and_one_that_does_stays() {
+    use crate::cluster::{EdgeLimits, Options};
+    let c = Cluster::start_with(Options {
+        edge_limits: EdgeLimits {
+            ws_ping_ms: 200,
+            ..EdgeLimits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let a = c.tenant("heartbeat").await;
+    let token = c.token(&a.id, 300);
+    // Read by hand later: a library client would answer the pings.
+    let mut silent = crate::slow_clients::raw_websocket(&c, &token).await;
+    let mut alive = c.websocket(&token).await;
+    // The live client reads (and so answers every ping) for five intervals.
+    let answering = tokio::time::timeout(std::time::Duration::from_millis(1000), async {
+        while alive.0.next().await.is_some() {}
+    })
+    .await;
+    assert!(answering.is_err(), "the answering client was not dropped");
+    // It still gets events.
+    let (status, _) = c
+        .post_signed(
+            &whatsapp_text(&a, "wamid.HB1", "1", "hi", 1_700_000_000),
+            &a.app_secret,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        alive.next_event().await["message"]["channel_message_id"],
+        "wamid.HB1"
+    );
+    // The silent one was closed for its silence (pings, then 1001).
+    // One deadline for the whole wait: pings keep coming until the close.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let mut head = [0u8; 2];
+            silent.read_exact(&mut head).await.expect("a frame");
+            let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+            silent.read_exact(&mut payload).await.expect("its payload");
+            if head[0] == 0x88 {
+                break (
+                    u16::from_be_bytes([payload[0], payload[1]]),
+                    String::from_utf8_lossy(&payload[2..]).into_owned(),
+                );
+            }
+            assert_eq!(head[0], 0x89, "only pings before the close");
+        }
+    });
+    let (code, reason) = closed.await.expect("closed within 20 s");
+    assert_eq!((code, reason.as_str()), (1001, "ping timeout"));
+    c.stop().await;
+}

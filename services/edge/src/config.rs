@@ -47,6 +47,10 @@ pub struct Config {
     /// naming any audience is refused.
     pub jwt_audience: Option<String>,
 
+    /// The edge pings each WebSocket this often (milliseconds) and drops one
+    /// silent for twice as long.
+    pub ws_ping_ms: u64,
+
     /// The operator's bearer token for `/api/v1/admin/` (at least 32 bytes,
     /// not the JWT secret); unset, those routes answer 404.
     pub admin_token: Option<String>,
@@ -69,6 +73,7 @@ impl std::fmt::Debug for Config {
             .field("first_byte_timeout_ms", &self.first_byte_timeout_ms)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
+            .field("ws_ping_ms", &self.ws_ping_ms)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
@@ -121,6 +126,9 @@ impl Config {
                 )));
             }
         }
+        if self.ws_ping_ms < 100 {
+            return Err(Error::Config("ws-ping-ms must be at least 100".into()));
+        }
         if self.ws_write_timeout_ms == 0 || self.first_byte_timeout_ms == 0 {
             return Err(Error::Config(
                 "ws-write-timeout-ms and first-byte-timeout-ms must be positive".into(),
@@ -142,6 +150,7 @@ impl Config {
     pub(crate) fn ws_limits(&self) -> crate::ws::Limits {
         crate::ws::Limits {
             write_timeout: Duration::from_millis(self.ws_write_timeout_ms),
+            ping_every: Duration::from_millis(self.ws_ping_ms),
         }
     }
 

@@ -123,11 +123,6 @@ enum FromClient {
     Gone,
 }
 
-/// The server pings this often and gives up on a client silent for twice as
-/// long: a peer that vanished without a FIN would otherwise hold its
-/// subscription until TCP keepalive noticed, hours later.
-const PING_EVERY: Duration = Duration::from_secs(30);
-
 /// Agents send nothing but control frames yet; anything bigger closes with 1009.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
@@ -140,6 +135,10 @@ type Writer = fastwebsockets::WebSocketWrite<
 #[derive(Clone, Copy)]
 pub(crate) struct Limits {
     pub write_timeout: Duration,
+    /// The server pings this often and gives up on a client silent for twice
+    /// as long: a peer that vanished without a FIN would otherwise hold its
+    /// socket until TCP keepalive noticed, hours later.
+    pub ping_every: Duration,
 }
 
 /// Reads the client's frames and reports them to the writer.
@@ -208,14 +207,13 @@ async fn pump(
     });
     let (client_tx, mut client_rx) = mpsc::channel::<FromClient>(8);
     let reader = tokio::spawn(read_client(rx, client_tx));
-    let deadline = limits.write_timeout;
     let result = run(
         &mut tx,
         &mut listener,
         &mut client_rx,
         start,
         &shutdown,
-        deadline,
+        limits,
     )
     .await;
     // Both halves must go for the connection to close: the reader holds one.
@@ -229,8 +227,9 @@ async fn run(
     client_rx: &mut mpsc::Receiver<FromClient>,
     start: Start,
     shutdown: &CancellationToken,
-    deadline: Duration,
+    limits: Limits,
 ) -> Result<(), WebSocketError> {
+    let deadline = limits.write_timeout;
     let upto = match start {
         Start::Live => None,
         Start::NotRecovered => {
@@ -248,7 +247,7 @@ async fn run(
             Some(upto)
         }
     };
-    let mut keepalive = tokio::time::interval(PING_EVERY);
+    let mut keepalive = tokio::time::interval(limits.ping_every);
     keepalive.tick().await;
     let mut last_seen = Instant::now();
     let ended = listener.ended();
@@ -263,7 +262,7 @@ async fn run(
                 return write(tx, Frame::close(CloseCode::Away.into(), b"server shutting down"), deadline).await;
             }
             _ = keepalive.tick() => {
-                if last_seen.elapsed() > 2 * PING_EVERY {
+                if last_seen.elapsed() > 2 * limits.ping_every {
                     return write(tx, Frame::close(CloseCode::Away.into(), b"ping timeout"), deadline).await;
                 }
                 write(tx, Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"")), deadline).await?;

@@ -14,25 +14,17 @@ use tokio::{
 };
 
 use crate::{
-    cluster::{Cluster, Options, Tenant, redis_url, whatsapp_text},
+    cluster::{Cluster, Options, Tenant, whatsapp_text},
     process::{Faro, wait_listening},
 };
 
 /// A `faro ingest` process serving on `listen` and storing through `conversations_url`.
 fn spawn_ingest(c: &Cluster, listen: SocketAddr, conversations_url: &str) -> Faro {
-    let (listen, redis) = (listen.to_string(), redis_url());
-    Faro::spawn(
-        &c.db.name,
-        "ingest",
+    crate::process::spawn_ingest(
+        c,
+        listen,
+        conversations_url,
         &[
-            "--ingest-listen",
-            &listen,
-            "--conversations-url",
-            conversations_url,
-            "--redis-url",
-            &redis,
-            "--redis-prefix",
-            &c.prefix,
             "--claim-idle-ms",
             "4000",
             "--store-deadline-ms",

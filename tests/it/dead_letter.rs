@@ -30,23 +30,30 @@ pub(crate) async fn dead_letters(c: &Cluster) -> Vec<HashMap<String, Bytes>> {
     entries.into_iter().map(|(_, fields)| fields).collect()
 }
 
+/// A route conversations refuses permanently (its ids are not UUIDs), and two
+/// payloads that can never be stored: one it refuses (InvalidArgument) and
+/// one that is not a WhatsApp envelope at all.
+pub(crate) fn never_storable() -> (Route, [&'static [u8]; 2]) {
+    let route = Route {
+        external_account_id: "P1".into(),
+        tenant_id: "not-a-tenant".into(),
+        location_id: "not-a-location".into(),
+        channel_account_id: String::new(),
+        channel: Channel::Whatsapp.into(),
+    };
+    let refused = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":
+        {"metadata":{"phone_number_id":"P1"},"messages":[{"from":"1","id":"wamid.X","timestamp":"1","type":"text","text":{"body":"hi"}}]}}]}]}"#;
+    (route, [refused, br#"{"object":"page","entry":[]}"#])
+}
+
 #[tokio::test]
 async fn jobs_that_cannot_be_processed_are_dead_lettered_whole() {
     let c = Cluster::start().await;
     let mut ingest = IngestServiceClient::connect(format!("http://{}", c.ingest))
         .await
         .expect("client");
-    let route = Route {
-        external_account_id: "P1".into(),
-        tenant_id: "not-a-tenant".into(), // conversations refuses it: permanently
-        location_id: "not-a-location".into(),
-        channel_account_id: String::new(),
-        channel: Channel::Whatsapp.into(),
-    };
-    let rejected = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":
-        {"metadata":{"phone_number_id":"P1"},"messages":[{"from":"1","id":"wamid.X","timestamp":"1","type":"text","text":{"body":"hi"}}]}}]}]}"#;
-    let unparseable = br#"{"object":"page","entry":[]}"#; // not a WhatsApp envelope
-    for payload in [&rejected[..], &unparseable[..]] {
+    let (route, [rejected, unparseable]) = never_storable();
+    for payload in [rejected, unparseable] {
         ingest
             .submit(SubmitRequest {
                 provider: Provider::WhatsappCloud.into(),

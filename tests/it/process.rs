@@ -10,7 +10,7 @@ use std::{
 use faro_proto::conversations::v1::{self as pb, Channel};
 use tokio::net::TcpStream;
 
-use crate::cluster::Tenant;
+use crate::cluster::{Cluster, Tenant, redis_url};
 
 /// A running `faro <service>`; SIGKILLed and reaped on drop.
 pub struct Faro {
@@ -172,4 +172,30 @@ pub fn log_sum(log: &str, message: &str, field: &str) -> i64 {
         .filter(|l| l["fields"]["message"] == message)
         .map(|l| l["fields"][field].as_i64().unwrap_or_default())
         .sum()
+}
+
+/// A `faro ingest` process of test `c` serving on `listen`, storing through
+/// `conversations_url`, with JSON logs; `settings` adds its flags (workers,
+/// claim idle, deadlines, retry policy).
+pub fn spawn_ingest(
+    c: &Cluster,
+    listen: SocketAddr,
+    conversations_url: &str,
+    settings: &[&str],
+) -> Faro {
+    let (listen, redis) = (listen.to_string(), redis_url());
+    let mut args = vec![
+        "--log-format",
+        "json",
+        "--ingest-listen",
+        &listen,
+        "--conversations-url",
+        conversations_url,
+        "--redis-url",
+        &redis,
+        "--redis-prefix",
+        &c.prefix,
+    ];
+    args.extend_from_slice(settings);
+    Faro::spawn(&c.db.name, "ingest", &args)
 }

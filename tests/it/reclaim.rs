@@ -10,7 +10,7 @@ use fred::interfaces::StreamsInterface;
 use prost::Message;
 
 use crate::{
-    cluster::{Cluster, Options, redis_url, whatsapp_text},
+    cluster::{Cluster, Options, whatsapp_text},
     crash::{hold_stores, pending},
     dead_letter::dead_letters,
     postgres_restart::route_of,
@@ -20,25 +20,11 @@ use crate::{
 /// A `faro ingest` process whose stores give up after 450 ms (twice per
 /// pass), reclaiming jobs idle for 2 s.
 fn spawn_ingest(c: &Cluster, listen: SocketAddr) -> Faro {
-    let (listen, redis, conversations) = (
-        listen.to_string(),
-        redis_url(),
-        format!("http://{}", c.conversations),
-    );
-    Faro::spawn(
-        &c.db.name,
-        "ingest",
+    crate::process::spawn_ingest(
+        c,
+        listen,
+        &format!("http://{}", c.conversations),
         &[
-            "--log-format",
-            "json",
-            "--ingest-listen",
-            &listen,
-            "--conversations-url",
-            &conversations,
-            "--redis-url",
-            &redis,
-            "--redis-prefix",
-            &c.prefix,
             "--ingest-workers",
             "1",
             "--claim-idle-ms",

@@ -6,12 +6,9 @@
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use faro_proto::{
-    conversations::v1::Channel,
-    ingest::v1::{
-        DeadLetterSelection, Job, Provider, RetryDeadLettersRequest, Route, SubmitRequest,
-        dead_letter_selection::Target, ingest_service_client::IngestServiceClient,
-    },
+use faro_proto::ingest::v1::{
+    DeadLetterSelection, Job, Provider, RetryDeadLettersRequest, SubmitRequest,
+    dead_letter_selection::Target, ingest_service_client::IngestServiceClient,
 };
 use fred::interfaces::{SortedSetsInterface, StreamsInterface};
 use prost::Message;
@@ -23,8 +20,8 @@ use crate::{
     process::{Faro, free_addr, wait_listening},
 };
 
-/// A `faro ingest` process with one worker, `attempts` per job and retries
-/// due within `base_ms`·2^n (tests cannot wait minutes).
+/// A `faro ingest` process with `workers` workers, `attempts` per job and
+/// retries due within `base_ms`·2^n (tests cannot wait minutes).
 pub(crate) fn spawn_ingest(
     c: &Cluster,
     listen: SocketAddr,
@@ -32,25 +29,11 @@ pub(crate) fn spawn_ingest(
     attempts: &str,
     base_ms: &str,
 ) -> Faro {
-    let (listen, redis, conversations) = (
-        listen.to_string(),
-        redis_url(),
-        format!("http://{}", c.conversations),
-    );
-    Faro::spawn(
-        &c.db.name,
-        "ingest",
+    crate::process::spawn_ingest(
+        c,
+        listen,
+        &format!("http://{}", c.conversations),
         &[
-            "--log-format",
-            "json",
-            "--ingest-listen",
-            &listen,
-            "--conversations-url",
-            &conversations,
-            "--redis-url",
-            &redis,
-            "--redis-prefix",
-            &c.prefix,
             "--ingest-workers",
             workers,
             "--ingest-batch",
@@ -216,17 +199,8 @@ async fn a_permanent_error_is_dead_lettered_after_one_attempt() {
     let mut client = IngestServiceClient::connect(format!("http://{}", c.ingest))
         .await
         .expect("client");
-    let route = Route {
-        external_account_id: "P1".into(),
-        tenant_id: "not-a-tenant".into(), // conversations refuses it: InvalidArgument
-        location_id: "not-a-location".into(),
-        channel_account_id: String::new(),
-        channel: Channel::Whatsapp.into(),
-    };
-    let invalid = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":
-        {"metadata":{"phone_number_id":"P1"},"messages":[{"from":"1","id":"wamid.X","timestamp":"1","type":"text","text":{"body":"hi"}}]}}]}]}"#;
-    let unparseable = br#"{"object":"page","entry":[]}"#;
-    for payload in [&invalid[..], &unparseable[..]] {
+    let (route, [invalid, unparseable]) = crate::dead_letter::never_storable();
+    for payload in [invalid, unparseable] {
         client
             .submit(SubmitRequest {
                 provider: Provider::WhatsappCloud.into(),

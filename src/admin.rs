@@ -124,10 +124,22 @@ impl ChannelArg {
     }
 }
 
-async fn client(target: &Target) -> anyhow::Result<AdminServiceClient<tonic::transport::Channel>> {
-    AdminServiceClient::connect(target.conversations_url.clone())
+/// A connected channel to conversations whose every call has a deadline: an
+/// operator's command fails rather than hangs on a stuck service.
+pub(crate) async fn channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("conversations url {url:?}"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .connect()
         .await
-        .with_context(|| format!("cannot reach conversations at {}", target.conversations_url))
+        .with_context(|| format!("cannot reach conversations at {url}"))
+}
+
+async fn client(target: &Target) -> anyhow::Result<AdminServiceClient<tonic::transport::Channel>> {
+    Ok(faro_proto::client::admin(
+        channel(&target.conversations_url).await?,
+    ))
 }
 
 fn print(v: serde_json::Value) {

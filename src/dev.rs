@@ -5,10 +5,7 @@ use std::{str::FromStr, time::Duration};
 use anyhow::Context;
 use base64::Engine;
 use clap::Args;
-use faro_proto::conversations::v1::{
-    self as pb, Channel, admin_service_client::AdminServiceClient,
-    conversations_service_client::ConversationsServiceClient,
-};
+use faro_proto::conversations::v1::{self as pb, Channel};
 use sqlx::{ConnectOptions, Connection, postgres::PgConnectOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -61,7 +58,7 @@ struct Demo {
 async fn ensure_demo(url: &str) -> anyhow::Result<Demo> {
     let mut conversations = None;
     for _ in 0..100 {
-        match ConversationsServiceClient::connect(url.to_owned()).await {
+        match admin::channel(url).await {
             Ok(c) => {
                 conversations = Some(c);
                 break;
@@ -69,7 +66,8 @@ async fn ensure_demo(url: &str) -> anyhow::Result<Demo> {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let mut conversations = conversations.context("conversations did not start")?;
+    let channel = conversations.context("conversations did not start")?;
+    let mut conversations = faro_proto::client::conversations(channel.clone());
     let routes = conversations
         .resolve_channel_accounts(pb::ResolveChannelAccountsRequest {
             channel: Channel::Whatsapp.into(),
@@ -84,7 +82,7 @@ async fn ensure_demo(url: &str) -> anyhow::Result<Demo> {
             location_id: r.location_id,
         });
     }
-    let mut admin = AdminServiceClient::connect(url.to_owned()).await?;
+    let mut admin = faro_proto::client::admin(channel);
     let tenant = admin
         .create_tenant(pb::CreateTenantRequest {
             name: "Demo Agency".into(),

@@ -56,7 +56,7 @@ pub(crate) fn kind(item: &Value) -> Option<ConversationEventKind> {
         .map(|(_, kind)| *kind)
 }
 
-fn id_at(v: &Value, pointer: &str) -> String {
+pub(super) fn id_at(v: &Value, pointer: &str) -> String {
     match v.pointer(pointer) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),

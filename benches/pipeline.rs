@@ -16,6 +16,9 @@ mod clients;
 #[path = "../tests/it/cluster.rs"]
 mod cluster;
 #[allow(dead_code)]
+#[path = "../tests/it/configs.rs"]
+mod configs;
+#[allow(dead_code)]
 #[path = "../tests/it/test_db.rs"]
 mod test_db;
 

@@ -6,6 +6,7 @@ mod account_events;
 mod cli;
 mod clients;
 mod cluster;
+mod configs;
 mod conversation_events;
 mod crash;
 mod customers;

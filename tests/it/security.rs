@@ -70,11 +70,13 @@ async fn only_the_sweeper_role_can_expire_pending_events() {
     let c = Cluster::start().await;
     let (alpha, _) = c.bare_tenant("alpha").await;
     let (beta, _) = c.bare_tenant("beta").await;
+    // Six days old: inside the cluster's own 7-day TTL (its sweeper must not
+    // race this test), past the one-day TTL of the service started below.
     for tenant in [&alpha, &beta] {
         sqlx::query(
             "INSERT INTO pending_message_events
                  (tenant_id, channel, target_channel_message_id, kind, event_key, payload, received_at)
-             VALUES ($1::uuid, 'whatsapp', 'wamid.GONE', 'status', 'read', '{}', now() - interval '30 days')",
+             VALUES ($1::uuid, 'whatsapp', 'wamid.GONE', 'status', 'read', '{}', now() - interval '6 days')",
         )
         .bind(tenant)
         .execute(&c.db.owner)
@@ -135,7 +137,7 @@ async fn only_the_sweeper_role_can_expire_pending_events() {
         app_database_url: None,
         encryption_keys: crate::cluster::encryption_keys(),
         db_max_connections: 2,
-        pending_ttl: week,
+        pending_ttl: std::time::Duration::from_secs(24 * 3600),
         sweeper_database_url: None,
     };
     let service = tokio::spawn(faro_conversations::run(config, conversations, stop.clone()));

@@ -17,6 +17,7 @@ mod event_rules;
 mod events;
 mod grpcurl;
 mod isolation;
+mod late_commit;
 mod listing;
 mod live;
 mod messaging;

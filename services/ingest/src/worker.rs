@@ -59,7 +59,12 @@ struct Ready {
 
 /// Why a store pass did not succeed.
 enum Stored {
-    Done(StoreEventsResponse),
+    /// Stored; `redelivered` when some call may have been a second try of
+    /// one that committed unheard, so everything is to be announced again.
+    Done {
+        outcome: StoreEventsResponse,
+        redelivered: bool,
+    },
     Failed {
         class: Class,
         error: String,
@@ -189,9 +194,12 @@ impl Worker {
         let started = Instant::now();
         let events = all.len();
         match self.store(all, redelivered, &ids, stop).await {
-            Stored::Done(stored) => {
+            Stored::Done {
+                outcome,
+                redelivered,
+            } => {
                 let stored_in = started.elapsed();
-                self.publish_and_ack(&ready, stored, redelivered).await;
+                self.publish_and_ack(&ready, outcome, redelivered).await;
                 tracing::debug!(
                     jobs = ready.len(),
                     events,
@@ -212,8 +220,8 @@ impl Worker {
                     self.hold(&ids[n..]).await;
                     let one = std::slice::from_ref(&r.id);
                     match self.store(r.events.clone(), true, one, stop).await {
-                        Stored::Done(stored) => {
-                            self.publish_and_ack(std::slice::from_ref(r), stored, true)
+                        Stored::Done { outcome, .. } => {
+                            self.publish_and_ack(std::slice::from_ref(r), outcome, true)
                                 .await;
                         }
                         Stored::Failed { class, error } => self.failed(r, class, &error).await,
@@ -304,11 +312,14 @@ impl Worker {
     }
 
     /// Stores `events` (of the jobs `ids`) in chunks, each call with its
-    /// deadline and one quick retry.
+    /// deadline and one quick retry. A call that failed may still have
+    /// committed (a deadline passed while conversations went on, an answer
+    /// was lost): its retry is a redelivery, so that what it finds stored
+    /// already is announced all the same.
     async fn store(
         &mut self,
         events: Vec<ChannelEvent>,
-        redelivered: bool,
+        mut redelivered: bool,
         ids: &[String],
         stop: &CancellationToken,
     ) -> Stored {
@@ -327,6 +338,7 @@ impl Worker {
                     }
                     touched = Instant::now();
                 }
+                redelivered |= attempt > 1;
                 let mut request = tonic::Request::new(StoreEventsRequest {
                     events: chunk.to_vec(),
                     redelivered,
@@ -360,7 +372,10 @@ impl Worker {
                 }
             }
         }
-        Stored::Done(all)
+        Stored::Done {
+            outcome: all,
+            redelivered,
+        }
     }
 
     /// A job whose store failed: dead-lettered if retrying cannot help or it

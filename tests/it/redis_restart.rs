@@ -55,17 +55,30 @@ impl OwnRedis {
             .spawn()
             .expect("redis-server starts");
         let redis = Self(child);
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
+        // Listening is not ready: while it replays its append-only file,
+        // Redis accepts connections but answers LOADING to every command.
+        for _ in 0..800 {
+            if answers_ping(port).await {
                 return redis;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("redis-server did not listen on {port}");
+        panic!("redis-server did not answer PING on {port}");
     }
+}
+
+/// Whether Redis on `port` answers PING with PONG (not LOADING, not silence).
+async fn answers_ping(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    if conn.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(1), conn.read(&mut reply)).await;
+    matches!(read, Ok(Ok(n)) if reply[..n].starts_with(b"+PONG"))
 }
 
 impl Drop for OwnRedis {

@@ -134,9 +134,17 @@ pub(crate) fn is_nogroup(e: &fred::error::Error) -> bool {
     e.details().starts_with("NOGROUP")
 }
 
+/// Queues a webhook's job. While Redis is unreachable this fails at once
+/// (fred's `fail_fast`) instead of waiting out the command timeout: the edge
+/// answers 503 in milliseconds, Meta retries later, and a flood of webhooks
+/// during an outage does not pile up requests held open for seconds.
 pub(crate) async fn enqueue(client: &Client, keys: &Keys, job: &Job) -> Result<String, Error> {
     let bytes = Bytes::from(job.encode_to_vec());
     let id: String = client
+        .with_options(&fred::types::config::Options {
+            fail_fast: true,
+            ..Default::default()
+        })
         .xadd(&keys.jobs, false, None, "*", vec![(JOB_FIELD, bytes)])
         .await?;
     Ok(id)

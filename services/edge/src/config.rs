@@ -51,6 +51,13 @@ pub struct Config {
     /// silent for twice as long.
     pub ws_ping_ms: u64,
 
+    /// Typing frames one WebSocket may send per `ws_typing_window_ms`; the
+    /// excess is dropped (with one `rate_limited` error frame per window).
+    pub ws_typing_max: u32,
+
+    /// The window of `ws_typing_max`, in milliseconds.
+    pub ws_typing_window_ms: u64,
+
     /// The operator's bearer token for `/api/v1/admin/` (at least 32 bytes,
     /// not the JWT secret); unset, those routes answer 404.
     pub admin_token: Option<String>,
@@ -74,6 +81,8 @@ impl std::fmt::Debug for Config {
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .field("ws_ping_ms", &self.ws_ping_ms)
+            .field("ws_typing_max", &self.ws_typing_max)
+            .field("ws_typing_window_ms", &self.ws_typing_window_ms)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
@@ -129,6 +138,13 @@ impl Config {
         if self.ws_ping_ms < 100 {
             return Err(Error::Config("ws-ping-ms must be at least 100".into()));
         }
+        if !(1..=1_000).contains(&self.ws_typing_max)
+            || !(100..=3_600_000).contains(&self.ws_typing_window_ms)
+        {
+            return Err(Error::Config(
+                "ws-typing-max must be 1..=1000 and ws-typing-window-ms 100..=3600000".into(),
+            ));
+        }
         if self.ws_write_timeout_ms == 0 || self.first_byte_timeout_ms == 0 {
             return Err(Error::Config(
                 "ws-write-timeout-ms and first-byte-timeout-ms must be positive".into(),
@@ -151,6 +167,10 @@ impl Config {
         crate::ws::Limits {
             write_timeout: Duration::from_millis(self.ws_write_timeout_ms),
             ping_every: Duration::from_millis(self.ws_ping_ms),
+            typing: crate::ws::TypingLimit {
+                max: self.ws_typing_max,
+                window: Duration::from_millis(self.ws_typing_window_ms),
+            },
         }
     }
 

@@ -8,7 +8,7 @@ use faro_proto::{
         Message, SenderType,
     },
     direction_name, from_timestamp, sender_type_name,
-    stream::v1::{Event, event::Kind},
+    stream::v1::{Event, TypingState, event::Kind},
 };
 use prost_types::Timestamp;
 use serde_json::{Value, json};
@@ -150,6 +150,18 @@ pub(crate) fn render(e: &Event) -> Option<(&'static str, String)> {
             }),
         ),
         Kind::AccountEvent(a) => ("account.event", json!({"account_event": account_event(a)})),
+        Kind::Typing(t) => (
+            "typing",
+            json!({
+                "conversation_id": t.conversation_id,
+                "agent": t.agent,
+                "state": match TypingState::try_from(t.state) {
+                    Ok(TypingState::Start) => "start",
+                    Ok(TypingState::Stop) => "stop",
+                    _ => return None,
+                },
+            }),
+        ),
     };
     let mut frame = json!({
         "type": kind,
@@ -163,4 +175,12 @@ pub(crate) fn render(e: &Event) -> Option<(&'static str, String)> {
         f.extend(b);
     }
     Some((kind, frame.to_string()))
+}
+
+/// The agent an ephemeral event comes from (its own sockets skip it).
+pub(crate) fn sender(e: &Event) -> Option<String> {
+    match e.kind.as_ref()? {
+        Kind::Typing(t) => Some(t.agent.clone()),
+        _ => None,
+    }
 }

@@ -352,3 +352,37 @@ async fn typing_past_the_limit_is_dropped_with_one_error() {
     expect_typing(&mut b, "agent-a", &conv, "stop").await;
     c.stop().await;
 }
+
+/// Typing is for WebSockets: long-poll and SSE clients resume by position,
+/// and an ephemeral event has none.
+#[tokio::test]
+async fn typing_never_reaches_server_sent_events_clients() {
+    let c = Cluster::start().await;
+    let t = c.tenant("sse-typing").await;
+    let conv = conversation(&c, &t, "wamid.SS1").await;
+    let mut a = c.websocket(&token("agent-a", &t.id, None)).await;
+    let mut b = c.websocket(&token("agent-b", &t.id, None)).await;
+    // The response starts once the client has joined the live feed.
+    let mut sse = c
+        .http
+        .get(c.url("/api/v1/messages/events"))
+        .bearer_auth(token("agent-s", &t.id, None))
+        .send()
+        .await
+        .expect("edge answers");
+    assert_eq!(sse.status().as_u16(), 200);
+    send(&mut a, &typing(&conv, "start")).await;
+    expect_typing(&mut b, "agent-a", &conv, "start").await;
+    let (status, _) = c
+        .post_signed(
+            &whatsapp_text(&t, "wamid.SS2", "15550009999", "next", 1_700_000_100),
+            &t.app_secret,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let events = crate::live::sse_events(&mut sse, 1).await;
+    let (_, kind, data) = &events[0];
+    assert_eq!(kind, "message.created", "{data}");
+    assert_eq!(data["message"]["channel_message_id"], "wamid.SS2");
+    c.stop().await;
+}

@@ -186,3 +186,47 @@ impl Config {
         Duration::from_millis(self.drain_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            conversations_url: "http://127.0.0.1:7102".into(),
+            ingest_url: "http://127.0.0.1:7101".into(),
+            stream_url: "http://127.0.0.1:7103".into(),
+            jwt_secret: "s".repeat(32),
+            max_body_bytes: 64 * 1024,
+            drain_ms: 1_000,
+            route_cache_ms: 30_000,
+            ws_write_timeout_ms: 10_000,
+            ws_queue_bytes: 4 * 1024 * 1024,
+            max_connections: 100,
+            max_connections_per_ip: 10,
+            first_byte_timeout_ms: 10_000,
+            jwt_issuer: None,
+            jwt_audience: None,
+            ws_ping_ms: 30_000,
+            ws_typing_max: 10,
+            ws_typing_window_ms: 5_000,
+            admin_token: None,
+        }
+    }
+
+    #[test]
+    fn typing_limits_are_checked_at_start() {
+        assert!(config().validate().is_ok());
+        for (max, window) in [(0, 5_000), (1_001, 5_000), (10, 99), (10, 3_600_001)] {
+            let c = Config {
+                ws_typing_max: max,
+                ws_typing_window_ms: window,
+                ..config()
+            };
+            let err = c.validate().expect_err("refused").to_string();
+            assert!(err.contains("ws-typing"), "{err}");
+        }
+        let limits = config().ws_limits().typing;
+        assert_eq!((limits.max, limits.window), (10, Duration::from_secs(5)));
+    }
+}

@@ -184,3 +184,50 @@ pub(crate) fn sender(e: &Event) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use faro_proto::stream::v1::TypingIndicator;
+
+    use super::*;
+
+    fn typing(state: TypingState) -> Event {
+        Event {
+            id: "e".into(),
+            tenant_id: "t".into(),
+            location_id: "l".into(),
+            kind: Some(Kind::Typing(TypingIndicator {
+                conversation_id: "c".into(),
+                agent: "agent-a".into(),
+                state: state.into(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_typing_indicator_is_a_typing_frame_without_a_position() {
+        let (kind, json) = render(&typing(TypingState::Stop)).expect("rendered");
+        let f: Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(kind, "typing");
+        assert_eq!(
+            (
+                f["type"].as_str(),
+                f["conversation_id"].as_str(),
+                f["agent"].as_str()
+            ),
+            (Some("typing"), Some("c"), Some("agent-a"))
+        );
+        assert_eq!(
+            (f["state"].as_str(), f["location_id"].as_str()),
+            (Some("stop"), Some("l"))
+        );
+        assert!(f["position"].is_null());
+        assert_eq!(
+            sender(&typing(TypingState::Start)).as_deref(),
+            Some("agent-a")
+        );
+        // A state this edge does not know is not shown.
+        assert!(render(&typing(TypingState::Unspecified)).is_none());
+    }
+}

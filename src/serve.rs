@@ -241,6 +241,20 @@ pub struct ServeArgs {
     /// The edge pings each WebSocket this often (ms) and drops one silent for twice as long.
     #[arg(long = "ws-ping-ms", env = "FARO_WS_PING_MS", default_value_t = 30_000)]
     pub ws_ping_ms: u64,
+    /// Typing frames one WebSocket may send per window; the excess is dropped.
+    #[arg(
+        long = "ws-typing-max",
+        env = "FARO_WS_TYPING_MAX",
+        default_value_t = 10
+    )]
+    pub ws_typing_max: u32,
+    /// The window of `ws-typing-max` (ms).
+    #[arg(
+        long = "ws-typing-window-ms",
+        env = "FARO_WS_TYPING_WINDOW_MS",
+        default_value_t = 5_000
+    )]
+    pub ws_typing_window_ms: u64,
     /// Bearer token for the edge's /api/v1/admin/ routes (at least 32 bytes);
     /// unset, those routes do not exist.
     #[arg(long = "admin-token", env = "FARO_ADMIN_TOKEN", hide_env_values = true)]
@@ -268,6 +282,8 @@ impl ServeArgs {
             jwt_issuer: self.jwt_issuer.clone(),
             jwt_audience: self.jwt_audience.clone(),
             ws_ping_ms: self.ws_ping_ms,
+            ws_typing_max: self.ws_typing_max,
+            ws_typing_window_ms: self.ws_typing_window_ms,
             admin_token: self.admin_token.clone(),
         };
         config.validate()?;

@@ -13,6 +13,8 @@ pub struct EdgeLimits {
     pub max_connections_per_ip: usize,
     pub first_byte_timeout_ms: u64,
     pub ws_ping_ms: u64,
+    pub ws_typing_max: u32,
+    pub ws_typing_window_ms: u64,
 }
 
 impl Default for EdgeLimits {
@@ -24,6 +26,8 @@ impl Default for EdgeLimits {
             max_connections_per_ip: 1_000,
             first_byte_timeout_ms: 10_000,
             ws_ping_ms: 30_000,
+            ws_typing_max: 10,
+            ws_typing_window_ms: 5_000,
         }
     }
 }
@@ -52,6 +56,8 @@ pub fn edge_config(
         jwt_audience: None,
         admin_token: None,
         ws_ping_ms: limits.ws_ping_ms,
+        ws_typing_max: limits.ws_typing_max,
+        ws_typing_window_ms: limits.ws_typing_window_ms,
     }
 }
 

@@ -200,8 +200,8 @@ async fn long_poll_answers_at_once_with_waiting_events_and_empty_after_its_timeo
     c.stop().await;
 }
 
-/// Reads SSE events (id, event, data) until `n` have arrived.
-async fn sse_events(
+/// Reads SSE events (id, event, data) until `n` have arrived (also used by `typing`).
+pub async fn sse_events(
     resp: &mut reqwest::Response,
     n: usize,
 ) -> Vec<(String, String, serde_json::Value)> {

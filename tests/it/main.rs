@@ -33,6 +33,7 @@ mod shutdown;
 mod slow_clients;
 mod stream_reconnect;
 mod test_db;
+mod typing;
 mod webhook;
 mod websocket;
 mod whatsapp;

@@ -136,6 +136,27 @@ impl Service {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    /// One thread of the tenant; under RLS another tenant's is never seen.
+    async fn get_conversation(
+        &self,
+        req: pb::GetConversationRequest,
+    ) -> Result<pb::Conversation, Error> {
+        let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
+        let id = parse_uuid("conversation_id", &req.conversation_id)?;
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.tenant_id = $1 AND c.id = $2"
+        );
+        let mut tx = tenant_tx(&self.pool, tenant).await?;
+        let row: Option<ConversationRow> = sqlx::query_as(&sql)
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        row.map(Into::into)
+            .ok_or_else(|| Error::NotFound("no such conversation".into()))
+    }
+
     async fn list_messages(&self, req: pb::ListMessagesRequest) -> Result<Vec<pb::Message>, Error> {
         let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
         let conversation = parse_uuid("conversation_id", &req.conversation_id)?;
@@ -205,6 +226,14 @@ impl ConversationsService for Service {
         Ok(Response::new(pb::ListConversationsResponse {
             conversations,
         }))
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let conversation = Service::get_conversation(self, request.into_inner()).await?;
+        Ok(Response::new(conversation))
     }
 
     async fn list_messages(

@@ -51,6 +51,13 @@ pub struct Config {
     /// silent for twice as long.
     pub ws_ping_ms: u64,
 
+    /// Typing frames one WebSocket may send per `ws_typing_window_ms`; the
+    /// excess is dropped (with one `rate_limited` error frame per window).
+    pub ws_typing_max: u32,
+
+    /// The window of `ws_typing_max`, in milliseconds.
+    pub ws_typing_window_ms: u64,
+
     /// The operator's bearer token for `/api/v1/admin/` (at least 32 bytes,
     /// not the JWT secret); unset, those routes answer 404.
     pub admin_token: Option<String>,
@@ -74,6 +81,8 @@ impl std::fmt::Debug for Config {
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .field("ws_ping_ms", &self.ws_ping_ms)
+            .field("ws_typing_max", &self.ws_typing_max)
+            .field("ws_typing_window_ms", &self.ws_typing_window_ms)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
@@ -129,6 +138,13 @@ impl Config {
         if self.ws_ping_ms < 100 {
             return Err(Error::Config("ws-ping-ms must be at least 100".into()));
         }
+        if !(1..=1_000).contains(&self.ws_typing_max)
+            || !(100..=3_600_000).contains(&self.ws_typing_window_ms)
+        {
+            return Err(Error::Config(
+                "ws-typing-max must be 1..=1000 and ws-typing-window-ms 100..=3600000".into(),
+            ));
+        }
         if self.ws_write_timeout_ms == 0 || self.first_byte_timeout_ms == 0 {
             return Err(Error::Config(
                 "ws-write-timeout-ms and first-byte-timeout-ms must be positive".into(),
@@ -151,6 +167,10 @@ impl Config {
         crate::ws::Limits {
             write_timeout: Duration::from_millis(self.ws_write_timeout_ms),
             ping_every: Duration::from_millis(self.ws_ping_ms),
+            typing: crate::ws::TypingLimit {
+                max: self.ws_typing_max,
+                window: Duration::from_millis(self.ws_typing_window_ms),
+            },
         }
     }
 
@@ -164,5 +184,49 @@ impl Config {
 
     pub(crate) fn drain(&self) -> Duration {
         Duration::from_millis(self.drain_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            conversations_url: "http://127.0.0.1:7102".into(),
+            ingest_url: "http://127.0.0.1:7101".into(),
+            stream_url: "http://127.0.0.1:7103".into(),
+            jwt_secret: "s".repeat(32),
+            max_body_bytes: 64 * 1024,
+            drain_ms: 1_000,
+            route_cache_ms: 30_000,
+            ws_write_timeout_ms: 10_000,
+            ws_queue_bytes: 4 * 1024 * 1024,
+            max_connections: 100,
+            max_connections_per_ip: 10,
+            first_byte_timeout_ms: 10_000,
+            jwt_issuer: None,
+            jwt_audience: None,
+            ws_ping_ms: 30_000,
+            ws_typing_max: 10,
+            ws_typing_window_ms: 5_000,
+            admin_token: None,
+        }
+    }
+
+    #[test]
+    fn typing_limits_are_checked_at_start() {
+        assert!(config().validate().is_ok());
+        for (max, window) in [(0, 5_000), (1_001, 5_000), (10, 99), (10, 3_600_001)] {
+            let c = Config {
+                ws_typing_max: max,
+                ws_typing_window_ms: window,
+                ..config()
+            };
+            let err = c.validate().expect_err("refused").to_string();
+            assert!(err.contains("ws-typing"), "{err}");
+        }
+        let limits = config().ws_limits().typing;
+        assert_eq!((limits.max, limits.window), (10, Duration::from_secs(5)));
     }
 }

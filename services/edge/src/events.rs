@@ -8,7 +8,7 @@ use faro_proto::{
         Message, SenderType,
     },
     direction_name, from_timestamp, sender_type_name,
-    stream::v1::{Event, event::Kind},
+    stream::v1::{Event, TypingState, event::Kind},
 };
 use prost_types::Timestamp;
 use serde_json::{Value, json};
@@ -150,6 +150,18 @@ pub(crate) fn render(e: &Event) -> Option<(&'static str, String)> {
             }),
         ),
         Kind::AccountEvent(a) => ("account.event", json!({"account_event": account_event(a)})),
+        Kind::Typing(t) => (
+            "typing",
+            json!({
+                "conversation_id": t.conversation_id,
+                "agent": t.agent,
+                "state": match TypingState::try_from(t.state) {
+                    Ok(TypingState::Start) => "start",
+                    Ok(TypingState::Stop) => "stop",
+                    _ => return None,
+                },
+            }),
+        ),
     };
     let mut frame = json!({
         "type": kind,
@@ -163,4 +175,59 @@ pub(crate) fn render(e: &Event) -> Option<(&'static str, String)> {
         f.extend(b);
     }
     Some((kind, frame.to_string()))
+}
+
+/// The agent an ephemeral event comes from (its own sockets skip it).
+pub(crate) fn sender(e: &Event) -> Option<String> {
+    match e.kind.as_ref()? {
+        Kind::Typing(t) => Some(t.agent.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use faro_proto::stream::v1::TypingIndicator;
+
+    use super::*;
+
+    fn typing(state: TypingState) -> Event {
+        Event {
+            id: "e".into(),
+            tenant_id: "t".into(),
+            location_id: "l".into(),
+            kind: Some(Kind::Typing(TypingIndicator {
+                conversation_id: "c".into(),
+                agent: "agent-a".into(),
+                state: state.into(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_typing_indicator_is_a_typing_frame_without_a_position() {
+        let (kind, json) = render(&typing(TypingState::Stop)).expect("rendered");
+        let f: Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(kind, "typing");
+        assert_eq!(
+            (
+                f["type"].as_str(),
+                f["conversation_id"].as_str(),
+                f["agent"].as_str()
+            ),
+            (Some("typing"), Some("c"), Some("agent-a"))
+        );
+        assert_eq!(
+            (f["state"].as_str(), f["location_id"].as_str()),
+            (Some("stop"), Some("l"))
+        );
+        assert!(f["position"].is_null());
+        assert_eq!(
+            sender(&typing(TypingState::Start)).as_deref(),
+            Some("agent-a")
+        );
+        // A state this edge does not know is not shown.
+        assert!(render(&typing(TypingState::Unspecified)).is_none());
+    }
 }

@@ -5,7 +5,8 @@
 //!   YCloud's signed deliveries. A delivery is answered 200 only once ingest
 //!   confirms the raw payload is in Redis.
 //! - `GET /api/v1/messages/stream`: a WebSocket of live events for the tenant
-//!   of a JWT, validated before the upgrade.
+//!   of a JWT, validated before the upgrade; agents send `ping` and `typing`
+//!   frames on it.
 //! - `GET /healthz`: liveness.
 //! - `/api/v1/admin/...`: the dead-letter queue and queue figures, for an
 //!   operator holding `FARO_ADMIN_TOKEN` (absent without one); see `admin`.
@@ -47,6 +48,8 @@ pub(crate) struct State {
     pub conversations: ConversationsServiceClient<Channel>,
     pub ingest: IngestServiceClient<Channel>,
     pub live: Arc<live::Hub>,
+    /// Where conversations are, for agents' typing indicators.
+    pub conversation_locations: Arc<ws::ConversationLocations>,
     pub routes: routes::RouteCache,
     /// Bounds the work done for webhooks whose signature is not verified yet.
     pub unverified: webhook::UnverifiedLimit,
@@ -78,16 +81,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     config.validate()?;
+    let conversations =
+        faro_proto::client::conversations(channel("conversations", &config.conversations_url)?);
     let state = Arc::new(State {
         jwt: auth::JwtKeys::with_scope(
             config.jwt_secret.as_bytes(),
             config.jwt_issuer.as_deref(),
             config.jwt_audience.as_deref(),
         )?,
-        conversations: faro_proto::client::conversations(channel(
-            "conversations",
-            &config.conversations_url,
-        )?),
+        conversation_locations: Arc::new(ws::ConversationLocations::new(conversations.clone())),
+        conversations,
         ingest: faro_proto::client::ingest(channel("ingest", &config.ingest_url)?),
         live: live::Hub::new(
             faro_proto::client::stream(channel("stream", &config.stream_url)?),

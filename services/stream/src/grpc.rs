@@ -6,8 +6,8 @@ use std::{
 };
 
 use faro_proto::stream::v1::{
-    Event, HistoryRequest, HistoryResponse, Position, SubscribeRequest,
-    stream_service_server::StreamService,
+    Event, HistoryRequest, HistoryResponse, Position, RelayRequest, RelayResponse,
+    SubscribeRequest, stream_service_server::StreamService,
 };
 use futures::Stream as FuturesStream;
 use tokio::sync::mpsc;
@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     history::{self, Pos, Reader},
     hub::{Hub, Item},
+    relay,
 };
 
 pub(crate) struct Stream {
@@ -26,6 +27,9 @@ pub(crate) struct Stream {
     pub reader: Arc<Reader>,
     /// The most events one replay reads.
     pub replay_bound: usize,
+    /// Publishes relayed (ephemeral) events.
+    pub redis: fred::clients::Client,
+    pub prefix: String,
 }
 
 /// A subscriber's event stream; leaving the hub when tonic drops it (the client went away).
@@ -195,6 +199,20 @@ impl StreamService for Stream {
                 }));
             }
         }
+    }
+
+    async fn relay(
+        &self,
+        request: Request<RelayRequest>,
+    ) -> Result<Response<RelayResponse>, Status> {
+        if !*self.ready.borrow() {
+            return Err(Status::unavailable(
+                "relay unavailable: redis not reached yet",
+            ));
+        }
+        let event = relay::event(request.into_inner())?;
+        relay::publish(&self.redis, &self.prefix, &event).await?;
+        Ok(Response::new(RelayResponse {}))
     }
 
     async fn subscribe(

@@ -12,6 +12,10 @@
 //! live events; `History` reads it. Events the subscription missed (a Redis
 //! reconnect) are read from history too ([`fanout`]): only a tenant whose
 //! history no longer holds them has its streams ended with `DATA_LOSS`.
+//!
+//! `Relay` publishes ephemeral events (typing indicators) on the same
+//! channels without a position ([`relay`]): every process delivers them as
+//! they come, and history never holds them.
 
 mod config;
 mod error;
@@ -19,6 +23,7 @@ mod fanout;
 mod grpc;
 mod history;
 mod hub;
+mod relay;
 
 use std::sync::Arc;
 
@@ -109,6 +114,8 @@ pub async fn run(
         ready: ready.clone(),
         reader,
         replay_bound: config.replay_bound(),
+        redis: commands.clone(),
+        prefix: config.key_prefix.clone(),
     };
     let served = GrpcServer::new()
         .add_service(StreamServiceServer::new(service))

@@ -84,7 +84,7 @@ async fn start(
 ) -> Result<(Listener, Vec<Arc<LiveEvent>>, Option<Position>), ApiError> {
     let upstream = |s: tonic::Status| ApiError::upstream("stream", &s);
     let listener = hub
-        .join(&c.tenant, c.locations.clone())
+        .join(&c.tenant, c.locations.clone(), None)
         .await
         .map_err(upstream)?;
     let Some(since) = c.since.clone() else {

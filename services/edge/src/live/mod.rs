@@ -11,6 +11,10 @@
 //! the feed subscribes again from the last position it delivered, so clients
 //! see neither a gap nor a duplicate; only when that position is no longer in
 //! history are the tenant's clients told to reload (4001).
+//!
+//! Ephemeral events (typing indicators, which have no position) go to
+//! WebSockets only, never back to their sender's own sockets: long-poll and
+//! SSE deliver positioned events, which a client can resume from.
 
 pub(crate) mod catch_up;
 mod feed;
@@ -47,6 +51,8 @@ pub(crate) struct LiveEvent {
     /// The `type` of the JSON frame (`message.created`, …), for SSE's `event:`.
     pub kind: &'static str,
     pub json: Bytes,
+    /// The agent (JWT `sub`) an ephemeral event comes from; `None` for stored events.
+    pub sender: Option<String>,
 }
 
 impl LiveEvent {
@@ -58,7 +64,13 @@ impl LiveEvent {
             location_id: e.location_id.clone(),
             kind,
             json: Bytes::from(json),
+            sender: events::sender(e),
         }))
+    }
+
+    /// Without a position: relayed as it came, never stored or replayed.
+    pub(crate) fn ephemeral(&self) -> bool {
+        self.epoch.is_empty()
     }
 
     pub(crate) fn position(&self) -> Option<Position> {
@@ -132,6 +144,9 @@ struct Member {
     id: u64,
     /// Empty: every location.
     locations: HashSet<String>,
+    /// A WebSocket's agent (JWT `sub`): it gets ephemeral events but its
+    /// own. `None` (long-poll, SSE): positioned events only.
+    agent: Option<String>,
     tx: mpsc::Sender<Arc<LiveEvent>>,
     queued: Arc<AtomicUsize>,
     ended: Arc<OnceLock<End>>,
@@ -147,6 +162,9 @@ impl Member {
     /// Queues the event, or ends this member if it cannot keep up.
     fn offer(&self, e: &Arc<LiveEvent>, queue_bytes: usize) -> bool {
         if !self.locations.is_empty() && !self.locations.contains(&e.location_id) {
+            return true;
+        }
+        if e.ephemeral() && (self.agent.is_none() || self.agent == e.sender) {
             return true;
         }
         let len = e.json.len();
@@ -205,13 +223,15 @@ impl Hub {
 
     /// Joins the tenant's live feed, opening the upstream subscription first
     /// if this is the tenant's first client here: once this returns, every
-    /// event published afterwards reaches the listener.
+    /// event published afterwards reaches the listener. With an `agent` (a
+    /// WebSocket), ephemeral events of other agents reach it too.
     pub(crate) async fn join(
         self: &Arc<Self>,
         tenant: &str,
         locations: HashSet<String>,
+        agent: Option<String>,
     ) -> Result<Listener, tonic::Status> {
-        if let Some(l) = self.add_if_open(tenant, &locations) {
+        if let Some(l) = self.add_if_open(tenant, &locations, &agent) {
             return Ok(l);
         }
         let stream = feed::subscribe(&self.client, tenant, None).await?;
@@ -228,18 +248,19 @@ impl Hub {
             tokio::spawn(feed::run(self.clone(), tenant.to_owned(), stream, stop));
         }
         // else: another client opened it meanwhile; ours is dropped.
-        Ok(self.add(&mut feeds, tenant, locations))
+        Ok(self.add(&mut feeds, tenant, locations, agent))
     }
 
     fn add_if_open(
         self: &Arc<Self>,
         tenant: &str,
         locations: &HashSet<String>,
+        agent: &Option<String>,
     ) -> Option<Listener> {
         let mut feeds = self.lock();
         feeds
             .contains_key(tenant)
-            .then(|| self.add(&mut feeds, tenant, locations.clone()))
+            .then(|| self.add(&mut feeds, tenant, locations.clone(), agent.clone()))
     }
 
     fn add(
@@ -247,6 +268,7 @@ impl Hub {
         feeds: &mut HashMap<String, Feed>,
         tenant: &str,
         locations: HashSet<String>,
+        agent: Option<String>,
     ) -> Listener {
         let (tx, events) = mpsc::channel(QUEUE_FRAMES);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -259,6 +281,7 @@ impl Hub {
             feed.members.push(Member {
                 id,
                 locations,
+                agent,
                 tx,
                 queued: queued.clone(),
                 ended: ended.clone(),

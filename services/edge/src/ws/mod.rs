@@ -11,8 +11,16 @@
 //! The writer's every write has a deadline: a client that stops reading is
 //! dropped without a close frame (there is no way to write one), and one whose
 //! queue overflows is closed with 4002; neither slows anyone else.
+//!
+//! Agents send JSON text frames too (`client_frames`): `ping`, answered with a
+//! `pong`, and `typing`, relayed to the tenant's other agents (`typing`).
+//! The reader handles them in order, off the writer's path.
 
+mod client_frames;
 mod masked;
+mod typing;
+
+pub(crate) use typing::{ConversationLocations, TypingLimit};
 
 use std::{
     sync::Arc,
@@ -61,7 +69,7 @@ pub(crate) async fn handle(
     // here on can be missed.
     let listener = state
         .live
-        .join(&tenant, locations.clone())
+        .join(&tenant, locations.clone(), Some(claims.sub.clone()))
         .await
         .map_err(|s| ApiError::upstream("stream", &s))?;
     let start = match since {
@@ -86,10 +94,18 @@ pub(crate) async fn handle(
     tracing::debug!(sub = %claims.sub, %tenant, "agent connected");
     let shutdown = state.shutdown.clone();
     let limits = state.config.ws_limits();
+    let frames = client_frames::ClientFrames::new(typing::Typing::new(
+        tenant,
+        claims.sub,
+        locations,
+        limits.typing,
+        state.conversation_locations.clone(),
+        state.live.client(),
+    ));
     tokio::spawn(async move {
         match upgraded.await {
             Ok(ws) => {
-                if let Err(e) = pump(ws, listener, start, shutdown, limits).await {
+                if let Err(e) = pump(ws, listener, start, shutdown, limits, frames).await {
                     tracing::debug!(error = %e, "websocket ended with an error");
                 }
             }
@@ -117,13 +133,15 @@ enum FromClient {
     Ping(Vec<u8>),
     /// Any other frame (a pong, mostly): the client is alive.
     Alive,
+    /// A client frame was answered with this text frame.
+    Reply(Bytes),
     /// The client closed, or broke the protocol: answer with this close code.
     Close(u16, &'static str),
     /// The connection is gone; nothing more can be written.
     Gone,
 }
 
-/// Agents send nothing but control frames yet; anything bigger closes with 1009.
+/// Agents send small JSON frames and control frames; anything bigger closes with 1009.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 type Socket = fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
@@ -139,12 +157,15 @@ pub(crate) struct Limits {
     /// as long: a peer that vanished without a FIN would otherwise hold its
     /// socket until TCP keepalive noticed, hours later.
     pub ping_every: Duration,
+    /// Typing frames one socket may send.
+    pub typing: TypingLimit,
 }
 
 /// Reads the client's frames and reports them to the writer.
 async fn read_client<R: tokio::io::AsyncRead + Unpin>(
     mut rx: fastwebsockets::WebSocketRead<R>,
     client_tx: mpsc::Sender<FromClient>,
+    mut frames: client_frames::ClientFrames,
 ) {
     loop {
         let frame = rx
@@ -153,7 +174,10 @@ async fn read_client<R: tokio::io::AsyncRead + Unpin>(
         let msg = match frame {
             Ok(f) if f.opcode == OpCode::Ping => FromClient::Ping(f.payload.to_vec()),
             Ok(f) if f.opcode == OpCode::Close => FromClient::Close(CloseCode::Normal.into(), ""),
-            Ok(_) => FromClient::Alive, // agents have nothing else to say here yet
+            Ok(f) => match frames.on_frame(f.opcode, f.fin, &f.payload).await {
+                Some(reply) => FromClient::Reply(reply),
+                None => FromClient::Alive,
+            },
             Err(WebSocketError::FrameTooLarge) => {
                 FromClient::Close(CloseCode::Size.into(), "message too big")
             }
@@ -167,7 +191,10 @@ async fn read_client<R: tokio::io::AsyncRead + Unpin>(
             ) => FromClient::Gone,
             Err(_) => FromClient::Close(CloseCode::Protocol.into(), "protocol error"),
         };
-        let last = !matches!(msg, FromClient::Ping(_) | FromClient::Alive);
+        let last = !matches!(
+            msg,
+            FromClient::Ping(_) | FromClient::Alive | FromClient::Reply(_)
+        );
         if client_tx.send(msg).await.is_err() || last {
             break;
         }
@@ -196,6 +223,7 @@ async fn pump(
     start: Start,
     shutdown: CancellationToken,
     limits: Limits,
+    frames: client_frames::ClientFrames,
 ) -> Result<(), WebSocketError> {
     // Control frames are answered here, by the only writer.
     ws.set_auto_pong(false);
@@ -206,7 +234,7 @@ async fn pump(
         (masked::MaskChecked::new(r), w)
     });
     let (client_tx, mut client_rx) = mpsc::channel::<FromClient>(8);
-    let reader = tokio::spawn(read_client(rx, client_tx));
+    let reader = tokio::spawn(read_client(rx, client_tx, frames));
     let result = run(
         &mut tx,
         &mut listener,
@@ -273,6 +301,10 @@ async fn run(
                     write(tx, Frame::pong(Payload::Owned(p)), deadline).await?;
                 }
                 Some(FromClient::Alive) => last_seen = Instant::now(),
+                Some(FromClient::Reply(text)) => {
+                    last_seen = Instant::now();
+                    write(tx, Frame::text(Payload::Borrowed(&text)), deadline).await?;
+                }
                 Some(FromClient::Close(code, reason)) => {
                     return write(tx, Frame::close(code, reason.as_bytes()), deadline).await;
                 }

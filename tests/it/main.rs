@@ -21,6 +21,7 @@ mod late_commit;
 mod listing;
 mod live;
 mod messaging;
+mod openapi;
 mod positions;
 mod postgres_restart;
 mod process;

@@ -6,7 +6,10 @@
 //!   confirms the raw payload is in Redis.
 //! - `GET /api/v1/messages/stream`: a WebSocket of live events for the tenant
 //!   of a JWT, validated before the upgrade.
-//! - `GET /healthz`: liveness.
+//! - `GET /api/v1/messages/poll`, `GET /api/v1/messages/events`: long-poll and
+//!   Server-Sent Events fallbacks, same JWT.
+//! - `GET /healthz`: liveness; `GET /api/v1/openapi.json`: the description of
+//!   all of these (`docs/openapi.json`, checked against `router::ROUTES`).
 //! - `/api/v1/admin/...`: the dead-letter queue and queue figures, for an
 //!   operator holding `FARO_ADMIN_TOKEN` (absent without one); see `admin`.
 //!
@@ -20,6 +23,7 @@ mod conn_limits;
 mod error;
 mod events;
 mod live;
+mod router;
 mod routes;
 mod server;
 mod signature;

@@ -15,6 +15,7 @@ mod dlq;
 mod dlq_admin;
 mod event_rules;
 mod events;
+mod fuzz_found;
 mod grpcurl;
 mod isolation;
 mod late_commit;

@@ -56,6 +56,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     result.unwrap_or_else(|e| boxed(refused(e)))
 }
 
+/// An error as its answer, logged: failures at warn, refusals at debug.
 pub(crate) fn refused(e: ApiError) -> Response<Full<Bytes>> {
     if e.status.is_server_error() {
         tracing::warn!(status = e.status.as_u16(), code = e.code, "request failed");

@@ -12,7 +12,8 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 pub const MAX_ACCOUNT_ID_BYTES: usize = 100;
 
 /// An account id as a webhook names it: a non-empty string of at most
-/// [`MAX_ACCOUNT_ID_BYTES`], as is, or a non-negative JSON integer, in decimal.
+/// [`MAX_ACCOUNT_ID_BYTES`] without a NUL (Postgres text cannot hold one, so
+/// no connected account has one), as is, or a non-negative JSON integer, in decimal.
 /// Anything else (null, a negative or fractional number, a boolean, an array,
 /// an object) names no account: `AccountId(None)`.
 ///
@@ -27,7 +28,8 @@ pub fn account_id(v: Option<&serde_json::Value>) -> Option<String> {
 }
 
 fn of_str(s: &str) -> AccountId {
-    AccountId((!s.is_empty() && s.len() <= MAX_ACCOUNT_ID_BYTES).then(|| s.to_owned()))
+    let valid = !s.is_empty() && s.len() <= MAX_ACCOUNT_ID_BYTES && !s.contains('\0');
+    AccountId(valid.then(|| s.to_owned()))
 }
 
 struct IdVisitor;
@@ -100,6 +102,7 @@ mod tests {
             (json!(0), Some("0")),
             (json!(""), None),
             (json!(long), None),
+            (json!("1\u{0}2"), None),
             (json!(-1), None),
             (json!(1.5), None),
             (json!(1e300), None),

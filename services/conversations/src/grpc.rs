@@ -57,10 +57,20 @@ impl Service {
                 "at most {MAX_IDS_PER_LOOKUP} external_account_ids per call"
             )));
         }
+        // Postgres text cannot hold a NUL, so no connected account has one:
+        // such an id resolves to nothing rather than failing the query.
+        let ids: Vec<String> = req
+            .external_account_ids
+            .into_iter()
+            .filter(|id| !id.contains('\0'))
+            .collect();
+        if ids.is_empty() {
+            return Ok(pb::ResolveChannelAccountsResponse { routes: Vec::new() });
+        }
         let rows: Vec<RouteRow> =
             sqlx::query_as("SELECT * FROM faro_resolve_channel_accounts($1, $2)")
                 .bind(channel)
-                .bind(&req.external_account_ids)
+                .bind(&ids)
                 .fetch_all(&self.pool)
                 .await?;
         let routes = rows

@@ -7,7 +7,7 @@
 //!   `{"id": ".."}`, `{"filter": {..the list parameters..}}` or `{"all": true}`
 //! - `GET /api/v1/admin/queue`
 //!
-//! The credential is `FARO_ADMIN_TOKEN` (`Authorization: Bearer <token>`),
+//! Every call is audit-logged (see [`handle`]). The credential is `FARO_ADMIN_TOKEN` (`Authorization: Bearer <token>`),
 //! not an agent JWT: an agent's token, valid for its tenant, must never drive
 //! every tenant's queue. Without a configured token the routes do not exist
 //! (404), so an edge is never administrable by accident.
@@ -20,7 +20,7 @@ use faro_proto::{
         QueueStatsRequest, RetryDeadLettersRequest, dead_letter_selection::Target,
     },
 };
-use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -28,35 +28,26 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::Code;
 
-use crate::{State, error::ApiError, error::json_response};
+use crate::{
+    State,
+    error::{ApiError, json_response},
+    router::{self, Spec},
+    server::{ClientAddr, refused},
+};
 
 /// A selection body is a few hundred bytes.
 const MAX_BODY: usize = 16 * 1024;
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The admin routes; their paths are in `router::ROUTES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AdminRoute {
     DeadLetters,
-    DeadLetter(String),
+    /// `dead-letters/{id}`: the id is the path's parameter.
+    DeadLetter,
     Retry,
     Purge,
     Queue,
-}
-
-/// `rest`: the path after `/api/v1/admin/`, without a trailing slash.
-pub(crate) fn route(rest: &str) -> Option<AdminRoute> {
-    Some(match rest {
-        "dead-letters" => AdminRoute::DeadLetters,
-        "dead-letters/retry" => AdminRoute::Retry,
-        "dead-letters/purge" => AdminRoute::Purge,
-        "queue" => AdminRoute::Queue,
-        r => {
-            let id = r.strip_prefix("dead-letters/")?;
-            if id.is_empty() || id.contains('/') {
-                return None;
-            }
-            AdminRoute::DeadLetter(id.to_owned())
-        }
-    })
 }
 
 fn not_found() -> ApiError {
@@ -88,14 +79,6 @@ fn authorized(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
     }
 }
 
-fn method_not_allowed(allowed: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("allowed: {allowed}"),
-    )
-}
-
 /// Ingest's answer as HTTP: its refusals name the problem.
 fn upstream(status: &tonic::Status) -> ApiError {
     match status.code() {
@@ -105,48 +88,112 @@ fn upstream(status: &tonic::Status) -> ApiError {
     }
 }
 
+/// Authenticates, serves and audits one admin call. Every call with the
+/// routes enabled leaves one `admin call` line (target `faro::audit`): the
+/// client's address, the credential's verdict, the route, what it selected
+/// and the outcome; never the presented token.
 pub(crate) async fn handle(
     state: &State,
+    spec: &'static Spec,
     route: AdminRoute,
+    param: Option<String>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+) -> Response<Full<Bytes>> {
     let Some(token) = state.config.admin_token.as_deref() else {
-        return Err(not_found());
+        return refused(not_found());
     };
-    authorized(req.headers(), token)?;
+    let client = req
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let method = req.method().clone();
+    let mut target = Selected::default();
+    let (credential, response) = match authorized(req.headers(), token) {
+        Err(e) => (e.code, refused(e)),
+        Ok(()) if !spec.methods.contains(&method.as_str()) => {
+            ("admin_token", router::method_not_allowed(spec))
+        }
+        Ok(()) => {
+            let served = serve(state, route, param.clone(), req, &mut target).await;
+            let response = match served {
+                Ok(body) => json_response(StatusCode::OK, &body),
+                Err(e) => refused(e),
+            };
+            ("admin_token", response)
+        }
+    };
+    tracing::info!(
+        target: "faro::audit",
+        client = %client,
+        credential,
+        method = %method,
+        route = spec.path,
+        id = param.as_deref().unwrap_or_default(),
+        selection = target.0,
+        status = response.status().as_u16(),
+        "admin call"
+    );
+    response
+}
+
+/// What a retry or purge selected, for the audit line.
+#[derive(Default)]
+struct Selected(&'static str);
+
+async fn serve(
+    state: &State,
+    route: AdminRoute,
+    param: Option<String>,
+    req: Request<Incoming>,
+    target: &mut Selected,
+) -> Result<serde_json::Value, ApiError> {
     let mut ingest = state.ingest.clone();
-    let body = match (route, req.method()) {
-        (AdminRoute::DeadLetters, &Method::GET) => {
+    Ok(match route {
+        AdminRoute::DeadLetters => {
             let request = list_request(req.uri().query().unwrap_or(""))?;
             let r = ingest.list_dead_letters(request).await;
             dl::list_json(&r.map_err(|s| upstream(&s))?.into_inner())
         }
-        (AdminRoute::DeadLetter(id), &Method::GET) => {
+        AdminRoute::DeadLetter => {
+            let id = param.ok_or_else(not_found)?;
             let r = ingest.get_dead_letter(GetDeadLetterRequest { id }).await;
             dl::dead_letter_detail_json(&r.map_err(|s| upstream(&s))?.into_inner())
         }
-        (AdminRoute::Retry, &Method::POST) => {
-            let selection = Some(selection(req.into_body()).await?);
+        AdminRoute::Retry => {
+            let selection = selection(req.into_body()).await?;
+            target.0 = selection_kind(&selection);
             let r = ingest
-                .retry_dead_letters(RetryDeadLettersRequest { selection })
+                .retry_dead_letters(RetryDeadLettersRequest {
+                    selection: Some(selection),
+                })
                 .await;
             dl::retry_json(&r.map_err(|s| upstream(&s))?.into_inner())
         }
-        (AdminRoute::Purge, &Method::POST) => {
-            let selection = Some(selection(req.into_body()).await?);
+        AdminRoute::Purge => {
+            let selection = selection(req.into_body()).await?;
+            target.0 = selection_kind(&selection);
             let r = ingest
-                .purge_dead_letters(PurgeDeadLettersRequest { selection })
+                .purge_dead_letters(PurgeDeadLettersRequest {
+                    selection: Some(selection),
+                })
                 .await;
             dl::purge_json(&r.map_err(|s| upstream(&s))?.into_inner())
         }
-        (AdminRoute::Queue, &Method::GET) => {
+        AdminRoute::Queue => {
             let r = ingest.queue_stats(QueueStatsRequest {}).await;
             dl::stats_json(&r.map_err(|s| upstream(&s))?.into_inner())
         }
-        (AdminRoute::Retry | AdminRoute::Purge, _) => return Err(method_not_allowed("POST")),
-        (_, _) => return Err(method_not_allowed("GET")),
-    };
-    Ok(json_response(StatusCode::OK, &body))
+    })
+}
+
+fn selection_kind(s: &DeadLetterSelection) -> &'static str {
+    match s.target {
+        Some(Target::Id(_)) => "id",
+        Some(Target::Filter(_)) => "filter",
+        Some(Target::All(_)) => "all",
+        None => "",
+    }
 }
 
 fn list_request(query: &str) -> Result<ListDeadLettersRequest, ApiError> {
@@ -263,11 +310,6 @@ mod tests {
 
     #[test]
     fn routes_and_bodies_are_read_strictly() {
-        assert!(
-            matches!(route("dead-letters/1-0"), Some(AdminRoute::DeadLetter(id)) if id == "1-0")
-        );
-        assert!(route("dead-letters/1-0/x").is_none());
-        assert!(route("users").is_none());
         assert!(selection_of(br#"{"all": true}"#).is_ok());
         for bad in [
             &br#"{}"#[..],

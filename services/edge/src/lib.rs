@@ -7,7 +7,10 @@
 //! - `GET /api/v1/messages/stream`: a WebSocket of live events for the tenant
 //!   of a JWT, validated before the upgrade; agents send `ping` and `typing`
 //!   frames on it.
-//! - `GET /healthz`: liveness.
+//! - `GET /api/v1/messages/poll`, `GET /api/v1/messages/events`: long-poll and
+//!   Server-Sent Events fallbacks, same JWT.
+//! - `GET /healthz`: liveness; `GET /api/v1/openapi.json`: the description of
+//!   all of these (`docs/openapi.json`, checked against `router::ROUTES`).
 //! - `/api/v1/admin/...`: the dead-letter queue and queue figures, for an
 //!   operator holding `FARO_ADMIN_TOKEN` (absent without one); see `admin`.
 //!
@@ -21,6 +24,7 @@ mod conn_limits;
 mod error;
 mod events;
 mod live;
+mod router;
 mod routes;
 mod server;
 mod signature;

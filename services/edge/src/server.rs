@@ -1,9 +1,9 @@
 //! The HTTP server: accept, route, and drain on shutdown.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -16,99 +16,81 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Error, State,
-    admin::{self, AdminRoute},
+    Error, State, admin,
     conn_limits::ConnLimits,
     error::{ApiError, json_response},
     live::{self, http::Body},
-    webhook::{self, Platform},
-    ws,
+    router::{self, Route},
+    webhook, ws,
 };
-
-/// Every path the edge serves, parsed once and matched.
-enum Route {
-    Health,
-    Webhook(Platform),
-    MessageStream,
-    MessagePoll,
-    MessageEvents,
-    Admin(AdminRoute),
-}
-
-fn route(path: &str) -> Option<Route> {
-    match path.trim_end_matches('/') {
-        "/healthz" => Some(Route::Health),
-        "/api/v1/messages/stream" => Some(Route::MessageStream),
-        "/api/v1/messages/poll" => Some(Route::MessagePoll),
-        "/api/v1/messages/events" => Some(Route::MessageEvents),
-        p if p.starts_with("/api/v1/admin/") => p
-            .strip_prefix("/api/v1/admin/")
-            .and_then(admin::route)
-            .map(Route::Admin),
-        p => p
-            .strip_prefix("/api/v1/webhooks/")
-            .and_then(Platform::from_path)
-            .map(Route::Webhook),
-    }
-}
-
-fn method_not_allowed(allowed: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("allowed: {allowed}"),
-    )
-}
 
 fn boxed(r: Response<Full<Bytes>>) -> Response<Body> {
     r.map(BodyExt::boxed)
 }
 
+/// The client's address, in each request's extensions (for the audit log).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub SocketAddr);
+
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let result = match (route(req.uri().path()), req.method()) {
-        (Some(Route::MessagePoll), &Method::GET) => {
-            live::http::poll(&state, req.headers(), req.uri().query()).await
-        }
-        (Some(Route::MessageEvents), &Method::GET) => {
-            live::http::sse(&state, req.headers(), req.uri().query()).await
-        }
-        (Some(Route::MessagePoll | Route::MessageEvents), _) => Err(method_not_allowed("GET")),
-        (r, _) => handle_full(state, r, req).await.map(boxed),
+    let Some(matched) = router::route(req.uri().path()) else {
+        return boxed(refused(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route",
+        )));
     };
-    result.unwrap_or_else(|e| {
-        if e.status.is_server_error() {
-            tracing::warn!(status = e.status.as_u16(), code = e.code, "request failed");
-        } else {
-            tracing::debug!(status = e.status.as_u16(), code = e.code, "request refused");
-        }
-        boxed(e.into_response())
-    })
+    let spec = matched.spec;
+    // Admin routes authenticate before anything else, methods included.
+    if let Route::Admin(r) = spec.route {
+        return boxed(admin::handle(&state, spec, r, matched.param, req).await);
+    }
+    if !spec.methods.contains(&req.method().as_str()) {
+        return boxed(router::method_not_allowed(spec));
+    }
+    let result = match spec.route {
+        Route::MessagePoll => live::http::poll(&state, req.headers(), req.uri().query()).await,
+        Route::MessageEvents => live::http::sse(&state, req.headers(), req.uri().query()).await,
+        r => handle_full(state, r, req).await.map(boxed),
+    };
+    result.unwrap_or_else(|e| boxed(refused(e)))
 }
 
-/// The routes whose answers are whole bodies.
+/// An error as its answer, logged: failures at warn, refusals at debug.
+pub(crate) fn refused(e: ApiError) -> Response<Full<Bytes>> {
+    if e.status.is_server_error() {
+        tracing::warn!(status = e.status.as_u16(), code = e.code, "request failed");
+    } else {
+        tracing::debug!(status = e.status.as_u16(), code = e.code, "request refused");
+    }
+    e.into_response()
+}
+
+/// The routes whose answers are whole bodies; the method is one the route takes.
 async fn handle_full(
     state: Arc<State>,
-    route: Option<Route>,
+    route: Route,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     match (route, req.method()) {
-        (Some(Route::Health), &Method::GET) => {
-            Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+        (Route::Health, _) => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        (Route::OpenApi, _) => {
+            let mut r = Response::new(Full::new(Bytes::from_static(
+                router::OPENAPI_JSON.as_bytes(),
+            )));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
         }
-        (Some(Route::Health), _) => Err(method_not_allowed("GET")),
-        (Some(Route::Webhook(p)), &Method::GET) => {
-            webhook::handshake(&state, p, req.uri().query()).await
-        }
-        (Some(Route::Webhook(p)), &Method::POST) => {
+        (Route::Webhook(p), &Method::GET) => webhook::handshake(&state, p, req.uri().query()).await,
+        (Route::Webhook(p), _) => {
             let (parts, body) = req.into_parts();
             webhook::deliver(&state, p, &parts.headers, body).await
         }
-        (Some(Route::Webhook(p)), _) if !p.has_handshake() => Err(method_not_allowed("POST")),
-        (Some(Route::Webhook(_)), _) => Err(method_not_allowed("GET, POST")),
-        (Some(Route::MessageStream), &Method::GET) => ws::handle(state.clone(), req).await,
-        (Some(Route::MessageStream), _) => Err(method_not_allowed("GET")),
-        (Some(Route::Admin(r)), _) => admin::handle(&state, r, req).await,
-        (Some(Route::MessagePoll | Route::MessageEvents), _) | (None, _) => Err(ApiError::new(
+        (Route::MessageStream, _) => ws::handle(state.clone(), req).await,
+        (Route::MessagePoll | Route::MessageEvents | Route::Admin(_), _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "no such route",
@@ -192,8 +174,9 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let service = tower::service_fn(move |req: Request<Incoming>| {
+        let service = tower::service_fn(move |mut req: Request<Incoming>| {
             let state = state.clone();
+            req.extensions_mut().insert(ClientAddr(peer));
             async move {
                 if let Some(e) = headers_too_large(req.headers()) {
                     return Ok::<_, Infallible>(boxed(e.into_response()));

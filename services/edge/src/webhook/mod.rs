@@ -24,7 +24,7 @@ use crate::{
     signature,
 };
 
-/// The platforms served at `/api/v1/webhooks/<platform>`.
+/// The platforms served at `/api/v1/webhooks/<platform>` (paths in `router::ROUTES`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Platform {
     WhatsApp,
@@ -39,16 +39,6 @@ pub(crate) enum Platform {
 const YCLOUD_TOLERANCE_SECS: i64 = 300;
 
 impl Platform {
-    pub(crate) fn from_path(segment: &str) -> Option<Self> {
-        Some(match segment {
-            "whatsapp" => Self::WhatsApp,
-            "facebook" | "messenger" => Self::Messenger,
-            "instagram" => Self::Instagram,
-            "ycloud" => Self::YCloud,
-            _ => return None,
-        })
-    }
-
     fn channel(self) -> faro_proto::conversations::v1::Channel {
         use faro_proto::conversations::v1::Channel;
         match self {

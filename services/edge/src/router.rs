@@ -1,0 +1,149 @@
+//! The edge's route table: every path it serves and the methods each takes,
+//! in one list that routing, the 405 answers (with `Allow`) and the tests
+//! against `docs/openapi.json` all read. A route missing from this table is
+//! unreachable, and one missing from the OpenAPI description fails the
+//! tests: the description cannot fall behind the code.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::{admin::AdminRoute, error::ApiError, webhook::Platform};
+
+/// The OpenAPI 3.1 description of these routes, served at `/api/v1/openapi.json`.
+pub(crate) const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
+
+/// What a path serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Health,
+    OpenApi,
+    Webhook(Platform),
+    MessageStream,
+    MessagePoll,
+    MessageEvents,
+    Admin(AdminRoute),
+}
+
+/// A path template (`{name}` matches one non-empty segment), its methods and
+/// what it serves.
+#[derive(Debug)]
+pub(crate) struct Spec {
+    pub path: &'static str,
+    pub methods: &'static [&'static str],
+    pub route: Route,
+}
+
+const fn spec(path: &'static str, methods: &'static [&'static str], route: Route) -> Spec {
+    Spec {
+        path,
+        methods,
+        route,
+    }
+}
+
+const GET: &[&str] = &["GET"];
+const POST: &[&str] = &["POST"];
+const GET_POST: &[&str] = &["GET", "POST"];
+
+/// Every route. Literal paths come before templates that would match them.
+pub(crate) const ROUTES: &[Spec] = &[
+    spec("/healthz", GET, Route::Health),
+    spec("/api/v1/openapi.json", GET, Route::OpenApi),
+    spec(
+        "/api/v1/webhooks/whatsapp",
+        GET_POST,
+        Route::Webhook(Platform::WhatsApp),
+    ),
+    spec(
+        "/api/v1/webhooks/facebook",
+        GET_POST,
+        Route::Webhook(Platform::Messenger),
+    ),
+    spec(
+        "/api/v1/webhooks/messenger",
+        GET_POST,
+        Route::Webhook(Platform::Messenger),
+    ),
+    spec(
+        "/api/v1/webhooks/instagram",
+        GET_POST,
+        Route::Webhook(Platform::Instagram),
+    ),
+    // YCloud has no verification handshake.
+    spec(
+        "/api/v1/webhooks/ycloud",
+        POST,
+        Route::Webhook(Platform::YCloud),
+    ),
+    spec("/api/v1/messages/stream", GET, Route::MessageStream),
+    spec("/api/v1/messages/poll", GET, Route::MessagePoll),
+    spec("/api/v1/messages/events", GET, Route::MessageEvents),
+    spec(
+        "/api/v1/admin/dead-letters",
+        GET,
+        Route::Admin(AdminRoute::DeadLetters),
+    ),
+    spec(
+        "/api/v1/admin/dead-letters/retry",
+        POST,
+        Route::Admin(AdminRoute::Retry),
+    ),
+    spec(
+        "/api/v1/admin/dead-letters/purge",
+        POST,
+        Route::Admin(AdminRoute::Purge),
+    ),
+    spec(
+        "/api/v1/admin/dead-letters/{id}",
+        GET,
+        Route::Admin(AdminRoute::DeadLetter),
+    ),
+    spec("/api/v1/admin/queue", GET, Route::Admin(AdminRoute::Queue)),
+];
+
+/// A request's route, and the value of the template's `{..}` segment if any.
+#[derive(Debug)]
+pub(crate) struct Matched {
+    pub spec: &'static Spec,
+    pub param: Option<String>,
+}
+
+/// The route of `path` (a trailing slash is ignored), or `None`: 404.
+pub(crate) fn route(path: &str) -> Option<Matched> {
+    let path = path.trim_end_matches('/');
+    ROUTES.iter().find_map(|spec| {
+        let mut param = None;
+        let mut template = spec.path.split('/');
+        let mut given = path.split('/');
+        loop {
+            match (template.next(), given.next()) {
+                (None, None) => return Some(Matched { spec, param }),
+                (Some(t), Some(g)) if t.starts_with('{') && !g.is_empty() => {
+                    param = Some(g.to_owned());
+                }
+                (Some(t), Some(g)) if t == g => {}
+                _ => return None,
+            }
+        }
+    })
+}
+
+/// 405 naming the methods the path takes, in `Allow` too (RFC 9110).
+pub(crate) fn method_not_allowed(spec: &Spec) -> Response<Full<Bytes>> {
+    let allowed = spec.methods.join(", ");
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("allowed: {allowed}"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&allowed) {
+        response.headers_mut().insert(header::ALLOW, v);
+    }
+    response
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

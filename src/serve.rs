@@ -245,6 +245,8 @@ pub struct ServeArgs {
     /// unset, those routes do not exist.
     #[arg(long = "admin-token", env = "FARO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub rates: crate::rate_args::RateArgs,
 }
 
 impl ServeArgs {
@@ -269,6 +271,9 @@ impl ServeArgs {
             jwt_audience: self.jwt_audience.clone(),
             ws_ping_ms: self.ws_ping_ms,
             admin_token: self.admin_token.clone(),
+            redis_url: self.redis_url.clone(),
+            key_prefix: self.redis_prefix.clone(),
+            rate_limits: self.rates.limits(),
         };
         config.validate()?;
         Ok(config)

@@ -24,6 +24,8 @@ mod messaging;
 mod positions;
 mod postgres_restart;
 mod process;
+mod ratelimit;
+mod ratelimit_flood;
 mod reclaim;
 mod redis_dies;
 mod redis_restart;

@@ -25,6 +25,16 @@ use crate::{
     ws,
 };
 
+/// The address a request came from, put in its extensions at accept.
+#[derive(Clone, Copy)]
+pub(crate) struct ClientIp(pub std::net::IpAddr);
+
+fn client_ip<B>(req: &Request<B>) -> std::net::IpAddr {
+    req.extensions()
+        .get::<ClientIp>()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0)
+}
+
 /// Every path the edge serves, parsed once and matched.
 enum Route {
     Health,
@@ -97,11 +107,12 @@ async fn handle_full(
         }
         (Some(Route::Health), _) => Err(method_not_allowed("GET")),
         (Some(Route::Webhook(p)), &Method::GET) => {
-            webhook::handshake(&state, p, req.uri().query()).await
+            webhook::handshake(&state, p, client_ip(&req), req.uri().query()).await
         }
         (Some(Route::Webhook(p)), &Method::POST) => {
+            let ip = client_ip(&req);
             let (parts, body) = req.into_parts();
-            webhook::deliver(&state, p, &parts.headers, body).await
+            webhook::deliver(&state, p, ip, &parts.headers, body).await
         }
         (Some(Route::Webhook(p)), _) if !p.has_handshake() => Err(method_not_allowed("POST")),
         (Some(Route::Webhook(_)), _) => Err(method_not_allowed("GET, POST")),
@@ -192,8 +203,9 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let service = tower::service_fn(move |req: Request<Incoming>| {
+        let service = tower::service_fn(move |mut req: Request<Incoming>| {
             let state = state.clone();
+            req.extensions_mut().insert(ClientIp(peer.ip()));
             async move {
                 if let Some(e) = headers_too_large(req.headers()) {
                     return Ok::<_, Infallible>(boxed(e.into_response()));

@@ -3,6 +3,9 @@
 
 mod accounts;
 mod limit;
+mod rate;
+
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use faro_proto::{
@@ -47,6 +50,16 @@ impl Platform {
             "ycloud" => Self::YCloud,
             _ => return None,
         })
+    }
+
+    /// The platform's name in rate-limit keys.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::WhatsApp => "whatsapp",
+            Self::Messenger => "messenger",
+            Self::Instagram => "instagram",
+            Self::YCloud => "ycloud",
+        }
     }
 
     fn channel(self) -> faro_proto::conversations::v1::Channel {
@@ -130,6 +143,21 @@ const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// belongs to an app with an account on this path's channel (never a YCloud
 /// endpoint, whose token is a placeholder); 403 otherwise.
 pub(crate) async fn handshake(
+    state: &State,
+    platform: Platform,
+    ip: IpAddr,
+    query: Option<&str>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    // A wrong token costs a lookup too: the same budget as failed deliveries.
+    state.limiter.admit_unverified(ip).await?;
+    let answer = check_handshake(state, platform, query).await;
+    if answer.as_ref().is_err_and(|e| e.status.is_client_error()) {
+        state.limiter.failed_verification(ip).await;
+    }
+    answer
+}
+
+async fn check_handshake(
     state: &State,
     platform: Platform,
     query: Option<&str>,
@@ -261,14 +289,43 @@ fn verified_routes(
     Some(routes.into_iter().filter(|r| r.app_id == app).collect())
 }
 
-/// `POST`: verify, queue, and answer 200 only once the job is in Redis.
+/// `POST`: verify, pace, queue, and answer 200 only once the job is in Redis.
+///
+/// An address whose requests keep failing verification is refused before any
+/// work (429); each failure spends one of its budget. A verified delivery over
+/// its tenant's rate is queued for later (still 200), or refused with 429 when
+/// its slot lies too far ahead (see `ratelimit`).
 pub(crate) async fn deliver(
+    state: &State,
+    platform: Platform,
+    ip: IpAddr,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    state.limiter.admit_unverified(ip).await?;
+    let received_at = chrono::Utc::now();
+    let (body, routes) = match verify(state, platform, headers, body, received_at).await {
+        Ok(verified) => verified,
+        Err(e) => {
+            // Refusals of the request itself; not our own 503s.
+            if e.status.is_client_error() {
+                state.limiter.failed_verification(ip).await;
+            }
+            return Err(e);
+        }
+    };
+    let delay = rate::delay(state, platform, &routes).await?;
+    queue(state, platform, headers, body, routes, received_at, delay).await
+}
+
+/// The raw body and the routes of the app whose secret verifies it.
+async fn verify(
     state: &State,
     platform: Platform,
     headers: &HeaderMap,
     body: Incoming,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let received_at = chrono::Utc::now();
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> Result<(Bytes, Vec<ChannelRoute>), ApiError> {
     let presented = presented_signature(platform, headers, received_at.timestamp())?;
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
     // Everything up to a verified signature is work anyone can make us do.
@@ -307,6 +364,19 @@ pub(crate) async fn deliver(
         }
     };
     drop(unverified);
+    Ok((body, routes))
+}
+
+/// Submits the verified delivery to ingest, now or `delay` ahead.
+async fn queue(
+    state: &State,
+    platform: Platform,
+    headers: &HeaderMap,
+    body: Bytes,
+    routes: Vec<ChannelRoute>,
+    received_at: chrono::DateTime<chrono::Utc>,
+    delay: std::time::Duration,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let (app_id, meta_app_id) = (routes[0].app_id.clone(), routes[0].meta_app_id.clone());
     let routes = routes
         .into_iter()
@@ -335,14 +405,20 @@ pub(crate) async fn deliver(
                 .unwrap_or_default()
                 .to_owned(),
             request_id: request_id.clone(),
+            defer_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         })
         .await
         .map_err(|s| ApiError::upstream("ingest", &s))?
         .into_inner();
-    tracing::debug!(%request_id, job_id = %submitted.job_id, bytes = body.len(), "webhook queued");
+    let status = if delay.is_zero() {
+        "queued"
+    } else {
+        "deferred"
+    };
+    tracing::debug!(%request_id, job_id = %submitted.job_id, bytes = body.len(), status, "webhook queued");
     Ok(json_response(
         StatusCode::OK,
-        &json!({"status": "queued", "request_id": request_id}),
+        &json!({"status": status, "request_id": request_id}),
     ))
 }
 

@@ -4,7 +4,7 @@
 //! agents over their rate get 429. The flood of failed verifications is in
 //! `ratelimit_flood.rs`.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use faro_edge::{Rate, RateLimits};
 use fred::interfaces::SortedSetsInterface;
@@ -19,14 +19,16 @@ fn limits(webhook_max_defer_ms: u64) -> RateLimits {
     }
 }
 
-/// `faro admin set-rate-limit` for `tenant`, as an operator runs it.
-fn set_rate(c: &Cluster, tenant: &Tenant, per_minute: u32, burst: u32) {
-    let out = Command::new(env!("CARGO_BIN_EXE_faro"))
+/// `faro admin set-rate-limit` for `tenant`, as an operator runs it (not
+/// blocking the runtime the services run on).
+async fn set_rate(c: &Cluster, tenant: &Tenant, per_minute: u32, burst: u32) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_faro"))
         .args(["admin", "set-rate-limit", "--tenant", &tenant.id])
         .args(["--per-minute", &per_minute.to_string()])
         .args(["--burst", &burst.to_string()])
         .args(["--conversations-url", &format!("http://{}", c.conversations)])
         .output()
+        .await
         .expect("faro admin runs");
     assert!(
         out.status.success(),
@@ -114,7 +116,7 @@ async fn a_tenant_over_its_rate_is_paced_while_another_passes() {
     .await;
     let (noisy, quiet) = (c.tenant("noisy").await, c.tenant("quiet").await);
     // 120 a minute (one per 500 ms), 5 at once: the last slot is 7.5 s ahead.
-    set_rate(&c, &noisy, 120, 5);
+    set_rate(&c, &noisy, 120, 5).await;
 
     let answers = send(&c, c.edge, &noisy, "noisy", 20).await;
     assert_eq!(count(&answers, 200, "queued"), 5, "the burst: {answers:?}");
@@ -145,7 +147,7 @@ async fn past_the_horizon_a_delivery_is_refused_with_retry_after() {
     .await;
     let (noisy, quiet) = (c.tenant("noisy").await, c.tenant("quiet").await);
     // One a second, 2 at once: slots 1 s and 2 s ahead can be reserved.
-    set_rate(&c, &noisy, 60, 2);
+    set_rate(&c, &noisy, 60, 2).await;
     let answers = send(&c, c.edge, &noisy, "noisy", 6).await;
     assert_eq!(count(&answers, 200, "queued"), 2, "{answers:?}");
     assert_eq!(count(&answers, 200, "deferred"), 2, "{answers:?}");
@@ -177,7 +179,7 @@ async fn two_edges_on_one_redis_share_a_tenants_budget() {
     .await;
     let t = c.tenant("shared").await;
     // One a minute, 6 at once: nothing refills during the test.
-    set_rate(&c, &t, 1, 6);
+    set_rate(&c, &t, 1, 6).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

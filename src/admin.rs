@@ -192,8 +192,10 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            print(json!({"tenant_id": r.tenant_id, "webhook_per_minute": r.webhook_per_minute,
-                         "webhook_burst": r.webhook_burst}));
+            print(
+                json!({"tenant_id": r.tenant_id, "webhook_per_minute": r.webhook_per_minute,
+                         "webhook_burst": r.webhook_burst}),
+            );
         }
         AdminCommand::CreateLocation {
             tenant,

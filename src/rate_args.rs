@@ -16,7 +16,11 @@ pub struct RateArgs {
     )]
     pub webhook_per_minute: u32,
     /// Verified webhooks at once from rest per tenant and platform.
-    #[arg(long = "webhook-burst", env = "FARO_WEBHOOK_BURST", default_value_t = 100)]
+    #[arg(
+        long = "webhook-burst",
+        env = "FARO_WEBHOOK_BURST",
+        default_value_t = 100
+    )]
     pub webhook_burst: u32,
     /// How far ahead (ms) a webhook over its tenant's rate may be scheduled;
     /// beyond it the edge answers 429 and Meta retries.

@@ -10,7 +10,9 @@ use faro_edge::{Rate, RateLimits};
 use fred::interfaces::SortedSetsInterface;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Cluster, EdgeLimits, JWT_SECRET, Options, Tenant, edge_config, whatsapp_text};
+use crate::cluster::{
+    Cluster, EdgeLimits, JWT_SECRET, Options, Tenant, edge_config, whatsapp_text,
+};
 
 fn limits(webhook_max_defer_ms: u64) -> RateLimits {
     RateLimits {
@@ -26,7 +28,10 @@ async fn set_rate(c: &Cluster, tenant: &Tenant, per_minute: u32, burst: u32) {
         .args(["admin", "set-rate-limit", "--tenant", &tenant.id])
         .args(["--per-minute", &per_minute.to_string()])
         .args(["--burst", &burst.to_string()])
-        .args(["--conversations-url", &format!("http://{}", c.conversations)])
+        .args([
+            "--conversations-url",
+            &format!("http://{}", c.conversations),
+        ])
         .output()
         .await
         .expect("faro admin runs");
@@ -50,7 +55,13 @@ async fn send(
 ) -> Vec<(u16, String, Option<String>)> {
     let mut answers = Vec::new();
     for i in 0..n {
-        let body = whatsapp_text(tenant, &format!("wamid.{tag}-{i}"), "15550001", "hi", 1_700_000_000 + i as i64);
+        let body = whatsapp_text(
+            tenant,
+            &format!("wamid.{tag}-{i}"),
+            "15550001",
+            "hi",
+            1_700_000_000 + i as i64,
+        );
         let sig = faro_edge::sign_meta_payload(tenant.app_secret.as_bytes(), body.as_bytes());
         let resp = c
             .http
@@ -120,13 +131,20 @@ async fn a_tenant_over_its_rate_is_paced_while_another_passes() {
 
     let answers = send(&c, c.edge, &noisy, "noisy", 20).await;
     assert_eq!(count(&answers, 200, "queued"), 5, "the burst: {answers:?}");
-    assert_eq!(count(&answers, 200, "deferred"), 15, "the rest, paced: {answers:?}");
+    assert_eq!(
+        count(&answers, 200, "deferred"),
+        15,
+        "the rest, paced: {answers:?}"
+    );
     let scheduled: i64 = c
         .redis
         .zcard(faro_ingest::Keys::new(&c.prefix).retry)
         .await
         .expect("zcard");
-    assert!(scheduled > 0, "deferred deliveries wait in ingest's schedule");
+    assert!(
+        scheduled > 0,
+        "deferred deliveries wait in ingest's schedule"
+    );
 
     // The quiet tenant, on the default rate (burst 100), is not paced at all.
     let answers = send(&c, c.edge, &quiet, "quiet", 20).await;
@@ -195,7 +213,11 @@ async fn two_edges_on_one_redis_share_a_tenants_budget() {
         answers.extend(send(&c, c.edge, &t, &format!("a{i}"), 1).await);
         answers.extend(send(&c, second, &t, &format!("b{i}"), 1).await);
     }
-    assert_eq!(count(&answers, 200, "queued"), 6, "one budget of 6: {answers:?}");
+    assert_eq!(
+        count(&answers, 200, "queued"),
+        6,
+        "one budget of 6: {answers:?}"
+    );
     assert_eq!(count(&answers, 429, "rate_limited"), 6, "{answers:?}");
     wait_stored(&c, &t, 6).await;
     stop.cancel();
@@ -240,7 +262,11 @@ async fn an_agent_over_its_rate_gets_429_on_rest_and_websocket() {
     // The third of the burst is a WebSocket connect.
     drop(c.websocket(&one).await);
     let (status, retry_after, json) = poll(one.clone()).await;
-    assert_eq!((status, json["error"]["code"].as_str()), (429, Some("rate_limited")), "{json}");
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{json}"
+    );
     assert!(retry_after.is_some(), "Retry-After is set");
     let refused = tokio_tungstenite::connect_async(
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
@@ -254,7 +280,10 @@ async fn an_agent_over_its_rate_gets_429_on_rest_and_websocket() {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status().as_u16(), 429)
         }
-        other => panic!("expected 429 before the upgrade, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "expected 429 before the upgrade, got {:?}",
+            other.map(|_| ())
+        ),
     }
     // Another agent of the same tenant has its own budget.
     let other = faro_edge::auth::JwtKeys::new(JWT_SECRET.as_bytes())

@@ -61,12 +61,18 @@ mod tests {
             per_minute: 60,
             burst: 2,
         };
-        let (one, two): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let (one, two): (IpAddr, IpAddr) = (
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        );
         assert!(b.check(one, rate, false).is_ok(), "looking spends nothing");
         assert!(b.check(one, rate, true).is_ok());
         assert!(b.check(one, rate, true).is_ok());
         let wait = b.check(one, rate, false).expect_err("the budget is spent");
         assert!(wait <= 1_000_000 && wait > 500_000, "{wait}");
-        assert!(b.check(two, rate, true).is_ok(), "another address has its own");
+        assert!(
+            b.check(two, rate, true).is_ok(),
+            "another address has its own"
+        );
     }
 }

@@ -173,7 +173,9 @@ impl Limiter {
                 };
                 match attempt {
                     Ok(_) => break,
-                    Err(e) => tracing::warn!(error = %e, "rate limiter: redis unreachable; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rate limiter: redis unreachable; retrying")
+                    }
                 }
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -227,7 +229,10 @@ impl Limiter {
     /// replica's own count of the address's failures decides.
     pub(crate) async fn admit_unverified(&self, ip: IpAddr) -> Result<(), ApiError> {
         let rate = self.limits.unverified;
-        let wait = match self.check(self.ip_key(ip), rate, Duration::ZERO, false).await {
+        let wait = match self
+            .check(self.ip_key(ip), rate, Duration::ZERO, false)
+            .await
+        {
             Ok(Decision::Refused(wait)) => Some(wait),
             Ok(_) => None,
             Err(e) => {
@@ -251,7 +256,10 @@ impl Limiter {
     /// when Redis cannot be asked).
     pub(crate) async fn failed_verification(&self, ip: IpAddr) {
         let rate = self.limits.unverified;
-        if let Err(e) = self.check(self.ip_key(ip), rate, Duration::ZERO, true).await {
+        if let Err(e) = self
+            .check(self.ip_key(ip), rate, Duration::ZERO, true)
+            .await
+        {
             tracing::debug!(error = %e, "rate limiter unavailable; failure counted locally");
             let _ = self.local.check(ip, rate, true);
         }
@@ -278,7 +286,10 @@ impl Limiter {
     /// One REST request or WebSocket connect by an agent; 429 over its rate.
     pub(crate) async fn agent(&self, tenant: &str, sub: &str) -> Result<(), ApiError> {
         let key = format!("{}{{t:{tenant}}}:rl:agent:{sub}", self.prefix);
-        match self.check(key, self.limits.agent, Duration::ZERO, true).await {
+        match self
+            .check(key, self.limits.agent, Duration::ZERO, true)
+            .await
+        {
             Ok(Decision::Refused(wait)) => Err(too_many(wait, "too many requests by this agent")),
             Ok(_) => Ok(()),
             Err(e) => {

@@ -104,10 +104,15 @@ async fn the_budget_refills_with_time_and_keys_are_independent() {
     };
     let a = || format!("{p}a");
     assert_eq!(
-        l.check(a(), fast, Duration::ZERO, true).await.expect("redis"),
+        l.check(a(), fast, Duration::ZERO, true)
+            .await
+            .expect("redis"),
         Decision::Now
     );
-    let refused = l.check(a(), fast, Duration::ZERO, true).await.expect("redis");
+    let refused = l
+        .check(a(), fast, Duration::ZERO, true)
+        .await
+        .expect("redis");
     assert!(
         matches!(refused, Decision::Refused(w) if w <= Duration::from_millis(1)),
         "{refused:?}"
@@ -121,7 +126,9 @@ async fn the_budget_refills_with_time_and_keys_are_independent() {
     );
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(
-        l.check(a(), fast, Duration::ZERO, true).await.expect("redis"),
+        l.check(a(), fast, Duration::ZERO, true)
+            .await
+            .expect("redis"),
         Decision::Now,
         "one interval later the budget is back"
     );

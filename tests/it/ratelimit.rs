@@ -298,3 +298,60 @@ async fn an_agent_over_its_rate_gets_429_on_rest_and_websocket() {
     assert_eq!(poll(other).await.0, 200);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn an_operator_sets_and_clears_a_tenants_rate_and_the_routes_carry_it() {
+    use faro_proto::conversations::v1::{
+        Channel, ResolveChannelAccountsRequest, TenantRateLimit,
+        conversations_service_client::ConversationsServiceClient,
+    };
+    let c = Cluster::start().await;
+    let t = c.tenant("operated").await;
+    let mut admin = c.admin().await;
+    let rate = |per_minute, burst| TenantRateLimit {
+        tenant_id: t.id.clone(),
+        webhook_per_minute: per_minute,
+        webhook_burst: burst,
+    };
+    for (bad, why) in [
+        (rate(100, 0), "a rate without a burst"),
+        (rate(0, 5), "a burst without a rate"),
+        (rate(60_000_001, 1), "more than one a microsecond"),
+    ] {
+        let e = admin.set_tenant_rate_limit(bad).await.expect_err(why);
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{why}");
+    }
+    let mut unknown = rate(100, 10);
+    unknown.tenant_id = uuid::Uuid::new_v4().to_string();
+    let e = admin.set_tenant_rate_limit(unknown).await.expect_err("unknown");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    let mut api = ConversationsServiceClient::connect(format!("http://{}", c.conversations))
+        .await
+        .expect("conversations");
+    let mut resolved = async || {
+        let r = api
+            .resolve_channel_accounts(ResolveChannelAccountsRequest {
+                channel: Channel::Whatsapp.into(),
+                external_account_ids: vec![t.phone_number_id.clone()],
+            })
+            .await
+            .expect("resolve")
+            .into_inner()
+            .routes
+            .remove(0);
+        (r.webhook_per_minute, r.webhook_burst)
+    };
+    assert_eq!(resolved().await, (0, 0), "the default at first");
+    set_rate(&c, &t, 300, 30).await;
+    assert_eq!(resolved().await, (300, 30));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_faro"))
+        .args(["admin", "set-rate-limit", "--tenant", &t.id, "--default"])
+        .args(["--conversations-url", &format!("http://{}", c.conversations)])
+        .output()
+        .await
+        .expect("faro admin runs");
+    assert!(out.status.success());
+    assert_eq!(resolved().await, (0, 0), "back to the default");
+    c.stop().await;
+}

@@ -323,7 +323,10 @@ async fn an_operator_sets_and_clears_a_tenants_rate_and_the_routes_carry_it() {
     }
     let mut unknown = rate(100, 10);
     unknown.tenant_id = uuid::Uuid::new_v4().to_string();
-    let e = admin.set_tenant_rate_limit(unknown).await.expect_err("unknown");
+    let e = admin
+        .set_tenant_rate_limit(unknown)
+        .await
+        .expect_err("unknown");
     assert_eq!(e.code(), tonic::Code::NotFound);
 
     let mut api = ConversationsServiceClient::connect(format!("http://{}", c.conversations))
@@ -347,7 +350,10 @@ async fn an_operator_sets_and_clears_a_tenants_rate_and_the_routes_carry_it() {
     assert_eq!(resolved().await, (300, 30));
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_faro"))
         .args(["admin", "set-rate-limit", "--tenant", &t.id, "--default"])
-        .args(["--conversations-url", &format!("http://{}", c.conversations)])
+        .args([
+            "--conversations-url",
+            &format!("http://{}", c.conversations),
+        ])
         .output()
         .await
         .expect("faro admin runs");

@@ -28,6 +28,17 @@ impl LocalBudget {
         }
     }
 
+    /// Records one failure of `ip`, even past its budget (debt).
+    pub(super) fn spend(&self, ip: IpAddr, rate: Rate) {
+        if rate.per_minute == 0 {
+            return;
+        }
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
+        let tat = tats.get(&ip).copied().unwrap_or(now).max(now);
+        tats.insert(ip, tat + rate.interval_us());
+    }
+
     /// The same arithmetic as `gcra.lua` with no horizon: `Ok` if granted,
     /// else how long (µs) until one would be. Records a grant if `record`.
     pub(super) fn check(&self, ip: IpAddr, rate: Rate, record: bool) -> Result<(), u64> {
@@ -70,6 +81,9 @@ mod tests {
         assert!(b.check(one, rate, true).is_ok());
         let wait = b.check(one, rate, false).expect_err("the budget is spent");
         assert!(wait <= 1_000_000 && wait > 500_000, "{wait}");
+        b.spend(one, rate);
+        let wait = b.check(one, rate, false).expect_err("in debt");
+        assert!(wait > 1_500_000, "a failure past the budget counts: {wait}");
         assert!(
             b.check(two, rate, true).is_ok(),
             "another address has its own"

@@ -46,6 +46,10 @@ static GCRA: LazyLock<Script> = LazyLock::new(|| Script::from_lua(include_str!("
 /// webhook must not wait seconds on a rate check.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How far into debt failures may put an address (a horizon for the script
+/// that every failure fits in).
+const MAX_DEBT: Duration = Duration::from_secs(24 * 3600);
+
 /// A rate: `per_minute` requests a minute on average, `burst` of them at once
 /// from rest. `per_minute == 0` means no limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,16 +256,16 @@ impl Limiter {
         }
     }
 
-    /// Spends one of the address's failures (in this replica's own count too
-    /// when Redis cannot be asked).
+    /// Spends one of the address's failures (in this replica's own count
+    /// when Redis cannot be asked). Always recorded, even past the budget:
+    /// requests that passed the look together, before any of them failed,
+    /// put the address in debt, so a flood gets no more through than the
+    /// budget plus the requests it has in flight.
     pub(crate) async fn failed_verification(&self, ip: IpAddr) {
         let rate = self.limits.unverified;
-        if let Err(e) = self
-            .check(self.ip_key(ip), rate, Duration::ZERO, true)
-            .await
-        {
+        if let Err(e) = self.check(self.ip_key(ip), rate, MAX_DEBT, true).await {
             tracing::debug!(error = %e, "rate limiter unavailable; failure counted locally");
-            let _ = self.local.check(ip, rate, true);
+            self.local.spend(ip, rate);
         }
     }
 

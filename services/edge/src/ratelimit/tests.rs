@@ -66,6 +66,24 @@ async fn looking_spends_nothing() {
 }
 
 #[tokio::test]
+async fn failures_past_the_budget_put_an_address_in_debt() {
+    let (l, _) = limiter().await;
+    let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+    // Requests that all passed the look before any failed: each still counts.
+    for _ in 0..25 {
+        l.failed_verification(ip).await;
+    }
+    match l
+        .check(l.ip_key(ip), l.limits.unverified, Duration::ZERO, false)
+        .await
+    {
+        // 100 a minute: 0.6 s each; 5 past a burst of 20 is 3 s of debt.
+        Ok(Decision::Refused(wait)) => assert!(wait > SECOND * 2, "in debt: {wait:?}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn over_the_rate_slots_are_reserved_one_interval_apart_up_to_the_horizon() {
     let (l, p) = limiter().await;
     let key = || format!("{p}k");

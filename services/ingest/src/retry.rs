@@ -7,6 +7,8 @@
 //! (ZRANGEBYSCORE, XADD, ZREM), also atomically. Both read the clock of Redis,
 //! so workers on hosts whose clocks disagree schedule on one timeline. Delayed
 //! jobs never sit in the stream, so they never block the jobs behind them.
+//! The same set holds webhooks the edge deferred because their tenant was
+//! over its rate (`defer`): promoted like retries when due, as fresh jobs.
 
 use std::{sync::LazyLock, time::Duration};
 

@@ -142,7 +142,7 @@ return 1
 /// Schedules a new job `delay` ahead (a webhook over its tenant's rate, paced
 /// by the edge): it waits in the retry set, as durable as the stream, and the
 /// workers' promotion moves it to the stream when due, as a fresh job. Returns
-/// the id it is known by until then.
+/// the id it is known by until then. Fails at once while Redis is unreachable.
 pub(crate) async fn defer(
     client: &Client,
     keys: &Keys,
@@ -157,9 +157,17 @@ pub(crate) async fn defer(
         fred::error::Error::new(fred::error::ErrorKind::Unknown, format!("encode job: {e}"))
     })?;
     let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    // Fails at once while Redis is unreachable, as `queue::enqueue` does.
+    let fast = fred::interfaces::ClientLike::with_options(
+        client,
+        &fred::types::config::Options {
+            fail_fast: true,
+            ..Default::default()
+        },
+    );
     let _: i64 = DEFER_SCRIPT
         .evalsha_with_reload(
-            client,
+            &fast,
             vec![keys.retry.clone()],
             vec![
                 Value::from(delay_ms.to_string()),

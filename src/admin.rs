@@ -89,6 +89,24 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Give a tenant its own rate of verified webhooks per platform (the edge's
+    /// `FARO_WEBHOOK_RATE_PER_MIN` / `FARO_WEBHOOK_BURST` otherwise); edges see
+    /// it within their route cache's lifetime.
+    SetRateLimit {
+        #[arg(long)]
+        tenant: Uuid,
+        /// Webhooks a minute on average.
+        #[arg(long = "per-minute", required_unless_present = "default")]
+        per_minute: Option<u32>,
+        /// Webhooks at once from rest; default: a tenth of a minute's, at least 1.
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Go back to the edge's default rate.
+        #[arg(long, conflicts_with_all = ["per_minute", "burst"])]
+        default: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List a tenant's account events (template reviews, quality changes,
     /// account alerts, …), newest first.
     AccountEvents {
@@ -155,6 +173,29 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             print(json!({"id": t.id, "name": t.name}));
+        }
+        AdminCommand::SetRateLimit {
+            tenant,
+            per_minute,
+            burst,
+            default: _,
+            target,
+        } => {
+            let per_minute = per_minute.unwrap_or(0);
+            let burst = burst.unwrap_or((per_minute / 10).max(u32::from(per_minute > 0)));
+            let r = client(&target)
+                .await?
+                .set_tenant_rate_limit(pb::TenantRateLimit {
+                    tenant_id: tenant.to_string(),
+                    webhook_per_minute: per_minute,
+                    webhook_burst: burst,
+                })
+                .await?
+                .into_inner();
+            print(
+                json!({"tenant_id": r.tenant_id, "webhook_per_minute": r.webhook_per_minute,
+                         "webhook_burst": r.webhook_burst}),
+            );
         }
         AdminCommand::CreateLocation {
             tenant,

@@ -9,6 +9,7 @@
 mod admin;
 mod dev;
 mod dlq;
+mod rate_args;
 mod serve;
 mod telemetry;
 

@@ -259,6 +259,8 @@ pub struct ServeArgs {
     /// unset, those routes do not exist.
     #[arg(long = "admin-token", env = "FARO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub rates: crate::rate_args::RateArgs,
 }
 
 impl ServeArgs {
@@ -285,6 +287,9 @@ impl ServeArgs {
             ws_typing_max: self.ws_typing_max,
             ws_typing_window_ms: self.ws_typing_window_ms,
             admin_token: self.admin_token.clone(),
+            redis_url: self.redis_url.clone(),
+            key_prefix: self.redis_prefix.clone(),
+            rate_limits: self.rates.limits(),
         };
         config.validate()?;
         Ok(config)

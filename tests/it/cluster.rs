@@ -90,6 +90,8 @@ pub struct Options {
     /// The stream service's own way to Redis (a proxy the test cuts);
     /// default: the others'.
     pub stream_redis_url: Option<String>,
+    /// The edge's rate limits.
+    pub rate_limits: faro_edge::RateLimits,
 }
 
 impl Default for Options {
@@ -107,6 +109,7 @@ impl Default for Options {
             history_max_events: 10_000,
             history_max_age_secs: 3600,
             stream_redis_url: None,
+            rate_limits: crate::configs::rates_off(),
         }
     }
 }
@@ -185,6 +188,8 @@ impl Cluster {
         }
         let mut edge_config = edge_config(conversations, ingest, stream, options.edge_limits);
         edge_config.max_body_bytes = options.max_body_bytes;
+        edge_config.key_prefix = prefix.clone();
+        edge_config.rate_limits = options.rate_limits;
         let t = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             faro_edge::run(edge_config, edge_l, t)

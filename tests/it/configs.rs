@@ -58,6 +58,25 @@ pub fn edge_config(
         ws_ping_ms: limits.ws_ping_ms,
         ws_typing_max: limits.ws_typing_max,
         ws_typing_window_ms: limits.ws_typing_window_ms,
+        redis_url: redis_url(),
+        // The cluster sets its own prefix; an edge built alone gets a fresh one.
+        key_prefix: format!("faro-it-edge:{}:", uuid::Uuid::new_v4().simple()),
+        rate_limits: rates_off(),
+    }
+}
+
+/// Rate limits off: most tests send more than a tenant's burst, or fail
+/// verification on purpose from one address; `ratelimit.rs` turns them on.
+pub fn rates_off() -> faro_edge::RateLimits {
+    let off = faro_edge::Rate {
+        per_minute: 0,
+        burst: 0,
+    };
+    faro_edge::RateLimits {
+        webhook: off,
+        unverified: off,
+        agent: off,
+        ..faro_edge::RateLimits::default()
     }
 }
 

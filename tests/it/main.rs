@@ -26,6 +26,8 @@ mod openapi;
 mod positions;
 mod postgres_restart;
 mod process;
+mod ratelimit;
+mod ratelimit_flood;
 mod reclaim;
 mod redis_dies;
 mod redis_restart;

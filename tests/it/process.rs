@@ -31,6 +31,10 @@ impl Faro {
             .arg(service)
             .args(args)
             .env("RUST_LOG", "info,faro_ingest=debug")
+            // As in-process tests: the rate limits have their own tests.
+            .env("FARO_WEBHOOK_RATE_PER_MIN", "0")
+            .env("FARO_UNVERIFIED_RATE_PER_MIN", "0")
+            .env("FARO_AGENT_RATE_PER_MIN", "0")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).map_or_else(|_| Stdio::null(), Stdio::from))
             .spawn()

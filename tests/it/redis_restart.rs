@@ -226,6 +226,10 @@ async fn faro_starts_without_redis_and_serves_once_it_comes() {
             .args(["--jwt-secret", crate::cluster::JWT_SECRET])
             .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
             .env("RUST_LOG", "info")
+            // As in-process tests: the rate limits have their own tests.
+            .env("FARO_WEBHOOK_RATE_PER_MIN", "0")
+            .env("FARO_UNVERIFIED_RATE_PER_MIN", "0")
+            .env("FARO_AGENT_RATE_PER_MIN", "0")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).map_or_else(|_| Stdio::null(), Stdio::from))
             .spawn()

@@ -43,6 +43,41 @@ pub(crate) async fn create_tenant(pool: &PgPool, name: &str) -> Result<pb::Tenan
     })
 }
 
+/// Sets (or, with both 0, clears) a tenant's own webhook rate.
+pub(crate) async fn set_rate_limit(
+    pool: &PgPool,
+    req: pb::TenantRateLimit,
+) -> Result<pb::TenantRateLimit, Error> {
+    let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
+    let (per_minute, burst) = match (req.webhook_per_minute, req.webhook_burst) {
+        (0, 0) => (None, None),
+        (1..=60_000_000, 1..=1_000_000) => (
+            i32::try_from(req.webhook_per_minute).ok(),
+            i32::try_from(req.webhook_burst).ok(),
+        ),
+        _ => {
+            return Err(Error::invalid(
+                "webhook_per_minute must be 1..=60000000 and webhook_burst 1..=1000000 \
+                 (both 0 restores the default)",
+            ));
+        }
+    };
+    let mut tx = tenant_tx(pool, tenant).await?;
+    let updated =
+        sqlx::query("UPDATE tenants SET webhook_per_minute = $2, webhook_burst = $3 WHERE id = $1")
+            .bind(tenant)
+            .bind(per_minute)
+            .bind(burst)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    if updated == 0 {
+        return Err(Error::NotFound(format!("tenant {tenant}")));
+    }
+    tx.commit().await?;
+    Ok(req)
+}
+
 pub(crate) async fn create_location(
     pool: &PgPool,
     req: pb::CreateLocationRequest,

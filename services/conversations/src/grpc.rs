@@ -44,6 +44,8 @@ struct RouteRow {
     meta_app_id: String,
     key_id: String,
     app_secret_enc: Vec<u8>,
+    webhook_per_minute: Option<i32>,
+    webhook_burst: Option<i32>,
 }
 
 impl Service {
@@ -91,6 +93,8 @@ impl Service {
                     meta_app_id: r.meta_app_id,
                     app_secret: String::from_utf8(secret)
                         .map_err(|_| Error::Crypto("app secret is not UTF-8".into()))?,
+                    webhook_per_minute: r.webhook_per_minute.map_or(0, |n| n.unsigned_abs()),
+                    webhook_burst: r.webhook_burst.map_or(0, |n| n.unsigned_abs()),
                 })
             })
             .collect::<Result<_, Error>>()?;
@@ -272,6 +276,15 @@ impl ConversationsService for Service {
 
 #[tonic::async_trait]
 impl AdminService for Service {
+    async fn set_tenant_rate_limit(
+        &self,
+        request: Request<pb::TenantRateLimit>,
+    ) -> Result<Response<pb::TenantRateLimit>, Status> {
+        Ok(Response::new(
+            admin::set_rate_limit(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
     async fn create_tenant(
         &self,
         request: Request<pb::CreateTenantRequest>,

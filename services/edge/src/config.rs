@@ -61,6 +61,13 @@ pub struct Config {
     /// The operator's bearer token for `/api/v1/admin/` (at least 32 bytes,
     /// not the JWT secret); unset, those routes answer 404.
     pub admin_token: Option<String>,
+
+    /// Redis holding the rate limits every replica shares; the edge starts
+    /// without it (see `ratelimit`).
+    pub redis_url: String,
+    /// Prefix of every Redis key, as for ingest and stream.
+    pub key_prefix: String,
+    pub rate_limits: crate::RateLimits,
 }
 
 impl std::fmt::Debug for Config {
@@ -87,6 +94,9 @@ impl std::fmt::Debug for Config {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("redis_url", &"<redacted>")
+            .field("key_prefix", &self.key_prefix)
+            .field("rate_limits", &self.rate_limits)
             .finish()
     }
 }
@@ -160,6 +170,7 @@ impl Config {
                 "max-connections-per-ip must be between 1 and max-connections".into(),
             ));
         }
+        self.rate_limits.validate()?;
         Ok(())
     }
 
@@ -211,6 +222,9 @@ mod tests {
             ws_typing_max: 10,
             ws_typing_window_ms: 5_000,
             admin_token: None,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "faro:".into(),
+            rate_limits: crate::RateLimits::default(),
         }
     }
 

@@ -20,6 +20,8 @@ pub(crate) struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for `Retry-After` (a 429); a 503 says 5 unless set.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -65,10 +68,15 @@ impl ApiError {
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         let mut response = json_response(self.status, &body);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match (self.retry_after, self.status) {
+            (Some(secs), _) => Some(secs),
+            (None, StatusCode::SERVICE_UNAVAILABLE) => Some(5),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

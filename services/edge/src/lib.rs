@@ -15,7 +15,8 @@
 //!   operator holding `FARO_ADMIN_TOKEN` (absent without one); see `admin`.
 //!
 //! The edge holds no state of its own: routing data comes from conversations,
-//! queueing from ingest and live events from stream, all over gRPC.
+//! queueing from ingest and live events from stream, all over gRPC. Its one
+//! direct use of Redis is the rate limits every replica shares (`ratelimit`).
 
 mod admin;
 pub mod auth;
@@ -24,6 +25,7 @@ mod conn_limits;
 mod error;
 mod events;
 mod live;
+mod ratelimit;
 mod router;
 mod routes;
 mod server;
@@ -43,6 +45,7 @@ use tonic::transport::Channel;
 
 pub use config::Config;
 pub use error::Error;
+pub use ratelimit::{Rate, RateLimits};
 pub use signature::{sign as sign_meta_payload, sign_ycloud};
 
 /// What every request handler shares.
@@ -57,6 +60,8 @@ pub(crate) struct State {
     pub routes: routes::RouteCache,
     /// Bounds the work done for webhooks whose signature is not verified yet.
     pub unverified: webhook::UnverifiedLimit,
+    /// Rate limits shared with the other replicas through Redis.
+    pub limiter: ratelimit::Limiter,
     pub shutdown: CancellationToken,
 }
 
@@ -103,9 +108,15 @@ pub async fn run(
         ),
         routes: routes::RouteCache::new(config.route_cache_ttl()),
         unverified: webhook::UnverifiedLimit::default(),
+        limiter: ratelimit::Limiter::new(
+            &config.redis_url,
+            &config.key_prefix,
+            config.rate_limits,
+        )?,
         shutdown: shutdown.clone(),
         config,
     });
+    state.limiter.connect(shutdown.clone());
     tracing::info!(addr = ?listener.local_addr().ok(), "edge listening");
     server::serve(state, listener, shutdown).await
 }

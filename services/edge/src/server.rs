@@ -28,9 +28,16 @@ fn boxed(r: Response<Full<Bytes>>) -> Response<Body> {
     r.map(BodyExt::boxed)
 }
 
-/// The client's address, in each request's extensions (for the audit log).
+/// The client's address, in each request's extensions (for the audit log
+/// and the per-address rate limit).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub SocketAddr);
+
+fn client_ip<B>(req: &Request<B>) -> std::net::IpAddr {
+    req.extensions()
+        .get::<ClientAddr>()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip())
+}
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let Some(matched) = router::route(req.uri().path()) else {
@@ -84,10 +91,13 @@ async fn handle_full(
             );
             Ok(r)
         }
-        (Route::Webhook(p), &Method::GET) => webhook::handshake(&state, p, req.uri().query()).await,
+        (Route::Webhook(p), &Method::GET) => {
+            webhook::handshake(&state, p, client_ip(&req), req.uri().query()).await
+        }
         (Route::Webhook(p), _) => {
+            let ip = client_ip(&req);
             let (parts, body) = req.into_parts();
-            webhook::deliver(&state, p, &parts.headers, body).await
+            webhook::deliver(&state, p, ip, &parts.headers, body).await
         }
         (Route::MessageStream, _) => ws::handle(state.clone(), req).await,
         (Route::MessagePoll | Route::MessageEvents | Route::Admin(_), _) => Err(ApiError::new(

@@ -22,6 +22,9 @@ pub(crate) struct Ingest {
     pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
+/// The furthest ahead a paced webhook may be scheduled.
+const MAX_DEFER_MS: u64 = 24 * 3_600_000;
+
 fn validate(req: &SubmitRequest) -> Result<(), Error> {
     if Provider::try_from(req.provider).unwrap_or(Provider::Unspecified) == Provider::Unspecified {
         return Err(Error::InvalidArgument("provider must be set".into()));
@@ -35,6 +38,11 @@ fn validate(req: &SubmitRequest) -> Result<(), Error> {
         return Err(Error::InvalidArgument(
             "at least one verified route is required".into(),
         ));
+    }
+    if req.defer_ms > MAX_DEFER_MS {
+        return Err(Error::InvalidArgument(format!(
+            "defer_ms must be at most {MAX_DEFER_MS} (one day)"
+        )));
     }
     Ok(())
 }
@@ -52,12 +60,19 @@ impl IngestService for Ingest {
         }
         let submission = request.into_inner();
         validate(&submission)?;
+        let defer = std::time::Duration::from_millis(submission.defer_ms);
         let job = Job {
             submission: Some(submission),
             ..Job::default()
         };
-        let job_id = queue::enqueue(&self.redis, &self.keys, &job).await?;
-        tracing::debug!(%job_id, "job queued");
+        let job_id = if defer.is_zero() {
+            queue::enqueue(&self.redis, &self.keys, &job).await?
+        } else {
+            crate::retry::defer(&self.redis, &self.keys, &job, defer)
+                .await
+                .map_err(Error::from)?
+        };
+        tracing::debug!(%job_id, defer_ms = defer.as_millis() as u64, "job queued");
         Ok(Response::new(SubmitResponse { job_id }))
     }
 

@@ -7,6 +7,8 @@
 //! (ZRANGEBYSCORE, XADD, ZREM), also atomically. Both read the clock of Redis,
 //! so workers on hosts whose clocks disagree schedule on one timeline. Delayed
 //! jobs never sit in the stream, so they never block the jobs behind them.
+//! The same set holds webhooks the edge deferred because their tenant was
+//! over its rate (`defer`): promoted like retries when due, as fresh jobs.
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -107,6 +109,7 @@ pub(crate) fn record_failure(job: &mut Job, stream_id: &str, attempts: u32, erro
 /// Redis restart (NOSCRIPT).
 static SCHEDULE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(SCHEDULE));
 static PROMOTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(PROMOTE));
+static DEFER_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(DEFER));
 
 const SCHEDULE: &str = r"
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
@@ -128,6 +131,52 @@ for _, m in ipairs(due) do
 end
 return #due
 ";
+
+const DEFER: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+return 1
+";
+
+/// Schedules a new job `delay` ahead (a webhook over its tenant's rate, paced
+/// by the edge): it waits in the retry set, as durable as the stream, and the
+/// workers' promotion moves it to the stream when due, as a fresh job. Returns
+/// the id it is known by until then. Fails at once while Redis is unreachable.
+pub(crate) async fn defer(
+    client: &Client,
+    keys: &Keys,
+    job: &Job,
+    delay: Duration,
+) -> Result<String, fred::error::Error> {
+    let id = format!("deferred-{}", uuid::Uuid::now_v7().simple());
+    let mut member = Vec::with_capacity(id.len() + 1 + job.encoded_len());
+    member.extend_from_slice(id.as_bytes());
+    member.push(b'|');
+    job.encode(&mut member).map_err(|e| {
+        fred::error::Error::new(fred::error::ErrorKind::Unknown, format!("encode job: {e}"))
+    })?;
+    let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    // Fails at once while Redis is unreachable, as `queue::enqueue` does.
+    let fast = fred::interfaces::ClientLike::with_options(
+        client,
+        &fred::types::config::Options {
+            fail_fast: true,
+            ..Default::default()
+        },
+    );
+    let _: i64 = DEFER_SCRIPT
+        .evalsha_with_reload(
+            &fast,
+            vec![keys.retry.clone()],
+            vec![
+                Value::from(delay_ms.to_string()),
+                Value::Bytes(Bytes::from(member)),
+            ],
+        )
+        .await?;
+    Ok(id)
+}
 
 /// Moves the pending entry `id` to the retry set, due in `delay`, with `job`
 /// (its history updated) in place of the entry. `false` if the entry was no

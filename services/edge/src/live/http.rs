@@ -41,9 +41,18 @@ struct Client {
     since: Option<Position>,
 }
 
-fn client(state: &State, headers: &HeaderMap, query: Option<&str>) -> Result<Client, ApiError> {
+/// Validates the agent's JWT and spends one of its requests.
+async fn client(
+    state: &State,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Client, ApiError> {
     let presented = presented_token(headers, query)?;
     let claims = state.jwt.validate(&presented.token)?;
+    state
+        .limiter
+        .agent(&claims.tenant_id.to_string(), &claims.sub)
+        .await?;
     let since = query_param(query, "since")
         .or_else(|| {
             headers
@@ -107,7 +116,7 @@ pub(crate) async fn poll(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let c = client(state, headers, query)?;
+    let c = client(state, headers, query).await?;
     let wait = match query_param(query, "timeout") {
         None => MAX_POLL,
         Some(t) => t
@@ -201,7 +210,7 @@ pub(crate) async fn sse(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let c = client(state, headers, query)?;
+    let c = client(state, headers, query).await?;
     let (mut listener, replay, upto) = start(&state.live, &c).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let write_timeout = state.config.ws_limits().write_timeout;

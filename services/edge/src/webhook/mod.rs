@@ -2,11 +2,15 @@
 //! WhatsApp, Messenger and Instagram, and YCloud's signed deliveries.
 
 mod accounts;
+mod handshake;
 mod limit;
+mod rate;
+
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use faro_proto::{
-    conversations::v1::{ChannelRoute, CheckVerifyTokenRequest},
+    conversations::v1::ChannelRoute,
     ingest::v1::{Provider, Route, SubmitRequest},
     to_timestamp,
 };
@@ -14,8 +18,8 @@ use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
+pub(crate) use handshake::handshake;
 pub(crate) use limit::UnverifiedLimit;
 
 use crate::{
@@ -39,6 +43,16 @@ pub(crate) enum Platform {
 const YCLOUD_TOLERANCE_SECS: i64 = 300;
 
 impl Platform {
+    /// The platform's name in rate-limit keys.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::WhatsApp => "whatsapp",
+            Self::Messenger => "messenger",
+            Self::Instagram => "instagram",
+            Self::YCloud => "ycloud",
+        }
+    }
+
     fn channel(self) -> faro_proto::conversations::v1::Channel {
         use faro_proto::conversations::v1::Channel;
         match self {
@@ -113,82 +127,7 @@ fn presented_signature<'a>(
     }
 }
 
-const MAX_CHALLENGE: usize = 256;
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// `GET`: echo `hub.challenge` if `hub.mode=subscribe` and the verify token
-/// belongs to an app with an account on this path's channel (never a YCloud
-/// endpoint, whose token is a placeholder); 403 otherwise.
-pub(crate) async fn handshake(
-    state: &State,
-    platform: Platform,
-    query: Option<&str>,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    if !platform.has_handshake() {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this webhook has no verification handshake; allowed: POST",
-        ));
-    }
-    let (mut mode, mut token, mut challenge) = (None, None, None);
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "hub.mode" => mode = Some(v.into_owned()),
-            "hub.verify_token" => token = Some(v.into_owned()),
-            "hub.challenge" => challenge = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    let forbidden = |m: &str| ApiError::new(StatusCode::FORBIDDEN, "verification_failed", m);
-    // Constant time for symmetry with the token check; the mode is not secret.
-    if !bool::from(
-        mode.as_deref()
-            .unwrap_or_default()
-            .as_bytes()
-            .ct_eq(b"subscribe"),
-    ) {
-        return Err(forbidden("hub.mode must be subscribe"));
-    }
-    let challenge = challenge
-        .filter(|c| !c.is_empty() && c.len() <= MAX_CHALLENGE)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_challenge",
-                "hub.challenge must be 1..=256 characters",
-            )
-        })?;
-    let token = token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| forbidden("hub.verify_token is required"))?;
-    let matched = state
-        .conversations
-        .clone()
-        .check_verify_token(CheckVerifyTokenRequest {
-            channel: platform.channel().into(),
-            verify_token: token,
-        })
-        .await
-        .map_err(|s| ApiError::upstream("conversations", &s))?
-        .into_inner()
-        .matched;
-    if !matched {
-        return Err(forbidden(
-            "hub.verify_token does not match an app connected on this channel",
-        ));
-    }
-    let mut response = Response::new(Full::new(Bytes::from(challenge)));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        http::HeaderValue::from_static("nosniff"),
-    );
-    Ok(response)
-}
 
 /// Reads the body as received, refusing more than `limit` bytes while streaming.
 async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
@@ -251,14 +190,43 @@ fn verified_routes(
     Some(routes.into_iter().filter(|r| r.app_id == app).collect())
 }
 
-/// `POST`: verify, queue, and answer 200 only once the job is in Redis.
+/// `POST`: verify, pace, queue, and answer 200 only once the job is in Redis.
+///
+/// An address whose requests keep failing verification is refused before any
+/// work (429); each failure spends one of its budget. A verified delivery over
+/// its tenant's rate is queued for later (still 200), or refused with 429 when
+/// its slot lies too far ahead (see `ratelimit`).
 pub(crate) async fn deliver(
+    state: &State,
+    platform: Platform,
+    ip: IpAddr,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    state.limiter.admit_unverified(ip).await?;
+    let received_at = chrono::Utc::now();
+    let (body, routes) = match verify(state, platform, headers, body, received_at).await {
+        Ok(verified) => verified,
+        Err(e) => {
+            // Refusals of the request itself; not our own 503s.
+            if e.status.is_client_error() {
+                state.limiter.failed_verification(ip).await;
+            }
+            return Err(e);
+        }
+    };
+    let delay = rate::delay(state, platform, &routes).await?;
+    queue(state, platform, headers, body, routes, received_at, delay).await
+}
+
+/// The raw body and the routes of the app whose secret verifies it.
+async fn verify(
     state: &State,
     platform: Platform,
     headers: &HeaderMap,
     body: Incoming,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let received_at = chrono::Utc::now();
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> Result<(Bytes, Vec<ChannelRoute>), ApiError> {
     let presented = presented_signature(platform, headers, received_at.timestamp())?;
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
     // Everything up to a verified signature is work anyone can make us do.
@@ -297,6 +265,19 @@ pub(crate) async fn deliver(
         }
     };
     drop(unverified);
+    Ok((body, routes))
+}
+
+/// Submits the verified delivery to ingest, now or `delay` ahead.
+async fn queue(
+    state: &State,
+    platform: Platform,
+    headers: &HeaderMap,
+    body: Bytes,
+    routes: Vec<ChannelRoute>,
+    received_at: chrono::DateTime<chrono::Utc>,
+    delay: std::time::Duration,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let (app_id, meta_app_id) = (routes[0].app_id.clone(), routes[0].meta_app_id.clone());
     let routes = routes
         .into_iter()
@@ -325,14 +306,20 @@ pub(crate) async fn deliver(
                 .unwrap_or_default()
                 .to_owned(),
             request_id: request_id.clone(),
+            defer_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         })
         .await
         .map_err(|s| ApiError::upstream("ingest", &s))?
         .into_inner();
-    tracing::debug!(%request_id, job_id = %submitted.job_id, bytes = body.len(), "webhook queued");
+    let status = if delay.is_zero() {
+        "queued"
+    } else {
+        "deferred"
+    };
+    tracing::debug!(%request_id, job_id = %submitted.job_id, bytes = body.len(), status, "webhook queued");
     Ok(json_response(
         StatusCode::OK,
-        &json!({"status": "queued", "request_id": request_id}),
+        &json!({"status": status, "request_id": request_id}),
     ))
 }
 

@@ -53,6 +53,10 @@ pub(crate) async fn handle(
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let presented = presented_token(req.headers(), req.uri().query())?;
     let claims = state.jwt.validate(&presented.token)?;
+    state
+        .limiter
+        .agent(&claims.tenant_id.to_string(), &claims.sub)
+        .await?;
     if !upgrade::is_upgrade_request(&req) {
         return Err(ApiError::new(
             StatusCode::UPGRADE_REQUIRED,

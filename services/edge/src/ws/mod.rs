@@ -17,7 +17,7 @@
 //! The reader handles them in order, off the writer's path.
 
 mod client_frames;
-mod masked;
+mod reader;
 mod typing;
 
 pub(crate) use typing::{ConversationLocations, TypingLimit};
@@ -29,7 +29,7 @@ use std::{
 
 use bytes::Bytes;
 use faro_proto::stream::v1::Position;
-use fastwebsockets::{CloseCode, Frame, OpCode, Payload, WebSocketError, upgrade};
+use fastwebsockets::{CloseCode, Frame, OpCode, Payload, Role, WebSocketError, upgrade};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -167,33 +167,28 @@ pub(crate) struct Limits {
 
 /// Reads the client's frames and reports them to the writer.
 async fn read_client<R: tokio::io::AsyncRead + Unpin>(
-    mut rx: fastwebsockets::WebSocketRead<R>,
+    mut rx: reader::ClientReader<R>,
     client_tx: mpsc::Sender<FromClient>,
     mut frames: client_frames::ClientFrames,
 ) {
     loop {
-        let frame = rx
-            .read_frame::<_, WebSocketError>(&mut |_| async { Ok(()) })
-            .await;
-        let msg = match frame {
-            Ok(f) if f.opcode == OpCode::Ping => FromClient::Ping(f.payload.to_vec()),
+        let msg = match rx.read_frame().await {
+            Ok(f) if f.opcode == OpCode::Ping => FromClient::Ping(f.payload),
             Ok(f) if f.opcode == OpCode::Close => FromClient::Close(CloseCode::Normal.into(), ""),
             Ok(f) => match frames.on_frame(f.opcode, f.fin, &f.payload).await {
                 Some(reply) => FromClient::Reply(reply),
                 None => FromClient::Alive,
             },
-            Err(WebSocketError::FrameTooLarge) => {
+            Err(reader::ReadError::TooLarge) => {
                 FromClient::Close(CloseCode::Size.into(), "message too big")
             }
-            Err(WebSocketError::IoError(e)) if masked::is_unmasked(&e) => {
+            Err(reader::ReadError::Unmasked) => {
                 FromClient::Close(CloseCode::Protocol.into(), "client frames must be masked")
             }
-            Err(
-                WebSocketError::ConnectionClosed
-                | WebSocketError::UnexpectedEOF
-                | WebSocketError::IoError(_),
-            ) => FromClient::Gone,
-            Err(_) => FromClient::Close(CloseCode::Protocol.into(), "protocol error"),
+            Err(reader::ReadError::Gone) => FromClient::Gone,
+            Err(reader::ReadError::Protocol(why)) => {
+                FromClient::Close(CloseCode::Protocol.into(), why)
+            }
         };
         let last = !matches!(
             msg,
@@ -222,21 +217,19 @@ async fn write(
 }
 
 async fn pump(
-    mut ws: Socket,
+    ws: Socket,
     mut listener: Listener,
     start: Start,
     shutdown: CancellationToken,
     limits: Limits,
     frames: client_frames::ClientFrames,
 ) -> Result<(), WebSocketError> {
-    // Control frames are answered here, by the only writer.
-    ws.set_auto_pong(false);
-    ws.set_auto_close(false);
-    ws.set_max_message_size(MAX_CLIENT_MESSAGE);
-    let (rx, mut tx) = ws.split(|s| {
-        let (r, w) = tokio::io::split(s);
-        (masked::MaskChecked::new(r), w)
-    });
+    // Frames are read by `reader` (no buffer while idle); fastwebsockets
+    // only writes. Its own read half, with its 8 KiB buffer, goes at once:
+    // nothing has been read into it before the first frame.
+    let (r, w) = tokio::io::split(ws.into_inner());
+    let (_, mut tx) = fastwebsockets::after_handshake_split(tokio::io::empty(), w, Role::Server);
+    let rx = reader::ClientReader::new(r, MAX_CLIENT_MESSAGE);
     let (client_tx, mut client_rx) = mpsc::channel::<FromClient>(8);
     let reader = tokio::spawn(read_client(rx, client_tx, frames));
     let result = run(

@@ -23,9 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use prometheus_client::{
     encoding::prometheus_text::CONTENT_TYPE,
-    metrics::{
-        counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
-    },
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -50,10 +48,10 @@ pub fn duration_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15)
 }
 
-/// Bounds (seconds) for lags that include the platform's own delay and
-/// retries: 10 ms to about 11 minutes.
+/// Bounds (seconds) for lags, from a live event's few milliseconds to a
+/// platform's delay or a job's retries: 1 ms to about 9 minutes.
 pub fn lag_buckets() -> impl Iterator<Item = f64> {
-    prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 17)
+    prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 20)
 }
 
 /// Bounds for counts of items (events in a store call): 1 to 4096.
@@ -76,8 +74,13 @@ pub fn encode(registry: &Registry) -> String {
 
 /// Seconds between two instants of the wall clock, negative if `to` is
 /// earlier (clocks of different machines): callers clamp at zero.
-pub fn seconds_between(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> f64 {
-    (to - from).num_microseconds().map_or(0.0, |us| us as f64 / 1e6)
+pub fn seconds_between(
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> f64 {
+    (to - from)
+        .num_microseconds()
+        .map_or(0.0, |us| us as f64 / 1e6)
 }
 
 /// Serves `GET /metrics` (and nothing else: 404) on `listener` until
@@ -126,7 +129,9 @@ async fn answer(
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             if let Some(refresh) = refresh
-                && tokio::time::timeout(REFRESH_TIMEOUT, refresh()).await.is_err()
+                && tokio::time::timeout(REFRESH_TIMEOUT, refresh())
+                    .await
+                    .is_err()
             {
                 tracing::debug!("metrics refresh timed out; serving the last figures");
             }

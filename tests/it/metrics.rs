@@ -20,10 +20,7 @@ struct Scrape {
 impl Scrape {
     /// The sample `name` with exactly these labels; absent reads as 0.
     fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples
-            .get(&key(name, labels))
-            .copied()
-            .unwrap_or(0.0)
+        self.samples.get(&key(name, labels)).copied().unwrap_or(0.0)
     }
 
     fn has_type(&self, family: &str, kind: &str) {
@@ -57,7 +54,10 @@ fn parse(text: &str) -> Scrape {
             continue;
         }
         if let Some(rest) = line.strip_prefix("# HELP ") {
-            assert!(rest.split_once(' ').is_some(), "HELP has a name and text: {line}");
+            assert!(
+                rest.split_once(' ').is_some(),
+                "HELP has a name and text: {line}"
+            );
             continue;
         }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -66,7 +66,10 @@ fn parse(text: &str) -> Scrape {
                 ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
                 "{line}"
             );
-            assert!(types.insert(name.to_owned(), kind.to_owned()).is_none(), "one TYPE per family: {line}");
+            assert!(
+                types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "one TYPE per family: {line}"
+            );
             continue;
         }
         assert!(!line.starts_with('#'), "no other comments: {line}");
@@ -96,14 +99,23 @@ fn parse(text: &str) -> Scrape {
             }
         };
         assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "metric name: {name}"
         );
-        let _family = [name, name.trim_end_matches("_bucket"), name.trim_end_matches("_sum"), name.trim_end_matches("_count")]
-            .into_iter()
-            .find(|f| types.contains_key(*f))
-            .unwrap_or_else(|| panic!("a TYPE precedes {name}"));
-        let refs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let _family = [
+            name,
+            name.trim_end_matches("_bucket"),
+            name.trim_end_matches("_sum"),
+            name.trim_end_matches("_count"),
+        ]
+        .into_iter()
+        .find(|f| types.contains_key(*f))
+        .unwrap_or_else(|| panic!("a TYPE precedes {name}"));
+        let refs: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         assert!(
             samples.insert(key(name, &refs), value).is_none(),
             "one sample per series: {line}"
@@ -123,7 +135,9 @@ fn check_histogram(scrape: &Scrape, family: &str) {
     let prefix = format!("{family}_bucket");
     let mut series: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
     for (k, v) in &scrape.samples {
-        let Some(rest) = k.strip_prefix(&prefix) else { continue };
+        let Some(rest) = k.strip_prefix(&prefix) else {
+            continue;
+        };
         let body = rest.trim_start_matches('{').trim_end_matches('}');
         let mut others = Vec::new();
         let mut le = None;
@@ -134,12 +148,22 @@ fn check_histogram(scrape: &Scrape, family: &str) {
             }
         }
         let le = le.expect("a bucket has le");
-        let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().expect("le is a number") };
-        series.entry(others.join(",")).or_default().push((bound, *v));
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().expect("le is a number")
+        };
+        series
+            .entry(others.join(","))
+            .or_default()
+            .push((bound, *v));
     }
     for (labels, mut buckets) in series {
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{family}{{{labels}}} cumulative");
+        assert!(
+            buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{family}{{{labels}}} cumulative"
+        );
         let inf = buckets.last().expect("buckets");
         assert!(inf.0.is_infinite(), "{family} ends with +Inf");
         let count_key = if labels.is_empty() {
@@ -147,7 +171,11 @@ fn check_histogram(scrape: &Scrape, family: &str) {
         } else {
             format!("{family}_count{{{labels}}}")
         };
-        assert_eq!(Some(&inf.1), scrape.samples.get(&count_key), "{family}{{{labels}}}: +Inf = _count");
+        assert_eq!(
+            Some(&inf.1),
+            scrape.samples.get(&count_key),
+            "{family}{{{labels}}}: +Inf = _count"
+        );
     }
 }
 
@@ -158,8 +186,14 @@ async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Scrape {
         .await
         .expect("metrics answer");
     assert_eq!(resp.status().as_u16(), 200);
-    let content_type = resp.headers()["content-type"].to_str().expect("ascii").to_owned();
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let content_type = resp.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
     parse(&resp.text().await.expect("body"))
 }
 
@@ -201,17 +235,34 @@ async fn every_service_counts_what_a_scripted_run_sent() {
     // Sent two seconds "late", as the platform stamps it: the lag is visible.
     let sent_at = chrono::Utc::now().timestamp() - 2;
     for n in 0..VALID {
-        let body = whatsapp_text(&tenant, &format!("wamid.M{n}"), "16505551234", "hi", sent_at);
+        let body = whatsapp_text(
+            &tenant,
+            &format!("wamid.M{n}"),
+            "16505551234",
+            "hi",
+            sent_at,
+        );
         assert_eq!(c.post_signed(&body, &tenant.app_secret).await.0, 200);
     }
     let body = whatsapp_text(&tenant, "wamid.FORGED", "16505551234", "hi", sent_at);
     for _ in 0..2 {
         let (status, error) = c.post_signed(&body, "not-the-app-secret").await;
-        assert_eq!((status, &error["error"]["code"]), (401, &json!("invalid_signature")));
+        assert_eq!(
+            (status, &error["error"]["code"]),
+            (401, &json!("invalid_signature"))
+        );
     }
     let (status, error) = c.post_webhook(body.as_bytes(), None).await;
-    assert_eq!((status, &error["error"]["code"]), (401, &json!("missing_signature")));
-    assert_eq!(c.post_signed(&senderless(&tenant), &tenant.app_secret).await.0, 200);
+    assert_eq!(
+        (status, &error["error"]["code"]),
+        (401, &json!("missing_signature"))
+    );
+    assert_eq!(
+        c.post_signed(&senderless(&tenant), &tenant.app_secret)
+            .await
+            .0,
+        200
+    );
     c.drained().await;
     for _ in 0..VALID {
         assert_eq!(ws.next_event().await["type"], "message.created");
@@ -219,7 +270,12 @@ async fn every_service_counts_what_a_scripted_run_sent() {
     let n = VALID as f64;
 
     // The edge: its public port has no /metrics, its operator port does.
-    let public = c.http.get(c.url("/metrics")).send().await.expect("edge answers");
+    let public = c
+        .http
+        .get(c.url("/metrics"))
+        .send()
+        .await
+        .expect("edge answers");
     assert_eq!(public.status().as_u16(), 404);
     let edge = scrape_until(&c.http, c.metrics.edge, |s| {
         s.get("real_time_delivery_latency_seconds_count", &[]) >= n
@@ -229,27 +285,45 @@ async fn every_service_counts_what_a_scripted_run_sent() {
     edge.has_type("webhook_received_total", "counter");
     edge.has_type("webhook_processing_duration_seconds", "histogram");
     edge.has_type("real_time_delivery_latency_seconds", "histogram");
-    assert_eq!(edge.get("webhook_received_total", &[wa, ("status", "200")]), n + 1.0);
-    assert_eq!(edge.get("webhook_received_total", &[wa, ("status", "401")]), 3.0);
+    assert_eq!(
+        edge.get("webhook_received_total", &[wa, ("status", "200")]),
+        n + 1.0
+    );
+    assert_eq!(
+        edge.get("webhook_received_total", &[wa, ("status", "401")]),
+        3.0
+    );
     assert_eq!(
         edge.get("webhook_processing_duration_seconds_count", &[wa]),
         n + 1.0,
         "one observation per 200"
     );
     assert_eq!(
-        edge.get("webhook_signature_failures_total", &[wa, ("reason", "invalid_signature")]),
+        edge.get(
+            "webhook_signature_failures_total",
+            &[wa, ("reason", "invalid_signature")]
+        ),
         2.0
     );
     assert_eq!(
-        edge.get("webhook_signature_failures_total", &[wa, ("reason", "missing_signature")]),
+        edge.get(
+            "webhook_signature_failures_total",
+            &[wa, ("reason", "missing_signature")]
+        ),
         1.0
     );
     assert_eq!(
-        edge.get("edge_http_errors_total", &[("status", "401"), ("code", "invalid_signature")]),
+        edge.get(
+            "edge_http_errors_total",
+            &[("status", "401"), ("code", "invalid_signature")]
+        ),
         2.0
     );
     assert_eq!(
-        edge.get("edge_http_errors_total", &[("status", "404"), ("code", "not_found")]),
+        edge.get(
+            "edge_http_errors_total",
+            &[("status", "404"), ("code", "not_found")]
+        ),
         1.0,
         "the probe of /metrics on the public port"
     );
@@ -262,37 +336,69 @@ async fn every_service_counts_what_a_scripted_run_sent() {
     ingest.has_type("message_storage_duration_seconds", "histogram");
     ingest.has_type("ingest_queue_dead_letters", "gauge");
     assert_eq!(ingest.get("ingest_jobs_submitted_total", &[]), n + 1.0);
-    assert_eq!(ingest.get("ingest_store_batch_events_sum", &[]), n, "every event sent once");
+    assert_eq!(
+        ingest.get("ingest_store_batch_events_sum", &[]),
+        n,
+        "every event sent once"
+    );
     let calls = ingest.get("message_storage_duration_seconds_count", &[]);
     assert!(calls >= 1.0);
     assert_eq!(ingest.get("ingest_store_batch_events_count", &[]), calls);
-    assert_eq!(ingest.get("message_lag_platform_to_received_seconds_count", &[]), n);
+    assert_eq!(
+        ingest.get("message_lag_platform_to_received_seconds_count", &[]),
+        n
+    );
     assert!(
         ingest.get("message_lag_platform_to_received_seconds_sum", &[]) >= n,
         "each message was stamped at least a second before it was posted"
     );
-    assert_eq!(ingest.get("message_lag_received_to_stored_seconds_count", &[]), n);
-    assert_eq!(ingest.get("ingest_jobs_dead_lettered_total", &[("class", "partial")]), 1.0);
+    assert_eq!(
+        ingest.get("message_lag_received_to_stored_seconds_count", &[]),
+        n
+    );
+    assert_eq!(
+        ingest.get("ingest_jobs_dead_lettered_total", &[("class", "partial")]),
+        1.0
+    );
     assert_eq!(ingest.get("ingest_retries_scheduled_total", &[]), 0.0);
     assert_eq!(ingest.get("ingest_queue_dead_letters", &[]), 1.0);
     assert_eq!(ingest.get("ingest_queue_length", &[]), 0.0);
     assert_eq!(ingest.get("ingest_queue_pending", &[]), 0.0);
     assert_eq!(ingest.get("ingest_queue_scheduled_retries", &[]), 0.0);
-    assert_eq!(ingest.get("ingest_queue_oldest_pending_age_seconds", &[]), 0.0);
-    assert_eq!(ingest.get("ingest_queue_consumers", &[]), 2.0, "two workers");
+    assert_eq!(
+        ingest.get("ingest_queue_oldest_pending_age_seconds", &[]),
+        0.0
+    );
+    assert_eq!(
+        ingest.get("ingest_queue_consumers", &[]),
+        2.0,
+        "two workers"
+    );
 
     // conversations: the same calls, seen from the other side.
     let conversations = scrape(&c.http, c.metrics.conversations).await;
-    assert_eq!(conversations.get("conversations_messages_stored_total", &[]), n);
-    assert_eq!(conversations.get("conversations_store_duration_seconds_count", &[]), calls);
-    assert_eq!(conversations.get("conversations_store_failures_total", &[]), 0.0);
+    assert_eq!(
+        conversations.get("conversations_messages_stored_total", &[]),
+        n
+    );
+    assert_eq!(
+        conversations.get("conversations_store_duration_seconds_count", &[]),
+        calls
+    );
+    assert_eq!(
+        conversations.get("conversations_store_failures_total", &[]),
+        0.0
+    );
     assert!(conversations.get("conversations_db_connections", &[]) >= 1.0);
 
     // stream: one subscriber (the edge's feed for the tenant), three events.
     let stream = scrape(&c.http, c.metrics.stream).await;
     assert_eq!(stream.get("stream_subscribers", &[]), 1.0);
     assert_eq!(stream.get("stream_events_dispatched_total", &[]), n);
-    assert_eq!(stream.get("stream_slow_subscribers_dropped_total", &[]), 0.0);
+    assert_eq!(
+        stream.get("stream_slow_subscribers_dropped_total", &[]),
+        0.0
+    );
 
     // No tenant or message id is ever a label.
     for s in [&edge, &ingest, &conversations, &stream] {

@@ -349,7 +349,8 @@ impl Hub {
         let mut feeds = self.lock();
         if let Some(feed) = feeds.get_mut(tenant) {
             let slow = &self.metrics.slow_consumers;
-            feed.members.retain(|m| m.offer(&live, self.queue_bytes, slow));
+            feed.members
+                .retain(|m| m.offer(&live, self.queue_bytes, slow));
         }
     }
 

@@ -23,8 +23,8 @@ mod fanout;
 mod grpc;
 mod history;
 mod hub;
-mod relay;
 mod metrics;
+mod relay;
 
 use std::sync::Arc;
 

@@ -7,7 +7,10 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use serde_json::json;
 
-use crate::cluster::{Cluster, Tenant, whatsapp_text};
+use crate::{
+    cluster::{Cluster, Tenant, redis_url, whatsapp_text},
+    process::{Faro, free_addr, wait_listening},
+};
 
 /// A scrape: every sample by its name and labels (`name{a="1",b="2"}`,
 /// labels sorted), and the type declared for each metric family.
@@ -413,4 +416,36 @@ async fn every_service_counts_what_a_scripted_run_sent() {
     .await;
     assert_eq!(gone.get("edge_websockets_connected", &[]), 0.0);
     c.stop().await;
+}
+
+/// The binary's flag puts a service's `/metrics` on its own port.
+#[tokio::test]
+async fn the_faro_binary_serves_metrics_where_its_flag_says() {
+    let (grpc, metrics) = (free_addr().to_string(), free_addr());
+    let prefix = format!("faro-it:{}:", uuid::Uuid::new_v4().simple());
+    let _stream = Faro::spawn(
+        "metrics",
+        "stream",
+        &[
+            "--stream-listen",
+            &grpc,
+            "--stream-metrics-listen",
+            &metrics.to_string(),
+            "--redis-url",
+            &redis_url(),
+            "--redis-prefix",
+            &prefix,
+        ],
+    );
+    wait_listening(metrics).await;
+    let http = reqwest::Client::new();
+    let s = scrape(&http, metrics).await;
+    s.has_type("stream_subscribers", "gauge");
+    assert_eq!(s.get("stream_subscribers", &[]), 0.0);
+    let other = http
+        .get(format!("http://{metrics}/other"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(other.status().as_u16(), 404, "only /metrics is served");
 }

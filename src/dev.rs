@@ -155,6 +155,15 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<()> {
         .get_or_insert_with(|| DEV_JWT_SECRET.into())
         .clone();
     s.migrate = true;
+    // Every service's /metrics on loopback, unless placed elsewhere.
+    for (addr, port) in [
+        (&mut s.edge_metrics_listen, 9180),
+        (&mut s.ingest_metrics_listen, 9181),
+        (&mut s.conversations_metrics_listen, 9182),
+        (&mut s.stream_metrics_listen, 9183),
+    ] {
+        addr.get_or_insert(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
     ensure_database(&database_url).await?;
 
     let stop = CancellationToken::new();
@@ -204,10 +213,16 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<()> {
          -H 'X-Hub-Signature-256: {signature}' --data-binary '{body}'\n\n\
          3) Meta's verification handshake:\n\
          curl -sS '{edge}/api/v1/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={DEMO_VERIFY_TOKEN}&hub.challenge=42'\n\n\
+         4) Metrics (Prometheus text): curl -sS http://{metrics}/metrics (edge; ingest, \
+         conversations and stream on the next ports)\n\n\
          Agent JWT (24 h): {token}\n\
          Dev secrets are fixed and public: app secret {DEMO_APP_SECRET}, JWT secret {jwt_secret}.\n",
         tenant = demo.tenant_id,
         location = demo.location_id,
+        metrics = args
+            .serve
+            .edge_metrics_listen
+            .map_or_else(|| "-".to_owned(), |a| a.to_string()),
     );
     tokio::select! {
         () = serve::signal() => {

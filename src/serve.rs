@@ -44,6 +44,23 @@ pub struct ServeArgs {
     )]
     pub stream_listen: SocketAddr,
 
+    /// Operator listener for the edge's `GET /metrics` (Prometheus text),
+    /// apart from its public port; unset, not served.
+    #[arg(long = "edge-metrics-listen", env = "FARO_EDGE_METRICS_LISTEN")]
+    pub edge_metrics_listen: Option<SocketAddr>,
+    /// Operator listener for ingest's `GET /metrics`; unset, not served.
+    #[arg(long = "ingest-metrics-listen", env = "FARO_INGEST_METRICS_LISTEN")]
+    pub ingest_metrics_listen: Option<SocketAddr>,
+    /// Operator listener for conversations' `GET /metrics`; unset, not served.
+    #[arg(
+        long = "conversations-metrics-listen",
+        env = "FARO_CONVERSATIONS_METRICS_LISTEN"
+    )]
+    pub conversations_metrics_listen: Option<SocketAddr>,
+    /// Operator listener for stream's `GET /metrics`; unset, not served.
+    #[arg(long = "stream-metrics-listen", env = "FARO_STREAM_METRICS_LISTEN")]
+    pub stream_metrics_listen: Option<SocketAddr>,
+
     /// gRPC URL of the ingest service (used by the edge).
     #[arg(
         long = "ingest-url",
@@ -353,6 +370,19 @@ async fn bind(service: Service, addr: SocketAddr) -> anyhow::Result<TcpListener>
         .with_context(|| format!("{service:?} cannot listen on {addr}"))
 }
 
+/// The service's metrics listener, when one is configured.
+async fn bind_metrics(
+    service: Service,
+    addr: Option<SocketAddr>,
+) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("{service:?} metrics cannot listen on {addr}")
+        })?)),
+        None => Ok(None),
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -419,28 +449,42 @@ pub async fn run_until(
     let mut ingests = JoinSet::new();
     if let Some(c) = conversations {
         let l = bind(Service::Conversations, args.conversations_listen).await?;
+        let m = bind_metrics(Service::Conversations, args.conversations_metrics_listen).await?;
         let t = back.clone();
         backends.spawn(async move {
-            faro_conversations::run(c, l, t)
+            faro_conversations::run_with_metrics(c, l, m, t)
                 .await
                 .map_err(anyhow::Error::from)
         });
     }
     if let Some(c) = stream {
         let l = bind(Service::Stream, args.stream_listen).await?;
+        let m = bind_metrics(Service::Stream, args.stream_metrics_listen).await?;
         let t = back.clone();
-        backends.spawn(async move { faro_stream::run(c, l, t).await.map_err(anyhow::Error::from) });
+        backends.spawn(async move {
+            faro_stream::run_with_metrics(c, l, m, t)
+                .await
+                .map_err(anyhow::Error::from)
+        });
     }
     if let Some(c) = ingest {
         let l = bind(Service::Ingest, args.ingest_listen).await?;
+        let m = bind_metrics(Service::Ingest, args.ingest_metrics_listen).await?;
         let t = middle.clone();
-        ingests.spawn(async move { faro_ingest::run(c, l, t).await.map_err(anyhow::Error::from) });
+        ingests.spawn(async move {
+            faro_ingest::run_with_metrics(c, l, m, t)
+                .await
+                .map_err(anyhow::Error::from)
+        });
     }
     let mut edge_task = match edge {
         Some(c) => {
             let l = bind(Service::Edge, args.edge_listen).await?;
+            let m = bind_metrics(Service::Edge, args.edge_metrics_listen).await?;
             let t = front.clone();
-            Some(tokio::spawn(async move { faro_edge::run(c, l, t).await }))
+            Some(tokio::spawn(async move {
+                faro_edge::run_with_metrics(c, l, m, t).await
+            }))
         }
         None => None,
     };

@@ -27,6 +27,7 @@ pub mod account;
 pub mod client;
 pub mod dead_letters;
 mod drain;
+pub mod metrics;
 mod names;
 mod serve;
 mod time;

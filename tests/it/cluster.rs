@@ -38,6 +38,15 @@ pub struct Tenant {
     pub app_secret: String,
 }
 
+/// Where each service serves `GET /metrics`.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricsAddrs {
+    pub edge: SocketAddr,
+    pub ingest: SocketAddr,
+    pub conversations: SocketAddr,
+    pub stream: SocketAddr,
+}
+
 pub struct Cluster {
     pub db: TestDb,
     pub prefix: String,
@@ -46,6 +55,7 @@ pub struct Cluster {
     pub conversations: SocketAddr,
     pub ingest: SocketAddr,
     pub stream: SocketAddr,
+    pub metrics: MetricsAddrs,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -131,6 +141,16 @@ impl Cluster {
         let (stream_l, stream) = listener().await;
         let (ingest_l, ingest) = listener().await;
         let (edge_l, edge) = listener().await;
+        let (conv_m, conversations_metrics) = listener().await;
+        let (stream_m, stream_metrics) = listener().await;
+        let (ingest_m, ingest_metrics) = listener().await;
+        let (edge_m, edge_metrics) = listener().await;
+        let metrics = MetricsAddrs {
+            edge: edge_metrics,
+            ingest: ingest_metrics,
+            conversations: conversations_metrics,
+            stream: stream_metrics,
+        };
         let mut tasks = Vec::new();
 
         let conv_config = faro_conversations::Config {
@@ -144,7 +164,7 @@ impl Cluster {
         if options.conversations {
             let t = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                faro_conversations::run(conv_config, conv_l, t)
+                faro_conversations::run_with_metrics(conv_config, conv_l, Some(conv_m), t)
                     .await
                     .expect("conversations runs");
             }));
@@ -163,7 +183,7 @@ impl Cluster {
         };
         let t = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            faro_stream::run(stream_config, stream_l, t)
+            faro_stream::run_with_metrics(stream_config, stream_l, Some(stream_m), t)
                 .await
                 .expect("stream runs");
         }));
@@ -179,7 +199,7 @@ impl Cluster {
             config.store_deadline_ms = (options.claim_idle_ms.saturating_sub(300) / 2).min(10_000);
             let t = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                faro_ingest::run(config, ingest_l, t)
+                faro_ingest::run_with_metrics(config, ingest_l, Some(ingest_m), t)
                     .await
                     .expect("ingest runs");
             }));
@@ -192,7 +212,7 @@ impl Cluster {
         edge_config.rate_limits = options.rate_limits;
         let t = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            faro_edge::run(edge_config, edge_l, t)
+            faro_edge::run_with_metrics(edge_config, edge_l, Some(edge_m), t)
                 .await
                 .expect("edge runs");
         }));
@@ -204,6 +224,7 @@ impl Cluster {
             conversations,
             ingest,
             stream,
+            metrics,
             http: reqwest::Client::new(),
             shutdown,
             tasks,

@@ -22,6 +22,7 @@ mod late_commit;
 mod listing;
 mod live;
 mod messaging;
+mod metrics;
 mod openapi;
 mod positions;
 mod postgres_restart;

@@ -25,6 +25,7 @@ const MAX_BATCH: usize = 5000;
 pub(crate) struct Service {
     pub pool: PgPool,
     pub secrets: Arc<SecretBox>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 fn limit(requested: u32, default: i64, max: i64) -> i64 {
@@ -223,7 +224,17 @@ impl ConversationsService for Service {
         if events.len() > MAX_BATCH {
             return Err(Error::invalid(format!("at most {MAX_BATCH} events per call")).into());
         }
-        let outcome = store::store_events(&self.pool, events, redelivered).await?;
+        let started = std::time::Instant::now();
+        let outcome = store::store_events(&self.pool, events, redelivered).await;
+        self.metrics
+            .store_duration
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = outcome.inspect_err(|_| {
+            self.metrics.store_failures.inc();
+        })?;
+        self.metrics
+            .messages_stored
+            .inc_by(outcome.stored.len() as u64);
         Ok(Response::new(pb::StoreEventsResponse {
             stored: outcome.stored,
             updated: outcome.updated,

@@ -19,6 +19,7 @@ mod db;
 mod error;
 mod events;
 mod grpc;
+mod metrics;
 mod rows;
 mod store;
 
@@ -48,14 +49,36 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    run_with_metrics(config, listener, None, shutdown).await
+}
+
+/// [`run`], and `GET /metrics` (Prometheus text) on `metrics`, an operator
+/// listener.
+pub async fn run_with_metrics(
+    config: Config,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     // Ours to cancel on the way out (it stops the sweeper); the caller's token is left alone.
     let shutdown = shutdown.child_token();
     let secrets = SecretBox::from_specs(&config.encryption_keys)?;
     let pool = db::connect_app(&config).await?;
     let sweeper_pool = db::sweeper_pool(&config)?;
+    let mut registry = faro_proto::metrics::Registry::default();
+    let (recorded, refresh) = metrics::Metrics::new(&mut registry, &pool);
+    if let Some(l) = metrics {
+        tokio::spawn(faro_proto::metrics::serve(
+            Arc::new(registry),
+            Some(refresh),
+            l,
+            shutdown.clone(),
+        ));
+    }
     let service = grpc::Service {
         pool: pool.clone(),
         secrets: Arc::new(secrets),
+        metrics: recorded,
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "conversations service listening");
     let sweeper = tokio::spawn(sweep_pending(

@@ -78,9 +78,16 @@ impl ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // Not sent: read back by the server to count errors by code.
+        response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
 }
+
+/// The code of an error answer, in the response's extensions, so that one
+/// place (the server's service) counts every 4xx/5xx whichever route made it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorCode(pub &'static str);
 
 pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));

@@ -13,6 +13,8 @@
 //!   all of these (`docs/openapi.json`, checked against `router::ROUTES`).
 //! - `/api/v1/admin/...`: the dead-letter queue and queue figures, for an
 //!   operator holding `FARO_ADMIN_TOKEN` (absent without one); see `admin`.
+//! - `GET /metrics` on a separate operator listener (`run_with_metrics`),
+//!   never on the public one; see `metrics`.
 //!
 //! The edge holds no state of its own: routing data comes from conversations,
 //! queueing from ingest and live events from stream, all over gRPC. Its one
@@ -25,6 +27,7 @@ mod conn_limits;
 mod error;
 mod events;
 mod live;
+mod metrics;
 mod ratelimit;
 mod router;
 mod routes;
@@ -63,6 +66,7 @@ pub(crate) struct State {
     /// Rate limits shared with the other replicas through Redis.
     pub limiter: ratelimit::Limiter,
     pub shutdown: CancellationToken,
+    pub metrics: metrics::Metrics,
 }
 
 /// The first value of a query parameter, decoded.
@@ -89,7 +93,29 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    run_with_metrics(config, listener, None, shutdown).await
+}
+
+/// [`run`], and `GET /metrics` (Prometheus text) on `metrics`, an operator
+/// listener apart from the public one. Without it the figures are still
+/// kept (they cost next to nothing) but not served.
+pub async fn run_with_metrics(
+    config: Config,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     config.validate()?;
+    let mut registry = faro_proto::metrics::Registry::default();
+    let recorded = metrics::Metrics::new(&mut registry);
+    if let Some(l) = metrics {
+        tokio::spawn(faro_proto::metrics::serve(
+            Arc::new(registry),
+            None,
+            l,
+            shutdown.clone(),
+        ));
+    }
     let conversations =
         faro_proto::client::conversations(channel("conversations", &config.conversations_url)?);
     let state = Arc::new(State {
@@ -104,6 +130,7 @@ pub async fn run(
         live: live::Hub::new(
             faro_proto::client::stream(channel("stream", &config.stream_url)?),
             config.ws_queue_bytes,
+            recorded.clone(),
             shutdown.clone(),
         ),
         routes: routes::RouteCache::new(config.route_cache_ttl()),
@@ -114,6 +141,7 @@ pub async fn run(
             config.rate_limits,
         )?,
         shutdown: shutdown.clone(),
+        metrics: recorded,
         config,
     });
     state.limiter.connect(shutdown.clone());

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Error, State, admin,
     conn_limits::ConnLimits,
-    error::{ApiError, json_response},
+    error::{ApiError, ErrorCode, json_response},
     live::{self, http::Body},
     router::{self, Route},
     webhook, ws,
@@ -95,9 +95,18 @@ async fn handle_full(
             webhook::handshake(&state, p, client_ip(&req), req.uri().query()).await
         }
         (Route::Webhook(p), _) => {
+            let arrived = std::time::Instant::now();
             let ip = client_ip(&req);
             let (parts, body) = req.into_parts();
-            webhook::deliver(&state, p, ip, &parts.headers, body).await
+            let answer = webhook::deliver(&state, p, ip, &parts.headers, body).await;
+            let (status, code) = match &answer {
+                Ok(r) => (r.status().as_u16(), None),
+                Err(e) => (e.status.as_u16(), Some(e.code)),
+            };
+            state
+                .metrics
+                .webhook(p.name(), status, code, arrived.elapsed());
+            answer
         }
         (Route::MessageStream, _) => ws::handle(state.clone(), req).await,
         (Route::MessagePoll | Route::MessageEvents | Route::Admin(_), _) => Err(ApiError::new(
@@ -188,10 +197,14 @@ pub(crate) async fn serve(
             let state = state.clone();
             req.extensions_mut().insert(ClientAddr(peer));
             async move {
-                if let Some(e) = headers_too_large(req.headers()) {
-                    return Ok::<_, Infallible>(boxed(e.into_response()));
+                let response = match headers_too_large(req.headers()) {
+                    Some(e) => boxed(e.into_response()),
+                    None => handle(state.clone(), req).await,
+                };
+                if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
+                    state.metrics.http_error(response.status().as_u16(), code);
                 }
-                Ok::<_, Infallible>(handle(state, req).await)
+                Ok::<_, Infallible>(response)
             }
         });
         let builder = builder.clone();

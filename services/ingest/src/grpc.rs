@@ -20,6 +20,7 @@ pub(crate) struct Ingest {
     /// False until Redis was first reached: answer at once rather than queue
     /// the command behind a connection that does not exist.
     pub ready: tokio::sync::watch::Receiver<bool>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The furthest ahead a paced webhook may be scheduled.
@@ -72,6 +73,7 @@ impl IngestService for Ingest {
                 .await
                 .map_err(Error::from)?
         };
+        self.metrics.submitted.inc();
         tracing::debug!(%job_id, defer_ms = defer.as_millis() as u64, "job queued");
         Ok(Response::new(SubmitResponse { job_id }))
     }

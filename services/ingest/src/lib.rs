@@ -16,6 +16,7 @@ mod config;
 mod dlq;
 mod error;
 mod grpc;
+mod metrics;
 pub mod parse;
 mod publish;
 mod queue;
@@ -51,9 +52,31 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    run_with_metrics(config, listener, None, shutdown).await
+}
+
+/// [`run`], and `GET /metrics` (Prometheus text) on `metrics`, an operator
+/// listener: the queue's figures are read from Redis on each scrape.
+pub async fn run_with_metrics(
+    config: Config,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     config.validate()?;
     let keys = Keys::new(&config.key_prefix);
     let producer = queue::client(&config.redis_url)?;
+    let mut registry = faro_proto::metrics::Registry::default();
+    let recorded = metrics::Metrics::new(&mut registry);
+    if let Some(l) = metrics {
+        let refresh = recorded.refresh(producer.clone(), Arc::new(keys.clone()));
+        tokio::spawn(faro_proto::metrics::serve(
+            Arc::new(registry),
+            Some(refresh),
+            l,
+            shutdown.clone(),
+        ));
+    }
     let conversations = faro_proto::client::conversations(
         faro_proto::client::channel(
             "conversations",
@@ -78,6 +101,7 @@ pub async fn run(
             config: config.clone(),
             workers: workers.clone(),
             ready: ready_tx,
+            metrics: recorded.clone(),
         },
         worker_stop.clone(),
     ));
@@ -90,6 +114,7 @@ pub async fn run(
         redis: producer.clone(),
         keys: Arc::new(keys),
         ready: ready.clone(),
+        metrics: recorded,
     };
     tracing::info!(addr = ?listener.local_addr().ok(), workers = config.workers, "ingest service listening");
     let served = GrpcServer::new()
@@ -116,6 +141,7 @@ struct Startup {
     config: Config,
     workers: TaskTracker,
     ready: watch::Sender<bool>,
+    metrics: metrics::Metrics,
 }
 
 /// Waits for Redis, makes sure the consumer group exists, reports ready, then
@@ -151,6 +177,7 @@ async fn start_workers(s: Startup, stop: CancellationToken) {
             history: s.config.history(),
             store_deadline: s.config.store_deadline(),
             retry: s.config.retry_policy(),
+            metrics: s.metrics.clone(),
         };
         s.workers.spawn(w.run(stop.clone()));
     }

@@ -1,5 +1,5 @@
-//! What the queue holds now: the figures an operator watches (and the
-//! metrics issue will export). Read with plain commands, so a missing stream
+//! What the queue holds now: the figures an operator watches (`QueueStats`,
+//! and the `ingest_queue_*` gauges, read on each scrape). Read with plain commands, so a missing stream
 //! or group (nothing queued yet, or Redis restarted empty) reads as zeros.
 
 use faro_proto::ingest::v1::{ConsumerStats, QueueStatsResponse};

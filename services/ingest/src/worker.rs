@@ -42,6 +42,7 @@ pub(crate) struct Worker {
     /// The deadline of each store call, also sent to conversations.
     pub store_deadline: Duration,
     pub retry: retry::Policy,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A decoded, parsed job awaiting storage.
@@ -55,6 +56,8 @@ struct Ready {
     /// The number of this attempt: the failed ones written into the job, plus
     /// the deliveries Redis counted (more than one if workers died with it).
     attempt: u32,
+    /// When the edge received the webhook, for the arrival-to-stored lag.
+    received_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Why a store pass did not succeed.
@@ -199,6 +202,9 @@ impl Worker {
                 redelivered,
             } => {
                 let stored_in = started.elapsed();
+                for r in ready.iter().filter(|r| !r.events.is_empty()) {
+                    self.metrics.stored(r.received_at);
+                }
                 self.publish_and_ack(&ready, outcome, redelivered).await;
                 tracing::debug!(
                     jobs = ready.len(),
@@ -221,6 +227,9 @@ impl Worker {
                     let one = std::slice::from_ref(&r.id);
                     match self.store(r.events.clone(), true, one, stop).await {
                         Stored::Done { outcome, .. } => {
+                            if !r.events.is_empty() {
+                                self.metrics.stored(r.received_at);
+                            }
                             self.publish_and_ack(std::slice::from_ref(r), outcome, true)
                                 .await;
                         }
@@ -276,10 +285,11 @@ impl Worker {
             return None;
         };
         let provider = Provider::try_from(sub.provider).unwrap_or(Provider::Unspecified);
+        let received_at = from_timestamp(sub.received_at.as_ref());
         let ctx = parse::Context {
             routes: &sub.routes,
             meta_app_id: &sub.meta_app_id,
-            received_at: from_timestamp(sub.received_at.as_ref()).unwrap_or_else(chrono::Utc::now),
+            received_at: received_at.unwrap_or_else(chrono::Utc::now),
         };
         match parse::parse(provider, &sub.payload, &ctx) {
             Ok(mut parsed) => {
@@ -294,12 +304,17 @@ impl Worker {
                         "parts of a payload cannot be stored; they will be dead-lettered");
                 }
                 tracing::debug!(job = %id, events = parsed.events.len(), ignored = parsed.ignored, attempt, "job parsed");
+                // Once per webhook: not again for a retry or a redelivery.
+                if attempt == 1 && received_at.is_some() {
+                    self.metrics.platform_lags(ctx.received_at, &parsed.events);
+                }
                 Some(Ready {
                     id,
                     job,
                     events: parsed.events,
                     rejected: parsed.rejected,
                     attempt,
+                    received_at,
                 })
             }
             Err(e) => {
@@ -344,7 +359,13 @@ impl Worker {
                     redelivered,
                 });
                 request.set_timeout(self.store_deadline);
-                match self.conversations.store_events(request).await {
+                self.metrics.store_batch.observe(chunk.len() as f64);
+                let call = Instant::now();
+                let answer = self.conversations.store_events(request).await;
+                self.metrics
+                    .store_duration
+                    .observe(call.elapsed().as_secs_f64());
+                match answer {
                     Ok(r) => {
                         let r = r.into_inner();
                         all.stored.extend(r.stored);
@@ -395,17 +416,21 @@ impl Worker {
         }
         let delay = self.retry.delay(r.attempt);
         match retry::schedule(&self.redis, &self.keys, &r.id, &job, delay).await {
-            Ok(_) => tracing::warn!(
+            Ok(_) => {
+                self.metrics.retries.inc();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, job = %r.id, "scheduling a retry failed; job stays pending");
+                return;
+            }
+        }
+        tracing::warn!(
                 job = %r.id,
                 attempt = r.attempt,
                 retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 error,
                 "store failed; job scheduled for a retry"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, job = %r.id, "scheduling a retry failed; job stays pending");
-            }
-        }
+        );
     }
 
     async fn publish_and_ack(
@@ -438,9 +463,17 @@ impl Worker {
                 rejected: rejected_json(&j.rejected),
             })
             .collect();
-        if let Err(e) = queue::ack(&self.redis, &self.keys, &ids, &partly_dead).await {
-            tracing::warn!(error = %e, "ack failed; jobs will be redelivered and deduplicated");
-        }
+        match queue::ack(&self.redis, &self.keys, &ids, &partly_dead).await {
+            Ok(_) => {
+                self.metrics
+                    .dead_lettered
+                    .get_or_create(&crate::metrics::Class { class: "partial" })
+                    .inc_by(partly_dead.len() as u64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ack failed; jobs will be redelivered and deduplicated")
+            }
+        };
     }
 
     async fn dead_letter(
@@ -448,12 +481,20 @@ impl Worker {
         id: &str,
         job: Option<&faro_proto::ingest::v1::Job>,
         error: &str,
-        class: &str,
+        class: &'static str,
     ) {
         tracing::error!(job = %id, error, class, "job cannot be processed; dead-lettered");
-        if let Err(e) = queue::dead_letter(&self.redis, &self.keys, id, job, error, class).await {
-            tracing::warn!(error = %e, job = %id, "dead-lettering failed; job stays pending");
-        }
+        match queue::dead_letter(&self.redis, &self.keys, id, job, error, class).await {
+            Ok(_) => {
+                self.metrics
+                    .dead_lettered
+                    .get_or_create(&crate::metrics::Class { class })
+                    .inc();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, job = %id, "dead-lettering failed; job stays pending")
+            }
+        };
     }
 }
 

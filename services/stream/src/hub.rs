@@ -8,7 +8,7 @@ use std::{
     },
 };
 
-use faro_proto::{redis_keys, stream::v1::Event};
+use faro_proto::{metrics::Counter, redis_keys, stream::v1::Event};
 use fred::types::Value;
 
 use crate::history::Pos;
@@ -62,6 +62,10 @@ pub(crate) struct Hub {
     buffer: usize,
     next_id: AtomicU64,
     tenants: Mutex<Tenants>,
+    /// Subscribers cut off for being too slow (a metric).
+    pub slow_dropped: Counter,
+    /// Events delivered to a tenant's subscribers (a metric).
+    pub dispatched: Counter,
 }
 
 impl Hub {
@@ -70,6 +74,8 @@ impl Hub {
             buffer,
             next_id: AtomicU64::new(1),
             tenants: Mutex::default(),
+            slow_dropped: Counter::default(),
+            dispatched: Counter::default(),
         }
     }
 
@@ -185,6 +191,7 @@ impl Hub {
             t.epoch = Some(event.epoch.clone());
             t.last = Some(event.offset);
         }
+        self.dispatched.inc();
         let subs = &mut t.subs;
         subs.retain(|s| {
             if !s.locations.is_empty() && !s.locations.contains(&event.location_id) {
@@ -195,6 +202,7 @@ impl Hub {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::warn!(subscriber = s.id, "slow subscriber cut off");
+                    self.slow_dropped.inc();
                     // The buffer is full, so the error goes out after what is queued.
                     let tx = s.tx.clone();
                     tokio::spawn(async move {
@@ -293,6 +301,7 @@ mod tests {
         hub.dispatch(&event("a", "l"));
         hub.dispatch(&event("a", "l"));
         assert_eq!(hub.subscribers(), 0);
+        assert_eq!(hub.slow_dropped.get(), 1, "counted for the metrics");
         assert!(matches!(rx.recv().await, Some(Ok(_))));
         let err = rx.recv().await.and_then(Result::err).map(|s| s.code());
         assert_eq!(err, Some(tonic::Code::DataLoss));

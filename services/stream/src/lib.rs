@@ -23,6 +23,7 @@ mod fanout;
 mod grpc;
 mod history;
 mod hub;
+mod metrics;
 mod relay;
 
 use std::sync::Arc;
@@ -45,6 +46,17 @@ pub use error::Error;
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    run_with_metrics(config, listener, None, shutdown).await
+}
+
+/// [`run`], and `GET /metrics` (Prometheus text) on `metrics`, an operator
+/// listener.
+pub async fn run_with_metrics(
+    config: Config,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     config.validate()?;
@@ -70,6 +82,16 @@ pub async fn run(
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         .build_subscriber_client()?;
     let hub = Arc::new(hub::Hub::new(config.subscriber_buffer));
+    if let Some(l) = metrics {
+        let mut registry = faro_proto::metrics::Registry::default();
+        let refresh = metrics::register(&mut registry, &hub);
+        tokio::spawn(faro_proto::metrics::serve(
+            Arc::new(registry),
+            Some(refresh),
+            l,
+            shutdown.clone(),
+        ));
+    }
 
     let pattern = redis_keys::events_pattern(&config.key_prefix);
     // Listen at once, even while Redis is unreachable: NOT_SERVING and

@@ -29,7 +29,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use faro_proto::stream::v1::{Event, Position, stream_service_client::StreamServiceClient};
+use faro_proto::{
+    metrics::Counter,
+    stream::v1::{Event, Position, stream_service_client::StreamServiceClient},
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -53,6 +56,8 @@ pub(crate) struct LiveEvent {
     pub json: Bytes,
     /// The agent (JWT `sub`) an ephemeral event comes from; `None` for stored events.
     pub sender: Option<String>,
+    /// When ingest published it, for the delivery latency.
+    pub published_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl LiveEvent {
@@ -65,6 +70,7 @@ impl LiveEvent {
             kind,
             json: Bytes::from(json),
             sender: events::sender(e),
+            published_at: faro_proto::from_timestamp(e.published_at.as_ref()),
         }))
     }
 
@@ -125,6 +131,24 @@ impl Listener {
     pub(crate) fn taken(&self, e: &LiveEvent) {
         self.queued.fetch_sub(e.json.len(), Ordering::AcqRel);
     }
+
+    /// A live event was written to the client: its publication-to-write
+    /// latency is observed (clamped at zero: the clocks may differ).
+    pub(crate) fn delivered(&self, e: &LiveEvent) {
+        if let Some(at) = e.published_at {
+            let secs = faro_proto::metrics::seconds_between(at, chrono::Utc::now());
+            self._membership
+                .hub
+                .metrics
+                .delivery_latency
+                .observe(secs.max(0.0));
+        }
+    }
+
+    /// The edge's metrics (for the sockets that hold this listener).
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self._membership.hub.metrics
+    }
 }
 
 /// Leaves the tenant's feed when the client goes.
@@ -159,8 +183,9 @@ impl Member {
         self.cancelled.cancel();
     }
 
-    /// Queues the event, or ends this member if it cannot keep up.
-    fn offer(&self, e: &Arc<LiveEvent>, queue_bytes: usize) -> bool {
+    /// Queues the event, or ends this member if it cannot keep up (counted
+    /// in `slow`).
+    fn offer(&self, e: &Arc<LiveEvent>, queue_bytes: usize, slow: &Counter) -> bool {
         if !self.locations.is_empty() && !self.locations.contains(&e.location_id) {
             return true;
         }
@@ -171,6 +196,7 @@ impl Member {
         let over = self.queued.fetch_add(len, Ordering::AcqRel) + len > queue_bytes;
         if over || self.tx.try_send(e.clone()).is_err() {
             if !self.tx.is_closed() {
+                slow.inc();
                 self.end(TOO_SLOW);
             }
             return false;
@@ -195,12 +221,14 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
     feeds: Mutex<HashMap<String, Feed>>,
     shutdown: CancellationToken,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Hub {
     pub(crate) fn new(
         client: StreamServiceClient<Channel>,
         queue_bytes: usize,
+        metrics: crate::metrics::Metrics,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -209,6 +237,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             feeds: Mutex::default(),
             shutdown,
+            metrics,
         })
     }
 
@@ -319,7 +348,9 @@ impl Hub {
         };
         let mut feeds = self.lock();
         if let Some(feed) = feeds.get_mut(tenant) {
-            feed.members.retain(|m| m.offer(&live, self.queue_bytes));
+            let slow = &self.metrics.slow_consumers;
+            feed.members
+                .retain(|m| m.offer(&live, self.queue_bytes, slow));
         }
     }
 

@@ -43,7 +43,7 @@ pub(crate) enum Platform {
 const YCLOUD_TOLERANCE_SECS: i64 = 300;
 
 impl Platform {
-    /// The platform's name in rate-limit keys.
+    /// The platform's name in rate-limit keys and metrics' labels.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::WhatsApp => "whatsapp",

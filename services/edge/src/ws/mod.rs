@@ -224,6 +224,7 @@ async fn pump(
     limits: Limits,
     frames: client_frames::ClientFrames,
 ) -> Result<(), WebSocketError> {
+    let _connected = crate::metrics::Connected::new(&listener.metrics().websockets);
     // Frames are read by `reader` (no buffer while idle); fastwebsockets
     // only writes. Its own read half, with its 8 KiB buffer, goes at once:
     // nothing has been read into it before the first frame.
@@ -312,6 +313,7 @@ async fn run(
                     listener.taken(&e);
                     if !covered(upto.as_ref(), &e) {
                         write(tx, Frame::text(Payload::Borrowed(&e.json)), deadline).await?;
+                        listener.delivered(&e);
                     }
                 }
                 None => {

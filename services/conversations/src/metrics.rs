@@ -1,0 +1,64 @@
+//! The conversations service's Prometheus metrics, in its own registry,
+//! served on its operator listener (`--conversations-metrics-listen`).
+
+use faro_proto::metrics::{Counter, Gauge, Histogram, Refresh, Registry, duration_histogram};
+use sqlx::PgPool;
+
+/// What `StoreEvents` records. Cloning shares the series.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    pub store_duration: Histogram,
+    pub messages_stored: Counter,
+    pub store_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            store_duration: duration_histogram(),
+            messages_stored: Counter::default(),
+            store_failures: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers the metrics, and the pool's connections read on each
+    /// scrape; returns the hook that reads them.
+    pub(crate) fn new(registry: &mut Registry, pool: &PgPool) -> (Self, Refresh) {
+        let m = Self::default();
+        registry.register(
+            "conversations_store_duration_seconds",
+            "Duration of StoreEvents as conversations serves it (its transactions)",
+            m.store_duration.clone(),
+        );
+        registry.register(
+            "conversations_messages_stored",
+            "Messages newly inserted (duplicates of stored ones not counted)",
+            m.messages_stored.clone(),
+        );
+        registry.register(
+            "conversations_store_failures",
+            "StoreEvents calls that failed",
+            m.store_failures.clone(),
+        );
+        let (size, idle) = (Gauge::<i64>::default(), Gauge::<i64>::default());
+        registry.register(
+            "conversations_db_connections",
+            "Connections in the application's Postgres pool (read on scrape)",
+            size.clone(),
+        );
+        registry.register(
+            "conversations_db_connections_idle",
+            "Idle connections in that pool (read on scrape)",
+            idle.clone(),
+        );
+        let pool = pool.clone();
+        let refresh = faro_proto::metrics::refresh(move || {
+            size.set(i64::from(pool.size()));
+            idle.set(i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
+            std::future::ready(())
+        });
+        (m, refresh)
+    }
+}

@@ -23,6 +23,7 @@ mod listing;
 mod live;
 mod messaging;
 mod metrics;
+mod monitoring;
 mod openapi;
 mod positions;
 mod postgres_restart;

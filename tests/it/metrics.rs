@@ -409,6 +409,13 @@ async fn every_service_counts_what_a_scripted_run_sent() {
             assert!(!k.contains(&tenant.id) && !k.contains("wamid"), "{k}");
         }
     }
+    // The alert rules and the dashboard name only what is exported here.
+    let exported: std::collections::HashSet<String> = [&edge, &ingest, &conversations, &stream]
+        .iter()
+        .flat_map(|s| s.samples.keys())
+        .map(|k| k.split('{').next().unwrap_or(k).to_owned())
+        .collect();
+    crate::monitoring::every_referenced_metric_exists(&exported);
     drop(ws);
     let gone = scrape_until(&c.http, c.metrics.edge, |s| {
         s.get("edge_websockets_connected", &[]) == 0.0

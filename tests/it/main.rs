@@ -21,6 +21,7 @@ mod isolation;
 mod late_commit;
 mod listing;
 mod live;
+mod log_hygiene;
 mod messaging;
 mod metrics;
 mod monitoring;

@@ -278,6 +278,8 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
     #[command(flatten)]
     pub rates: crate::rate_args::RateArgs,
+    #[command(flatten)]
+    pub client_limits: crate::limits::ClientLimitArgs,
 }
 
 impl ServeArgs {
@@ -307,6 +309,7 @@ impl ServeArgs {
             redis_url: self.redis_url.clone(),
             key_prefix: self.redis_prefix.clone(),
             rate_limits: self.rates.limits(),
+            client_limits: self.client_limits.edge(),
         };
         config.validate()?;
         Ok(config)

@@ -42,6 +42,11 @@ impl Faro {
         Self { child, log }
     }
 
+    /// Its process id (for reading /proc/<pid>/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether it is still running (it has not exited).
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -228,9 +228,21 @@ async fn ten_thousand_idle_connections_from_one_address() {
     let t = c.tenant("idle").await;
     // The default per-address cap (1,000); nothing times out during the test.
     let edge = Edge::start(&c, &["--first-byte-timeout-ms", "120000"]).await;
+    // In batches that fit the listen backlog (1,024), each followed by a
+    // request from 127.0.0.1 on a new connection: the backlog is first in,
+    // first out, so its answer means the batch was accepted, and no SYN is
+    // dropped (a dropped SYN costs the client a second before it retries).
     let mut conns = Vec::with_capacity(10_000);
-    for _ in 0..10_000 {
-        conns.push(attacker_tcp(edge.addr).await);
+    for _ in 0..10 {
+        for _ in 0..1_000 {
+            conns.push(attacker_tcp(edge.addr).await);
+        }
+        let mut tcp = TcpStream::connect(edge.addr).await.expect("connect");
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let (status, json) = read_response(&mut tcp).await;
+        assert_eq!((status, json["status"].as_str()), (200, Some("ok")));
     }
     // Every connection waits for what the edge says: a JSON 429 and a close
     // past the cap, nothing (yet) within it.
@@ -406,7 +418,10 @@ fn client_frame(len: usize) -> Vec<u8> {
 /// The next frame's opcode byte and payload.
 async fn read_frame(tcp: &mut tokio::net::tcp::OwnedReadHalf) -> (u8, Vec<u8>) {
     let mut head = [0u8; 2];
-    tcp.read_exact(&mut head).await.expect("a frame");
+    tokio::time::timeout(Duration::from_secs(20), tcp.read_exact(&mut head))
+        .await
+        .expect("a frame within 20 s")
+        .expect("a frame");
     let len = match head[1] & 0x7f {
         126 => usize::from(tcp.read_u16().await.expect("length")),
         127 => usize::try_from(tcp.read_u64().await.expect("length")).expect("fits"),

@@ -211,7 +211,10 @@ async fn under_attack(
             })
         })
         .collect();
-    first.notified().await;
+    // A hang bound: an attack that is not refused panics its worker (see above).
+    tokio::time::timeout(Duration::from_secs(30), first.notified())
+        .await
+        .unwrap_or_else(|_| panic!("{tag}: no attack was refused as expected within 30 s"));
     let ids = valid_traffic(edge, t, tag).await;
     done.store(true, Ordering::SeqCst);
     let mut attacks = 0;

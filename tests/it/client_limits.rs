@@ -137,20 +137,24 @@ async fn long_polls_and_event_streams_are_bounded_per_agent() {
     assert_eq!(sse.status().as_u16(), 200);
     let poll = tokio::spawn(get("/api/v1/messages/poll?timeout=30", &a));
     // Wait until the long-poll holds its slot: a third request is refused.
-    let refused = loop {
-        let r = get("/api/v1/messages/poll?timeout=0", &a)
-            .await
-            .expect("poll");
-        if r.status().as_u16() == 429 {
-            break r;
+    let refused = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let r = get("/api/v1/messages/poll?timeout=0", &a)
+                .await
+                .expect("poll");
+            if r.status().as_u16() == 429 {
+                return r;
+            }
+            assert_eq!(
+                r.status().as_u16(),
+                200,
+                "under the bound, a poll is served"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(
-            r.status().as_u16(),
-            200,
-            "under the bound, a poll is served"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await
+    .expect("a third request in progress is refused within 20 s");
     let json: serde_json::Value = refused.json().await.expect("JSON");
     assert_eq!(json["error"]["code"], "too_many_requests_in_progress");
     // Another agent of the tenant is not affected.

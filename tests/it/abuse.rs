@@ -442,10 +442,18 @@ async fn one_megabyte_websocket_frames() {
     let edge = Edge::start(&c, &["--ws-max-frame-bytes", "8192"]).await;
     let token = c.token(&t.id, 3600);
 
-    // At the bound a frame is fine: the socket stays and answers a ping.
+    // At the bound a frame is read: not JSON, it gets an `error` frame, and
+    // the socket stays and answers a ping.
     let (mut rx, mut tx) = attacker_websocket(edge.addr, &token).await.into_split();
     tx.write_all(&client_frame(8192)).await.expect("write");
     tx.write_all(&[0x89, 0x80, 0, 0, 0, 0]).await.expect("ping");
+    let (opcode, error) = read_frame(&mut rx).await;
+    let error: serde_json::Value = serde_json::from_slice(&error).expect("JSON");
+    assert_eq!(
+        (opcode, error["type"].as_str()),
+        (0x81, Some("error")),
+        "{error}"
+    );
     assert_eq!(read_frame(&mut rx).await, (0x8a, Vec::new()), "a pong");
 
     let (addr, token) = (edge.addr, Arc::new(token));

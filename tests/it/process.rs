@@ -219,6 +219,7 @@ impl Edge {
     pub async fn start(c: &Cluster, flags: &[&str]) -> Self {
         let addr = free_addr();
         let url = |a: SocketAddr| format!("http://{a}");
+        let redis = redis_url();
         let (listen, conv, ingest, stream) = (
             addr.to_string(),
             url(c.conversations),
@@ -236,6 +237,18 @@ impl Edge {
             &stream,
             "--jwt-secret",
             JWT_SECRET,
+            "--redis-url",
+            &redis,
+            "--redis-prefix",
+            &c.prefix,
+            // Rate limits off, as in every test but ratelimit's: what is
+            // tested here is the bound that answers, not the rate.
+            "--webhook-rate-per-min",
+            "0",
+            "--unverified-rate-per-min",
+            "0",
+            "--agent-rate-per-min",
+            "0",
         ];
         args.extend_from_slice(flags);
         let process = Faro::spawn(&c.db.name, "edge", &args);

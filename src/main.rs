@@ -9,6 +9,7 @@
 mod admin;
 mod dev;
 mod dlq;
+mod limits;
 mod rate_args;
 mod serve;
 mod telemetry;

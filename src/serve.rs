@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -278,6 +281,8 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
     #[command(flatten)]
     pub rates: crate::rate_args::RateArgs,
+    #[command(flatten)]
+    pub client_limits: crate::limits::ClientLimitArgs,
 }
 
 impl ServeArgs {
@@ -307,6 +312,7 @@ impl ServeArgs {
             redis_url: self.redis_url.clone(),
             key_prefix: self.redis_prefix.clone(),
             rate_limits: self.rates.limits(),
+            client_limits: self.client_limits.edge(),
         };
         config.validate()?;
         Ok(config)
@@ -364,10 +370,24 @@ impl ServeArgs {
     }
 }
 
+/// Connections the kernel queues for a service until it accepts them (std's
+/// and tokio's default is 128): at the edge's connection cap, and in a burst,
+/// clients wait there rather than have their SYNs dropped, which costs each
+/// of them a second before it tries again.
+const LISTEN_BACKLOG: u32 = 1024;
+
 async fn bind(service: Service, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("{service:?} cannot listen on {addr}"))
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().with_context(|| format!("{service:?} cannot listen on {addr}"))
 }
 
 /// The service's metrics listener, when one is configured.

@@ -15,6 +15,8 @@ pub struct EdgeLimits {
     pub ws_ping_ms: u64,
     pub ws_typing_max: u32,
     pub ws_typing_window_ms: u64,
+    /// What one client may hold (tests' agents share one `sub`: generous).
+    pub client: faro_edge::ClientLimits,
 }
 
 impl Default for EdgeLimits {
@@ -28,6 +30,11 @@ impl Default for EdgeLimits {
             ws_ping_ms: 30_000,
             ws_typing_max: 10,
             ws_typing_window_ms: 5_000,
+            client: faro_edge::ClientLimits {
+                ws_per_agent: 1_000,
+                rest_per_agent: 1_000,
+                ..faro_edge::ClientLimits::default()
+            },
         }
     }
 }
@@ -62,6 +69,7 @@ pub fn edge_config(
         // The cluster sets its own prefix; an edge built alone gets a fresh one.
         key_prefix: format!("faro-it-edge:{}:", uuid::Uuid::new_v4().simple()),
         rate_limits: rates_off(),
+        client_limits: limits.client,
     }
 }
 

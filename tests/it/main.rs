@@ -2,8 +2,10 @@
 //! (a key prefix per test), the services in-process on port 0, and real HTTP,
 //! gRPC and WebSocket clients. Tests run in parallel.
 
+mod abuse;
 mod account_events;
 mod cli;
+mod client_limits;
 mod clients;
 mod cluster;
 mod configs;

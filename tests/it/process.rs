@@ -10,7 +10,7 @@ use std::{
 use faro_proto::conversations::v1::{self as pb, Channel};
 use tokio::net::TcpStream;
 
-use crate::cluster::{Cluster, Tenant, redis_url};
+use crate::cluster::{Cluster, JWT_SECRET, Tenant, redis_url};
 
 /// A running `faro <service>`; SIGKILLed and reaped on drop.
 pub struct Faro {
@@ -40,6 +40,11 @@ impl Faro {
             .spawn()
             .unwrap_or_else(|e| panic!("faro {service} starts: {e}"));
         Self { child, log }
+    }
+
+    /// Its process id (for reading /proc/<pid>/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether it is still running (it has not exited).
@@ -202,4 +207,64 @@ pub fn spawn_ingest(
     ];
     args.extend_from_slice(settings);
     Faro::spawn(&c.db.name, "ingest", &args)
+}
+
+/// A `faro edge` process wired to `c`'s other services.
+pub struct Edge {
+    pub process: Faro,
+    pub addr: SocketAddr,
+}
+
+impl Edge {
+    pub async fn start(c: &Cluster, flags: &[&str]) -> Self {
+        let addr = free_addr();
+        let url = |a: SocketAddr| format!("http://{a}");
+        let redis = redis_url();
+        let (listen, conv, ingest, stream) = (
+            addr.to_string(),
+            url(c.conversations),
+            url(c.ingest),
+            url(c.stream),
+        );
+        let mut args = vec![
+            "--edge-listen",
+            &listen,
+            "--conversations-url",
+            &conv,
+            "--ingest-url",
+            &ingest,
+            "--stream-url",
+            &stream,
+            "--jwt-secret",
+            JWT_SECRET,
+            "--redis-url",
+            &redis,
+            "--redis-prefix",
+            &c.prefix,
+            // Rate limits off, as in every test but ratelimit's: what is
+            // tested here is the bound that answers, not the rate.
+            "--webhook-rate-per-min",
+            "0",
+            "--unverified-rate-per-min",
+            "0",
+            "--agent-rate-per-min",
+            "0",
+        ];
+        args.extend_from_slice(flags);
+        let process = Faro::spawn(&c.db.name, "edge", &args);
+        wait_listening(addr).await;
+        Self { process, addr }
+    }
+
+    /// A field of /proc/<pid>/status, in MiB.
+    pub fn status_mib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()))
+            .expect("the edge is running");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
+        kib / 1024
+    }
 }

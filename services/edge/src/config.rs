@@ -68,6 +68,8 @@ pub struct Config {
     /// Prefix of every Redis key, as for ingest and stream.
     pub key_prefix: String,
     pub rate_limits: crate::RateLimits,
+    /// What one client may make the edge hold (`crate::limits`).
+    pub client_limits: crate::ClientLimits,
 }
 
 impl std::fmt::Debug for Config {
@@ -97,6 +99,7 @@ impl std::fmt::Debug for Config {
             .field("redis_url", &"<redacted>")
             .field("key_prefix", &self.key_prefix)
             .field("rate_limits", &self.rate_limits)
+            .field("client_limits", &self.client_limits)
             .finish()
     }
 }
@@ -171,7 +174,7 @@ impl Config {
             ));
         }
         self.rate_limits.validate()?;
-        Ok(())
+        self.client_limits.validate()
     }
 
     pub(crate) fn ws_limits(&self) -> crate::ws::Limits {
@@ -182,6 +185,7 @@ impl Config {
                 max: self.ws_typing_max,
                 window: Duration::from_millis(self.ws_typing_window_ms),
             },
+            max_client_frame: self.client_limits.ws_max_frame_bytes,
         }
     }
 
@@ -225,6 +229,7 @@ mod tests {
             redis_url: "redis://127.0.0.1:6379".into(),
             key_prefix: "faro:".into(),
             rate_limits: crate::RateLimits::default(),
+            client_limits: crate::ClientLimits::default(),
         }
     }
 

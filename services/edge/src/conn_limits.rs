@@ -1,5 +1,6 @@
 //! Bounds on open connections: in total (a semaphore the accept loop waits
-//! on) and per client IP (a count; the excess is closed at once). Idle
+//! on) and per client IP (a count; the excess is told 429 and closed at
+//! once). Idle
 //! connections that never send a byte are timed from accept by the server.
 
 use std::{
@@ -9,6 +10,11 @@ use std::{
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// What a connection over its address's cap is told before it is closed.
+pub(crate) const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+content-type: application/json\r\ncontent-length: 97\r\nconnection: close\r\n\r\n\
+{\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many open connections from this address\"}}";
 
 pub(crate) struct ConnLimits {
     total: Arc<Semaphore>,
@@ -97,6 +103,16 @@ mod tests {
             .expect("a slot freed");
         // Held: s2, s3, s4; the refused connection gave its total slot back.
         assert_eq!(limits.total.available_permits(), 10 - 3);
+    }
+
+    #[test]
+    fn the_refusal_is_a_complete_json_429() {
+        let text = std::str::from_utf8(TOO_MANY_CONNECTIONS).expect("ascii");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 429 "));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(json["error"]["code"], "too_many_connections");
     }
 
     #[tokio::test]

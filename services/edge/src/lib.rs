@@ -26,6 +26,7 @@ mod config;
 mod conn_limits;
 mod error;
 mod events;
+mod limits;
 mod live;
 mod metrics;
 mod ratelimit;
@@ -48,6 +49,7 @@ use tonic::transport::Channel;
 
 pub use config::Config;
 pub use error::Error;
+pub use limits::ClientLimits;
 pub use ratelimit::{Rate, RateLimits};
 pub use signature::{sign as sign_meta_payload, sign_ycloud};
 
@@ -65,6 +67,8 @@ pub(crate) struct State {
     pub unverified: webhook::UnverifiedLimit,
     /// Rate limits shared with the other replicas through Redis.
     pub limiter: ratelimit::Limiter,
+    /// WebSockets and requests in progress per tenant and agent, on this edge.
+    pub slots: limits::AgentSlots,
     pub shutdown: CancellationToken,
     pub metrics: metrics::Metrics,
 }
@@ -140,6 +144,7 @@ pub async fn run_with_metrics(
             &config.key_prefix,
             config.rate_limits,
         )?,
+        slots: limits::AgentSlots::new(&config.client_limits),
         shutdown: shutdown.clone(),
         metrics: recorded,
         config,

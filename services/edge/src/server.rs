@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, State, admin,
-    conn_limits::ConnLimits,
+    conn_limits::{ConnLimits, TOO_MANY_CONNECTIONS},
     error::{ApiError, ErrorCode, json_response},
+    limits::{HTTP1_MAX_HEAD_BYTES, HTTP1_MAX_HEADERS, headers_too_large},
     live::{self, http::Body},
     router::{self, Route},
     webhook, ws,
@@ -117,26 +118,6 @@ async fn handle_full(
     }
 }
 
-/// Headers one request may carry, and their total bytes (names and values):
-/// past these the answer is a JSON 431. hyper's own, larger limits remain a
-/// backstop that closes with a bare 431.
-const MAX_HEADERS: usize = 100;
-const MAX_HEADER_BYTES: usize = 32 * 1024;
-
-fn headers_too_large(headers: &http::HeaderMap) -> Option<ApiError> {
-    let bytes: usize = headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum();
-    (headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES).then(|| {
-        ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            format!("at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes of them"),
-        )
-    })
-}
-
 /// Accept errors (out of file descriptors, mostly) back off up to this long.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -151,14 +132,16 @@ pub(crate) async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
-        .max_headers(4 * MAX_HEADERS);
+        .max_buf_size(HTTP1_MAX_HEAD_BYTES)
+        .max_headers(HTTP1_MAX_HEADERS);
     // HTTP/2 peers that vanish are found by pings; streams per connection are bounded.
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .max_header_list_size(HTTP1_MAX_HEAD_BYTES as u32);
     let limits = ConnLimits::new(
         state.config.max_connections,
         state.config.max_connections_per_ip,
@@ -189,6 +172,9 @@ pub(crate) async fn serve(
         };
         let Some(slot) = limits.admit(slot, peer.ip()) else {
             tracing::debug!(ip = %peer.ip(), "too many connections from one address; closed");
+            // Said before the client asks (HTTP/1.1 allows it): a client that
+            // then sends its request reads why it was refused. Never waits.
+            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -197,7 +183,7 @@ pub(crate) async fn serve(
             let state = state.clone();
             req.extensions_mut().insert(ClientAddr(peer));
             async move {
-                let response = match headers_too_large(req.headers()) {
+                let response = match headers_too_large(&state.config.client_limits, req.headers()) {
                     Some(e) => boxed(e.into_response()),
                     None => handle(state.clone(), req).await,
                 };

@@ -17,7 +17,7 @@ use super::{
     Hub, Listener, LiveEvent, RESYNC,
     catch_up::{CatchUp, catch_up, covered, format_position, parse_position},
 };
-use crate::{State, auth::presented_token, error::ApiError, query_param};
+use crate::{State, auth::presented_token, error::ApiError, limits::Held, query_param};
 
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
@@ -39,6 +39,8 @@ struct Client {
     tenant: String,
     locations: HashSet<String>,
     since: Option<Position>,
+    /// The agent's slot among its requests in progress, held to the end.
+    slot: Held,
 }
 
 /// Validates the agent's JWT and spends one of its requests.
@@ -64,6 +66,7 @@ async fn client(
         .map(|s| parse_position(&s))
         .transpose()?;
     Ok(Client {
+        slot: state.slots.request(&claims)?,
         tenant: claims.tenant_id.to_string(),
         locations: claims.locations(),
         since,
@@ -215,7 +218,9 @@ pub(crate) async fn sse(
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let write_timeout = state.config.ws_limits().write_timeout;
     let shutdown = state.shutdown.clone();
+    let slot = c.slot;
     tokio::spawn(async move {
+        let _slot = slot;
         let send = |b: Bytes| tx.send_timeout(b, write_timeout);
         for e in &replay {
             if send(sse_event(e)).await.is_err() {
@@ -237,6 +242,8 @@ pub(crate) async fn sse(
                     return;
                 }
                 () = shutdown.cancelled() => return,
+                // The client left: give its slot back now, not at the next write.
+                () = tx.closed() => return,
                 _ = keepalive.tick() => Bytes::from_static(b": keepalive\n\n"),
                 e = listener.events.recv() => match e {
                     Some(e) => {

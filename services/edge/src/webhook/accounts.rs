@@ -14,9 +14,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::Platform;
-use crate::error::ApiError;
-
-const MAX_ACCOUNTS_PER_POST: usize = 1000;
+use crate::{ClientLimits, error::ApiError};
 
 /// Where ids sit in a body, as a static description walked by [`Scan`].
 enum Path {
@@ -26,6 +24,8 @@ enum Path {
     Fields(&'static [(&'static str, Path)]),
     /// An array; every element is walked.
     Each(&'static Path),
+    /// The `entry` array: like `Each`, and its elements are counted.
+    Entries(&'static Path),
 }
 
 /// `entry[].changes[].value.metadata.phone_number_id`, and the WhatsApp
@@ -33,7 +33,7 @@ enum Path {
 /// alerts, …) name no number, only their WABA.
 const WHATSAPP: Path = Path::Fields(&[(
     "entry",
-    Path::Each(&Path::Fields(&[
+    Path::Entries(&Path::Fields(&[
         ("id", Path::Id),
         (
             "changes",
@@ -46,7 +46,8 @@ const WHATSAPP: Path = Path::Fields(&[(
 )]);
 
 /// `entry[].id`
-const MESSAGING: Path = Path::Fields(&[("entry", Path::Each(&Path::Fields(&[("id", Path::Id)])))]);
+const MESSAGING: Path =
+    Path::Fields(&[("entry", Path::Entries(&Path::Fields(&[("id", Path::Id)])))]);
 
 /// `whatsappInboundMessage.to`, `whatsappMessage.from`; for account events
 /// `whatsappTemplate.wabaId`, `whatsappPhoneNumber.wabaId` and `.phoneNumber`.
@@ -60,12 +61,22 @@ const YCLOUD: Path = Path::Fields(&[
     ),
 ]);
 
+/// What the scan found so far, and its bounds.
+struct Found {
+    ids: BTreeSet<String>,
+    entries: usize,
+    max_accounts: usize,
+    max_entries: usize,
+    /// Set when a bound stopped the scan (its error is then this, not the JSON's).
+    refused: Option<ApiError>,
+}
+
 /// Walks one value along `path`, adding the ids it finds to `out`. A value of
 /// another shape than the path expects is skipped, as a full parse's
 /// `Value::get` would: only malformed JSON is an error.
 struct Scan<'a> {
     path: &'static Path,
-    out: &'a mut BTreeSet<String>,
+    out: &'a mut Found,
 }
 
 impl<'de> DeserializeSeed<'de> for Scan<'_> {
@@ -75,9 +86,13 @@ impl<'de> DeserializeSeed<'de> for Scan<'_> {
         match self.path {
             Path::Id => {
                 if let Some(id) = AccountId::deserialize(d)?.0 {
-                    self.out.insert(id);
-                    if self.out.len() > MAX_ACCOUNTS_PER_POST {
-                        return Err(de::Error::custom(TOO_MANY));
+                    let max = self.out.max_accounts;
+                    self.out.ids.insert(id);
+                    if self.out.ids.len() > max {
+                        return Err(self.out.refuse(
+                            "too_many_accounts",
+                            format!("the body names more than {max} accounts"),
+                        ));
                     }
                 }
                 Ok(())
@@ -87,7 +102,14 @@ impl<'de> DeserializeSeed<'de> for Scan<'_> {
     }
 }
 
-const TOO_MANY: &str = "the body names too many accounts";
+impl Found {
+    /// Stops the scan with a 400 naming the bound.
+    fn refuse<E: de::Error>(&mut self, code: &'static str, message: String) -> E {
+        let e = E::custom(&message);
+        self.refused = Some(ApiError::bad_request(code, message));
+        e
+    }
+}
 
 impl<'de> Visitor<'de> for Scan<'_> {
     type Value = ();
@@ -134,6 +156,24 @@ impl<'de> Visitor<'de> for Scan<'_> {
                     })?
                     .is_some()
                 {}
+            }
+            Path::Entries(inner) => {
+                while seq
+                    .next_element_seed(Scan {
+                        path: inner,
+                        out: &mut *self.out,
+                    })?
+                    .is_some()
+                {
+                    self.out.entries += 1;
+                    let max = self.out.max_entries;
+                    if self.out.entries > max {
+                        return Err(self.out.refuse(
+                            "too_many_entries",
+                            format!("the body holds more than {max} entries"),
+                        ));
+                    }
+                }
             }
             _ => while seq.next_element::<IgnoredAny>()?.is_some() {},
         }
@@ -184,7 +224,11 @@ impl<'de> Visitor<'de> for Field {
     }
 }
 
-pub(crate) fn account_ids(platform: Platform, body: &[u8]) -> Result<BTreeSet<String>, ApiError> {
+pub(crate) fn account_ids(
+    platform: Platform,
+    body: &[u8],
+    limits: &ClientLimits,
+) -> Result<BTreeSet<String>, ApiError> {
     let invalid = |why: String| ApiError::bad_request("invalid_json", why);
     // JSON is UTF-8 (RFC 8259); skipped strings are not checked by the scan,
     // so check the whole body once, as ingest's full parse will.
@@ -198,21 +242,24 @@ pub(crate) fn account_ids(platform: Platform, body: &[u8]) -> Result<BTreeSet<St
         Platform::Messenger | Platform::Instagram => &MESSAGING,
         Platform::YCloud => &YCLOUD,
     };
-    let mut ids = BTreeSet::new();
+    let mut found = Found {
+        ids: BTreeSet::new(),
+        entries: 0,
+        max_accounts: limits.webhook_max_accounts,
+        max_entries: limits.webhook_max_entries,
+        refused: None,
+    };
     let mut de = serde_json::Deserializer::from_slice(body);
     let scanned = Scan {
         path,
-        out: &mut ids,
+        out: &mut found,
     }
     .deserialize(&mut de)
     .and_then(|()| de.end());
-    match scanned {
-        Ok(()) => Ok(ids),
-        Err(e) if ids.len() > MAX_ACCOUNTS_PER_POST => {
-            tracing::debug!(error = %e, "webhook names too many accounts");
-            Err(ApiError::bad_request("too_many_accounts", TOO_MANY))
-        }
-        Err(e) => Err(invalid(format!("the body is not JSON: {e}"))),
+    match (scanned, found.refused) {
+        (Ok(()), _) => Ok(found.ids),
+        (Err(_), Some(refused)) => Err(refused),
+        (Err(e), None) => Err(invalid(format!("the body is not JSON: {e}"))),
     }
 }
 
@@ -222,7 +269,7 @@ mod tests {
     use http::StatusCode;
 
     fn ids(p: Platform, body: &str) -> Vec<String> {
-        account_ids(p, body.as_bytes())
+        account_ids(p, body.as_bytes(), &ClientLimits::default())
             .expect("json")
             .into_iter()
             .collect()
@@ -273,7 +320,8 @@ mod tests {
             b"{\"entry\":[0,]}",
             b"{\"object\":\"\xff\"}",
         ] {
-            let e = account_ids(Platform::WhatsApp, bad).expect_err("refused");
+            let e = account_ids(Platform::WhatsApp, bad, &ClientLimits::default())
+                .expect_err("refused");
             assert_eq!(
                 (e.status, e.code),
                 (StatusCode::BAD_REQUEST, "invalid_json"),
@@ -285,19 +333,52 @@ mod tests {
 
     #[test]
     fn too_many_accounts_are_refused() {
-        let entries: Vec<String> = (0..=MAX_ACCOUNTS_PER_POST)
-            .map(|n| format!(r#"{{"id":"{n}"}}"#))
+        let limits = ClientLimits {
+            webhook_max_accounts: 50,
+            ..ClientLimits::default()
+        };
+        let changes: Vec<String> = (0..=50)
+            .map(|n| format!(r#"{{"value":{{"metadata":{{"phone_number_id":"{n}"}}}}}}"#))
             .collect();
-        let body = format!(r#"{{"entry":[{}]}}"#, entries.join(","));
-        let e = account_ids(Platform::Messenger, body.as_bytes()).expect_err("refused");
-        assert_eq!(e.code, "too_many_accounts");
-        let body = format!(r#"{{"entry":[{}]}}"#, entries[1..].join(","));
+        let body = format!(r#"{{"entry":[{{"changes":[{}]}}]}}"#, changes.join(","));
+        let e = account_ids(Platform::WhatsApp, body.as_bytes(), &limits).expect_err("refused");
         assert_eq!(
-            account_ids(Platform::Messenger, body.as_bytes())
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "too_many_accounts")
+        );
+        assert!(e.message.contains("50"), "{}", e.message);
+        let body = format!(
+            r#"{{"entry":[{{"changes":[{}]}}]}}"#,
+            changes[1..].join(",")
+        );
+        assert_eq!(
+            account_ids(Platform::WhatsApp, body.as_bytes(), &limits)
                 .expect("at the limit")
                 .len(),
-            MAX_ACCOUNTS_PER_POST
+            50
         );
+    }
+
+    #[test]
+    fn too_many_entries_are_refused_even_naming_one_account() {
+        let limits = ClientLimits {
+            webhook_max_entries: 20,
+            ..ClientLimits::default()
+        };
+        let body = |n: usize| format!(r#"{{"entry":[{}]}}"#, vec![r#"{"id":"1"}"#; n].join(","));
+        for p in [Platform::WhatsApp, Platform::Messenger, Platform::Instagram] {
+            let e = account_ids(p, body(21).as_bytes(), &limits).expect_err("refused");
+            assert_eq!(
+                (e.status, e.code),
+                (StatusCode::BAD_REQUEST, "too_many_entries")
+            );
+            assert_eq!(
+                account_ids(p, body(20).as_bytes(), &limits)
+                    .expect("at the limit")
+                    .len(),
+                1
+            );
+        }
     }
 
     #[test]
@@ -308,9 +389,17 @@ mod tests {
             body.extend_from_slice(b",0");
         }
         body.extend_from_slice(b"]}");
+        let unbounded = ClientLimits {
+            webhook_max_entries: usize::MAX,
+            ..ClientLimits::default()
+        };
         for p in [Platform::WhatsApp, Platform::Messenger, Platform::YCloud] {
-            assert!(account_ids(p, &body).expect("json").is_empty());
+            assert!(account_ids(p, &body, &unbounded).expect("json").is_empty());
         }
+        // With the default bound, its 1.5 million "entries" are refused early.
+        let e = account_ids(Platform::WhatsApp, &body, &ClientLimits::default())
+            .expect_err("too many entries");
+        assert_eq!(e.code, "too_many_entries");
     }
 }
 
@@ -434,7 +523,7 @@ mod props {
             ];
             for bytes in &candidates {
                 for p in PLATFORMS {
-                    if let Err(e) = account_ids(p, bytes) {
+                    if let Err(e) = account_ids(p, bytes, &ClientLimits::default()) {
                         prop_assert!(e.status.is_client_error());
                     }
                 }
@@ -453,9 +542,9 @@ mod props {
             let text = root.to_string();
             for p in PLATFORMS {
                 let expected = account_ids_by_full_parse(p, &root);
-                match account_ids(p, text.as_bytes()) {
+                match account_ids(p, text.as_bytes(), &ClientLimits::default()) {
                     Ok(found) => prop_assert_eq!(found, expected, "{}", text),
-                    Err(e) => prop_assert_eq!(e.code, "too_many_accounts"),
+                    Err(e) => prop_assert!(matches!(e.code, "too_many_accounts" | "too_many_entries")),
                 }
             }
         }

@@ -5,6 +5,7 @@ mod accounts;
 mod handshake;
 mod limit;
 mod rate;
+mod shape;
 
 use std::net::IpAddr;
 
@@ -231,7 +232,9 @@ async fn verify(
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
     // Everything up to a verified signature is work anyone can make us do.
     let unverified = state.unverified.enter().await?;
-    let ids = accounts::account_ids(platform, &body)?;
+    let limits = &state.config.client_limits;
+    shape::check(&body, limits.json_max_depth, limits.json_max_elements)?;
+    let ids = accounts::account_ids(platform, &body, limits)?;
     let unknown = || {
         ApiError::unauthorized(
             "unknown_account",

@@ -40,6 +40,7 @@ use crate::{
     State,
     auth::presented_token,
     error::ApiError,
+    limits::WsSlot,
     live::{
         Listener, LiveEvent, RESYNC,
         catch_up::{CatchUp, catch_up, covered, parse_position},
@@ -64,6 +65,8 @@ pub(crate) async fn handle(
             "this endpoint speaks WebSocket only",
         ));
     }
+    // Refused before anything is joined or upgraded; held until the socket ends.
+    let slot = state.slots.websocket(&claims)?;
     let since = query_param(req.uri().query(), "since")
         .map(|s| parse_position(&s))
         .transpose()?;
@@ -109,7 +112,7 @@ pub(crate) async fn handle(
     tokio::spawn(async move {
         match upgraded.await {
             Ok(ws) => {
-                if let Err(e) = pump(ws, listener, start, shutdown, limits, frames).await {
+                if let Err(e) = pump(ws, slot, listener, start, shutdown, limits, frames).await {
                     tracing::debug!(error = %e, "websocket ended with an error");
                 }
             }
@@ -145,9 +148,6 @@ enum FromClient {
     Gone,
 }
 
-/// Agents send small JSON frames and control frames; anything bigger closes with 1009.
-const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
-
 type Socket = fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 type Writer = fastwebsockets::WebSocketWrite<
     tokio::io::WriteHalf<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
@@ -163,6 +163,9 @@ pub(crate) struct Limits {
     pub ping_every: Duration,
     /// Typing frames one socket may send.
     pub typing: TypingLimit,
+    /// A client frame larger than this closes the socket with 1009; it is
+    /// refused from its header, before its payload is read.
+    pub max_client_frame: usize,
 }
 
 /// Reads the client's frames and reports them to the writer.
@@ -218,6 +221,7 @@ async fn write(
 
 async fn pump(
     ws: Socket,
+    slot: WsSlot,
     mut listener: Listener,
     start: Start,
     shutdown: CancellationToken,
@@ -230,7 +234,7 @@ async fn pump(
     // nothing has been read into it before the first frame.
     let (r, w) = tokio::io::split(ws.into_inner());
     let (_, mut tx) = fastwebsockets::after_handshake_split(tokio::io::empty(), w, Role::Server);
-    let rx = reader::ClientReader::new(r, MAX_CLIENT_MESSAGE);
+    let rx = reader::ClientReader::new(r, limits.max_client_frame);
     let (client_tx, mut client_rx) = mpsc::channel::<FromClient>(8);
     let reader = tokio::spawn(read_client(rx, client_tx, frames));
     let result = run(
@@ -242,6 +246,9 @@ async fn pump(
         limits,
     )
     .await;
+    // Free before the connection closes: a client that saw it close may
+    // open another at once.
+    drop(slot);
     // Both halves must go for the connection to close: the reader holds one.
     reader.abort();
     result

@@ -208,3 +208,28 @@ proptest! {
         }
     }
 }
+
+/// The edge refuses bodies nesting deeper than its bound (at most 128); a
+/// verified one that got here anyway is malformed, never a stack overflow.
+#[test]
+fn a_hundred_thousand_nested_arrays_are_malformed() {
+    let n = 100_000;
+    let body = format!(r#"{{"entry":{}{}}}"#, "[".repeat(n), "]".repeat(n));
+    let routes = [route()];
+    let ctx = Context {
+        routes: &routes,
+        meta_app_id: "A1",
+        received_at: chrono::Utc::now(),
+    };
+    for provider in [
+        Provider::WhatsappCloud,
+        Provider::Messenger,
+        Provider::Ycloud,
+    ] {
+        let e = parse(provider, body.as_bytes(), &ctx).expect_err("refused");
+        assert!(
+            matches!(&e, super::ParseError::Malformed(m) if m.contains("recursion limit")),
+            "{e}"
+        );
+    }
+}

@@ -28,6 +28,7 @@ mod messaging;
 mod metrics;
 mod monitoring;
 mod openapi;
+mod mtls;
 mod positions;
 mod postgres_restart;
 mod process;

@@ -35,6 +35,8 @@ impl Faro {
             .env("FARO_WEBHOOK_RATE_PER_MIN", "0")
             .env("FARO_UNVERIFIED_RATE_PER_MIN", "0")
             .env("FARO_AGENT_RATE_PER_MIN", "0")
+            // Child processes speak plaintext gRPC, as the in-process services do.
+            .env("FARO_PLAINTEXT", "true")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).map_or_else(|_| Stdio::null(), Stdio::from))
             .spawn()

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use faro_proto::{
     dead_letters::{self as dl, FilterText},

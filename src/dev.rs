@@ -144,9 +144,7 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<()> {
     let s = &mut args.serve;
     // The demo is one process on loopback: plaintext, said out loud.
     if s.tls.ca.is_some() || s.tls.cert.is_some() || s.tls.key.is_some() {
-        anyhow::bail!(
-            "faro dev runs plaintext on loopback; for mTLS run `faro all` with --tls-*"
-        );
+        anyhow::bail!("faro dev runs plaintext on loopback; for mTLS run `faro all` with --tls-*");
     }
     s.tls.plaintext = true;
     let database_url = s

@@ -68,10 +68,10 @@ pub async fn connect(
 ) -> anyhow::Result<tonic::transport::Channel> {
     let tls = tls.load()?;
     faro_proto::client::endpoint(name, url, deadline, tls.as_ref())
-    .map_err(anyhow::Error::msg)?
-    .connect()
-    .await
-    .with_context(|| format!("cannot reach {name} at {url}"))
+        .map_err(anyhow::Error::msg)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {name} at {url}"))
 }
 
 #[derive(Args)]

@@ -159,7 +159,11 @@ impl Cluster {
         };
         let mut tasks = Vec::new();
         let tls = |who| options.pki.as_ref().map(|p| p.tls(who));
-        let scheme = if options.pki.is_some() { "https" } else { "http" };
+        let scheme = if options.pki.is_some() {
+            "https"
+        } else {
+            "http"
+        };
 
         let conv_config = faro_conversations::Config {
             database_url: db.owner_url.clone(),

@@ -87,15 +87,17 @@ async fn a_client_without_a_certificate_or_from_another_ca_is_refused() {
             "refused at the handshake, not by a handler or the layer: {err}"
         );
         // A valid-looking certificate of the right name, signed by another CA.
-        let forged = ClientTlsConfig::new()
-            .ca_certificate(ca.clone())
-            .identity(tonic::transport::Identity::from_pem(&foreign.cert, &foreign.key));
+        let forged = ClientTlsConfig::new().ca_certificate(ca.clone()).identity(
+            tonic::transport::Identity::from_pem(&foreign.cert, &foreign.key),
+        );
         health(addr, Some(forged)).await.expect_err("another CA");
         // No TLS at all.
         health(addr, None).await.expect_err("plaintext");
         // The same call with a certificate from the cluster's CA succeeds.
         let stream = pki.tls(Identity::Stream).client();
-        health(addr, Some(stream)).await.expect("any identity checks health");
+        health(addr, Some(stream))
+            .await
+            .expect("any identity checks health");
     }
     c.stop().await;
 }
@@ -174,7 +176,9 @@ async fn each_identity_may_call_only_its_own_rpcs() {
     let mut stream_as_ingest = StreamServiceClient::new(c.grpc(c.stream, Identity::Ingest).await);
     denied(
         "ingest → Subscribe",
-        stream_as_ingest.subscribe(SubscribeRequest::default()).await,
+        stream_as_ingest
+            .subscribe(SubscribeRequest::default())
+            .await,
     );
     c.stop().await;
 }
@@ -222,26 +226,27 @@ async fn grpcurl_with_the_operator_certificate_lists_services() {
         "{listed} {}",
         String::from_utf8_lossy(&with.stderr)
     );
-    assert!(!without.status.success(), "no client certificate, no listing");
+    assert!(
+        !without.status.success(),
+        "no client certificate, no listing"
+    );
     std::fs::remove_dir_all(&dir).ok();
     c.stop().await;
 }
 
 /// The binary refuses to serve gRPC unauthenticated unless told to.
-#[test]
-fn a_service_without_tls_or_plaintext_refuses_to_start() {
-    let out = Command::new(env!("CARGO_BIN_EXE_faro"))
-        .args(["stream", "--stream-listen", "127.0.0.1:0"])
-        .env_remove("FARO_PLAINTEXT")
-        .env_remove("FARO_TLS_CA")
-        .env_remove("FARO_TLS_CERT")
-        .env_remove("FARO_TLS_KEY")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("faro runs");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--plaintext") && err.contains("--tls-ca"), "{err}");
+#[tokio::test]
+async fn a_service_without_tls_or_plaintext_refuses_to_start() {
+    let listen = free_addr().to_string();
+    // No FARO_PLAINTEXT, no FARO_TLS_* (the test's own environment has none).
+    let mut stream = Faro::spawn_env("mtls", "stream", &["--stream-listen", &listen], &[]);
+    let status = stream.exited(Duration::from_secs(30)).await;
+    assert!(!status.success());
+    let err = std::fs::read_to_string(&stream.log).expect("log");
+    assert!(
+        err.contains("--plaintext") && err.contains("--tls-ca"),
+        "{err}"
+    );
 }
 
 fn faro(args: &[&str]) -> std::process::Output {
@@ -262,12 +267,21 @@ async fn faro_certs_make_a_working_deployment_of_real_processes() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("certs-{}", uuid::Uuid::new_v4().simple()));
     let d = dir.display().to_string();
-    let out = tokio::task::spawn_blocking(move || faro(&["certs", "--out", &d, "--dns", "faro.test"]))
-        .await
-        .expect("join");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        tokio::task::spawn_blocking(move || faro(&["certs", "--out", &d, "--dns", "faro.test"]))
+            .await
+            .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(printed["files"].as_array().map(Vec::len), Some(11), "{printed}");
+    assert_eq!(
+        printed["files"].as_array().map(Vec::len),
+        Some(11),
+        "{printed}"
+    );
     let path = |f: &str| dir.join(f).display().to_string();
 
     let addr = free_addr();
@@ -281,12 +295,20 @@ async fn faro_certs_make_a_working_deployment_of_real_processes() {
             ("FARO_TLS_CA", &ca),
             ("FARO_TLS_CERT", &cert),
             ("FARO_TLS_KEY", &key),
-            ("FARO_REDIS_PREFIX", &format!("faro-it:{}:", uuid::Uuid::new_v4().simple())),
+            (
+                "FARO_REDIS_PREFIX",
+                &format!("faro-it:{}:", uuid::Uuid::new_v4().simple()),
+            ),
         ],
     );
     wait_listening(addr).await;
     let url = format!("https://{addr}");
-    let (u, c, o, k) = (url.clone(), path("ca.pem"), path("operator.pem"), path("operator-key.pem"));
+    let (u, c, o, k) = (
+        url.clone(),
+        path("ca.pem"),
+        path("operator.pem"),
+        path("operator-key.pem"),
+    );
     let (ok, anonymous) = tokio::task::spawn_blocking(move || {
         let tls = ["--tls-ca", &c, "--tls-cert", &o, "--tls-key", &k];
         let mut ok = faro(&[&["health", "--url", &u][..], &tls[..]].concat());
@@ -298,18 +320,37 @@ async fn faro_certs_make_a_working_deployment_of_real_processes() {
             std::thread::sleep(Duration::from_millis(100));
             ok = faro(&[&["health", "--url", &u][..], &tls[..]].concat());
         }
-        let anonymous = faro(&["health", "--url", &u.replace("https", "http"), "--plaintext"]);
+        let anonymous = faro(&[
+            "health",
+            "--url",
+            &u.replace("https", "http"),
+            "--plaintext",
+        ]);
         (ok, anonymous)
     })
     .await
     .expect("join");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("SERVING"));
     assert!(!anonymous.status.success(), "a plaintext probe is refused");
 
     let (c, e, k) = (path("ca.pem"), path("edge.pem"), path("edge-key.pem"));
     let wrong = tokio::task::spawn_blocking(move || {
-        faro(&["ingest", "--tls-ca", &c, "--tls-cert", &e, "--tls-key", &k, "--ingest-listen", "127.0.0.1:0"])
+        faro(&[
+            "ingest",
+            "--tls-ca",
+            &c,
+            "--tls-cert",
+            &e,
+            "--tls-key",
+            &k,
+            "--ingest-listen",
+            "127.0.0.1:0",
+        ])
     })
     .await
     .expect("join");

@@ -109,7 +109,9 @@ fn check(req: &http::Request<Body>) -> Result<(), Status> {
         return Ok(());
     }
     tracing::warn!(caller = %who, rpc = path, "rpc refused for this identity");
-    Err(Status::permission_denied(format!("{who} may not call {path}")))
+    Err(Status::permission_denied(format!(
+        "{who} may not call {path}"
+    )))
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

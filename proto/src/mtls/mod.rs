@@ -126,7 +126,10 @@ impl Tls {
     /// process and not its first call: the CA holds a certificate, the
     /// certificate names a FARO identity, the key is a PEM private key.
     pub fn from_pem(ca: Vec<u8>, cert: Vec<u8>, key: Vec<u8>) -> Result<Self, String> {
-        if certificates(&ca).map_err(|e| format!("CA: {e}"))?.is_empty() {
+        if certificates(&ca)
+            .map_err(|e| format!("CA: {e}"))?
+            .is_empty()
+        {
             return Err("CA: no CERTIFICATE block".into());
         }
         let own = certificates(&cert).map_err(|e| format!("certificate: {e}"))?;
@@ -134,8 +137,8 @@ impl Tls {
         let identity = Identity::of_certificate(leaf).ok_or_else(|| {
             format!("certificate: no SAN URI spiffe://{TRUST_DOMAIN}/<edge|ingest|conversations|stream|operator>")
         })?;
-        let is_key = Pem::iter_from_buffer(&key)
-            .any(|b| b.is_ok_and(|b| b.label.ends_with("PRIVATE KEY")));
+        let is_key =
+            Pem::iter_from_buffer(&key).any(|b| b.is_ok_and(|b| b.label.ends_with("PRIVATE KEY")));
         if !is_key {
             return Err("key: no PRIVATE KEY block".into());
         }

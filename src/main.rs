@@ -12,6 +12,7 @@ mod dlq;
 mod limits;
 mod rate_args;
 mod mtls;
+mod rate_args;
 mod serve;
 mod telemetry;
 

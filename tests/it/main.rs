@@ -29,6 +29,7 @@ mod metrics;
 mod monitoring;
 mod openapi;
 mod mtls;
+mod openapi;
 mod positions;
 mod postgres_restart;
 mod process;

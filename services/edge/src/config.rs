@@ -234,6 +234,7 @@ mod tests {
             key_prefix: "faro:".into(),
             rate_limits: crate::RateLimits::default(),
             client_limits: crate::ClientLimits::default(),
+            tls: None,
         }
     }
 

@@ -30,6 +30,8 @@ const RULES: &[(&str, &str, &[Identity])] = &[
     // Only ingest writes: a forged StoreEvents would plant messages in any tenant.
     (CONV, "StoreEvents", &[Ingest]),
     (CONV, "ListConversations", &[Edge, Operator]),
+    // The edge checks the location of a conversation an agent types in.
+    (CONV, "GetConversation", &[Edge, Operator]),
     (CONV, "ListMessages", &[Edge, Operator]),
     (CONV, "ListConversationEvents", &[Edge, Operator]),
     ("faro.conversations.v1.AdminService", "*", &[Operator]),
@@ -37,6 +39,7 @@ const RULES: &[(&str, &str, &[Identity])] = &[
     // The dead-letter RPCs: operators directly (`faro dlq`), and the edge's
     // /api/v1/admin/ routes, which hold their own admin token.
     ("faro.ingest.v1.IngestService", "*", &[Edge, Operator]),
+    // Subscribe, History, Relay (typing indicators between edges).
     ("faro.stream.v1.StreamService", "*", &[Edge]),
     ("grpc.health.v1.Health", "*", ANYONE),
     ("grpc.reflection.v1.ServerReflection", "*", ANYONE),
@@ -189,6 +192,8 @@ mod tests {
         assert!(!allowed(&conv("StoreEvents"), Operator));
         assert!(allowed(&conv("ResolveChannelAccounts"), Edge));
         assert!(!allowed(&conv("ResolveChannelAccounts"), Ingest));
+        assert!(allowed(&conv("GetConversation"), Edge));
+        assert!(allowed("/faro.stream.v1.StreamService/Relay", Edge));
         let admin = "/faro.conversations.v1.AdminService/CreateTenant";
         assert!(allowed(admin, Operator));
         for who in [Edge, Ingest, Identity::Stream, Identity::Conversations] {

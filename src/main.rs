@@ -10,7 +10,6 @@ mod admin;
 mod dev;
 mod dlq;
 mod limits;
-mod rate_args;
 mod mtls;
 mod rate_args;
 mod serve;

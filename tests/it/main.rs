@@ -27,7 +27,6 @@ mod log_hygiene;
 mod messaging;
 mod metrics;
 mod monitoring;
-mod openapi;
 mod mtls;
 mod openapi;
 mod positions;

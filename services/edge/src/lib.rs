@@ -121,12 +121,11 @@ pub async fn run_with_metrics(
             shutdown.clone(),
         ));
     }
-    let conversations =
-        faro_proto::client::conversations(channel(
-            "conversations",
-            &config.conversations_url,
-            &config,
-        )?);
+    let conversations = faro_proto::client::conversations(channel(
+        "conversations",
+        &config.conversations_url,
+        &config,
+    )?);
     let state = Arc::new(State {
         jwt: auth::JwtKeys::with_scope(
             config.jwt_secret.as_bytes(),

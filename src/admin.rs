@@ -19,6 +19,9 @@ pub struct Target {
         default_value = "http://127.0.0.1:7102"
     )]
     pub conversations_url: String,
+    /// The operator's certificate (`spiffe://faro/operator`), or --plaintext.
+    #[command(flatten)]
+    pub tls: crate::mtls::TlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -144,19 +147,22 @@ impl ChannelArg {
 
 /// A connected channel to conversations whose every call has a deadline: an
 /// operator's command fails rather than hangs on a stuck service.
-pub(crate) async fn channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
-    tonic::transport::Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("conversations url {url:?}"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(30))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach conversations at {url}"))
+pub(crate) async fn channel(
+    url: &str,
+    tls: &crate::mtls::TlsArgs,
+) -> anyhow::Result<tonic::transport::Channel> {
+    crate::mtls::connect(
+        "conversations",
+        url,
+        tls,
+        std::time::Duration::from_secs(30),
+    )
+    .await
 }
 
 async fn client(target: &Target) -> anyhow::Result<AdminServiceClient<tonic::transport::Channel>> {
     Ok(faro_proto::client::admin(
-        channel(&target.conversations_url).await?,
+        channel(&target.conversations_url, &target.tls).await?,
     ))
 }
 

@@ -58,7 +58,7 @@ struct Demo {
 async fn ensure_demo(url: &str) -> anyhow::Result<Demo> {
     let mut conversations = None;
     for _ in 0..100 {
-        match admin::channel(url).await {
+        match admin::channel(url, &crate::mtls::TlsArgs::plaintext()).await {
             Ok(c) => {
                 conversations = Some(c);
                 break;
@@ -142,6 +142,11 @@ pub fn sample_webhook(message_id: &str, unix_seconds: i64, text: &str) -> String
 
 pub async fn run(mut args: DevArgs) -> anyhow::Result<()> {
     let s = &mut args.serve;
+    // The demo is one process on loopback: plaintext, said out loud.
+    if s.tls.ca.is_some() || s.tls.cert.is_some() || s.tls.key.is_some() {
+        anyhow::bail!("faro dev runs plaintext on loopback; for mTLS run `faro all` with --tls-*");
+    }
+    s.tls.plaintext = true;
     let database_url = s
         .database_url
         .get_or_insert_with(|| DEFAULT_DATABASE_URL.into())

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use faro_proto::{
     dead_letters::{self as dl, FilterText},
@@ -15,7 +14,7 @@ use faro_proto::{
     },
 };
 use serde_json::Value;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[derive(Args)]
 pub struct Common {
@@ -26,6 +25,9 @@ pub struct Common {
         default_value = "http://127.0.0.1:7101"
     )]
     pub ingest_url: String,
+    /// The operator's certificate (`spiffe://faro/operator`), or --plaintext.
+    #[command(flatten)]
+    pub tls: crate::mtls::TlsArgs,
     /// Print a table instead of JSON.
     #[arg(long)]
     pub table: bool,
@@ -116,15 +118,15 @@ pub enum DlqCommand {
     },
 }
 
-async fn client(url: &str) -> anyhow::Result<IngestServiceClient<Channel>> {
-    let channel = Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("ingest url {url:?}"))?
-        .connect_timeout(Duration::from_secs(5))
-        // Retrying or purging a large queue is one call.
-        .timeout(Duration::from_secs(300))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach ingest at {url}"))?;
+async fn client(common: &Common) -> anyhow::Result<IngestServiceClient<Channel>> {
+    // Retrying or purging a large queue is one call.
+    let channel = crate::mtls::connect(
+        "ingest",
+        &common.ingest_url,
+        &common.tls,
+        Duration::from_secs(300),
+    )
+    .await?;
     Ok(IngestServiceClient::new(channel))
 }
 
@@ -159,7 +161,7 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<()> {
                 cursor: cursor.unwrap_or_default(),
                 limit,
             };
-            let r = client(&common.ingest_url)
+            let r = client(&common)
                 .await?
                 .list_dead_letters(request)
                 .await
@@ -167,7 +169,7 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<()> {
             (dl::list_json(&r.into_inner()), common, Kind::List)
         }
         DlqCommand::Show { id, common } => {
-            let r = client(&common.ingest_url)
+            let r = client(&common)
                 .await?
                 .get_dead_letter(GetDeadLetterRequest { id })
                 .await
@@ -183,7 +185,7 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<()> {
             common,
         } => {
             let selection = Some(selection(&s)?);
-            let r = client(&common.ingest_url)
+            let r = client(&common)
                 .await?
                 .retry_dead_letters(RetryDeadLettersRequest { selection })
                 .await
@@ -195,7 +197,7 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<()> {
             common,
         } => {
             let selection = Some(selection(&s)?);
-            let r = client(&common.ingest_url)
+            let r = client(&common)
                 .await?
                 .purge_dead_letters(PurgeDeadLettersRequest { selection })
                 .await
@@ -203,7 +205,7 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<()> {
             (dl::purge_json(&r.into_inner()), common, Kind::Record)
         }
         DlqCommand::Stats { common } => {
-            let r = client(&common.ingest_url)
+            let r = client(&common)
                 .await?
                 .queue_stats(QueueStatsRequest {})
                 .await

@@ -10,6 +10,7 @@ mod admin;
 mod dev;
 mod dlq;
 mod limits;
+mod mtls;
 mod rate_args;
 mod serve;
 mod telemetry;
@@ -62,6 +63,10 @@ enum Command {
     Token(admin::TokenArgs),
     /// Print the live events of a tenant from the edge's WebSocket.
     Watch(admin::WatchArgs),
+    /// Write a development CA and certificates for every service and an operator.
+    Certs(mtls::CertsArgs),
+    /// Check a gRPC server's grpc.health.v1 status (a probe that can hold a client certificate).
+    Health(mtls::HealthArgs),
 }
 
 #[tokio::main]
@@ -86,5 +91,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Dlq(cmd) => dlq::run(cmd).await,
         Command::Token(args) => admin::token(args),
         Command::Watch(args) => admin::watch(args).await,
+        Command::Certs(args) => mtls::certs(&args),
+        Command::Health(args) => mtls::health(&args).await,
     }
 }

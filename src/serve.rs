@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use faro_proto::mtls::{Identity, Tls};
 use tokio::{
     net::{TcpListener, TcpSocket},
     task::JoinSet,
@@ -283,6 +284,9 @@ pub struct ServeArgs {
     pub rates: crate::rate_args::RateArgs,
     #[command(flatten)]
     pub client_limits: crate::limits::ClientLimitArgs,
+
+    #[command(flatten)]
+    pub tls: crate::mtls::TlsArgs,
 }
 
 impl ServeArgs {
@@ -313,7 +317,9 @@ impl ServeArgs {
             key_prefix: self.redis_prefix.clone(),
             rate_limits: self.rates.limits(),
             client_limits: self.client_limits.edge(),
+            tls: self.tls.load()?,
         };
+        calls_as(&config.tls, Identity::Edge)?;
         config.validate()?;
         Ok(config)
     }
@@ -333,7 +339,9 @@ impl ServeArgs {
             retry_attempts: self.retry_attempts,
             retry_base_ms: self.retry_base_ms,
             retry_max_ms: self.retry_max_ms,
+            tls: self.tls.load()?,
         };
+        calls_as(&config.tls, Identity::Ingest)?;
         config.validate()?;
         Ok(config)
     }
@@ -351,6 +359,7 @@ impl ServeArgs {
                 self.pending_ttl_hours.saturating_mul(3600),
             ),
             sweeper_database_url: self.sweeper_database_url.clone(),
+            tls: self.tls.load()?,
         };
         faro_conversations::SecretBox::from_specs(&config.encryption_keys)
             .context("FARO_ENCRYPTION_KEYS")?;
@@ -364,6 +373,7 @@ impl ServeArgs {
             subscriber_buffer: self.subscriber_buffer,
             history_max_events: self.history_max_events,
             history_max_age_secs: self.history_max_age_secs,
+            tls: self.tls.load()?,
         };
         config.validate()?;
         Ok(config)
@@ -375,6 +385,22 @@ impl ServeArgs {
 /// clients wait there rather than have their SYNs dropped, which costs each
 /// of them a second before it tries again.
 const LISTEN_BACKLOG: u32 = 1024;
+
+/// The edge and ingest call other services with the process's certificate,
+/// and are authorized by the identity it names: with another one every call
+/// would be refused, so the process does not start. (Hence, under mTLS, the
+/// edge and ingest never share a process.)
+fn calls_as(tls: &Option<Tls>, needed: Identity) -> anyhow::Result<()> {
+    match tls {
+        Some(tls) if tls.identity() != needed => anyhow::bail!(
+            "the {needed} calls other services as itself: it needs a certificate naming \
+             spiffe://faro/{needed}, and --tls-cert names spiffe://faro/{}; under mTLS run \
+             the edge and ingest as separate processes",
+            tls.identity()
+        ),
+        _ => Ok(()),
+    }
+}
 
 async fn bind(service: Service, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let listen = || {

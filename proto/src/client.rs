@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::MAX_GRPC_MESSAGE_BYTES;
+use crate::{MAX_GRPC_MESSAGE_BYTES, mtls::Tls};
 
 /// How long establishing a connection may take before the call fails.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -18,13 +18,23 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// How long a keep-alive ping may go unanswered before the connection is dropped.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A lazily connected channel to `url` (`name` says which service, for the
-/// error). `deadline` bounds every call made on it until its response
-/// headers arrive: the whole of a unary call, the opening of a stream (whose
+/// The endpoint of every FARO client: `url` (`name` says which service, for
+/// errors) with a connect timeout, keep-alive and `deadline` on each call.
+/// With `tls` it presents this process's certificate and trusts only servers
+/// from its CA, and `url` must be `https://`; without it `url` must be
+/// `http://`, so that a URL never silently means the other.
+///
+/// `deadline` bounds every call made on it until its response headers
+/// arrive: the whole of a unary call, the opening of a stream (whose
 /// messages then flow without a deadline). A caller that knows better sets a
 /// shorter one per call with `Request::set_timeout`, which also tells the
 /// server (`grpc-timeout`), so that it stops working on an abandoned call.
-pub fn channel(name: &str, url: &str, deadline: Duration) -> Result<Channel, String> {
+pub fn endpoint(
+    name: &str,
+    url: &str,
+    deadline: Duration,
+    tls: Option<&Tls>,
+) -> Result<Endpoint, String> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| format!("{name} url {url:?}: {e}"))?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -33,7 +43,28 @@ pub fn channel(name: &str, url: &str, deadline: Duration) -> Result<Channel, Str
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+    match (tls, endpoint.uri().scheme_str()) {
+        (Some(tls), Some("https")) => endpoint
+            .tls_config(tls.client())
+            .map_err(|e| format!("{name} TLS: {e}")),
+        (None, Some("http")) => Ok(endpoint),
+        (Some(_), _) => Err(format!(
+            "{name} url {url:?} must be https:// when mTLS is on"
+        )),
+        (None, _) => Err(format!(
+            "{name} url {url:?} must be http:// in plaintext mode (https:// needs --tls-ca, --tls-cert and --tls-key)"
+        )),
+    }
+}
+
+/// A lazily connected channel on [`endpoint`].
+pub fn channel(
+    name: &str,
+    url: &str,
+    deadline: Duration,
+    tls: Option<&Tls>,
+) -> Result<Channel, String> {
+    Ok(endpoint(name, url, deadline, tls)?.connect_lazy())
 }
 
 macro_rules! client {

@@ -28,6 +28,7 @@ pub mod client;
 pub mod dead_letters;
 mod drain;
 pub mod metrics;
+pub mod mtls;
 mod names;
 mod serve;
 mod time;

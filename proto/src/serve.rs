@@ -67,6 +67,7 @@ pub struct GrpcServer {
     names: Vec<&'static str>,
     ready: Option<watch::Receiver<bool>>,
     drain: Duration,
+    tls: Option<crate::mtls::Tls>,
 }
 
 impl Default for GrpcServer {
@@ -76,6 +77,7 @@ impl Default for GrpcServer {
             names: Vec::new(),
             ready: None,
             drain: DRAIN_DEADLINE,
+            tls: None,
         }
     }
 }
@@ -88,6 +90,13 @@ impl GrpcServer {
     /// Replaces [`DRAIN_DEADLINE`].
     pub fn drain_deadline(mut self, drain: Duration) -> Self {
         self.drain = drain;
+        self
+    }
+
+    /// Serve over mutual TLS and authorize every call by the caller's
+    /// identity ([`crate::mtls`]); `None` serves plaintext with no checks.
+    pub fn tls(mut self, tls: Option<crate::mtls::Tls>) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -177,7 +186,12 @@ impl GrpcServer {
                     .await;
             }
         };
-        let served = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.server())?;
+        }
+        let served = builder
+            .layer(crate::mtls::AuthorizeLayer::new(self.tls.is_some()))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(served);

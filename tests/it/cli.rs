@@ -12,6 +12,7 @@ pub fn faro(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_faro"))
         .args(args)
         .env("RUST_LOG", "warn")
+        .env("FARO_PLAINTEXT", "true")
         .output()
         .expect("faro runs");
     assert!(
@@ -158,6 +159,7 @@ async fn admin_commands_print_json_and_set_up_a_working_channel() {
                 "--conversations-url",
                 &url,
             ])
+            .env("FARO_PLAINTEXT", "true")
             .output()
             .expect("faro runs")
     })

@@ -1,11 +1,12 @@
 //! A FARO cluster for one test: its own database, its own Redis prefix, all
 //! four services in-process on port 0.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use faro_proto::conversations::v1::{
     self as pb, Channel, admin_service_client::AdminServiceClient,
 };
+use faro_proto::mtls::{Identity, certs::DevPki};
 use fred::{
     clients::Client as Redis,
     interfaces::{ClientLike, LuaInterface, StreamsInterface},
@@ -57,6 +58,8 @@ pub struct Cluster {
     pub stream: SocketAddr,
     pub metrics: MetricsAddrs,
     pub http: reqwest::Client,
+    /// The certificates the services hold when the cluster runs mTLS.
+    pub pki: Option<Arc<DevPki>>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     redis_url: String,
@@ -102,6 +105,8 @@ pub struct Options {
     pub stream_redis_url: Option<String>,
     /// The edge's rate limits.
     pub rate_limits: faro_edge::RateLimits,
+    /// mTLS between the services, with these certificates; default plaintext.
+    pub pki: Option<Arc<DevPki>>,
 }
 
 impl Default for Options {
@@ -120,6 +125,7 @@ impl Default for Options {
             history_max_age_secs: 3600,
             stream_redis_url: None,
             rate_limits: crate::configs::rates_off(),
+            pki: None,
         }
     }
 }
@@ -152,6 +158,12 @@ impl Cluster {
             stream: stream_metrics,
         };
         let mut tasks = Vec::new();
+        let tls = |who| options.pki.as_ref().map(|p| p.tls(who));
+        let scheme = if options.pki.is_some() {
+            "https"
+        } else {
+            "http"
+        };
 
         let conv_config = faro_conversations::Config {
             database_url: db.owner_url.clone(),
@@ -160,6 +172,7 @@ impl Cluster {
             db_max_connections: 8,
             pending_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
             sweeper_database_url: None,
+            tls: tls(Identity::Conversations),
         };
         if options.conversations {
             let t = shutdown.clone();
@@ -180,6 +193,7 @@ impl Cluster {
             subscriber_buffer: 1024,
             history_max_events: options.history_max_events,
             history_max_age_secs: options.history_max_age_secs,
+            tls: tls(Identity::Stream),
         };
         let t = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -188,7 +202,8 @@ impl Cluster {
                 .expect("stream runs");
         }));
         if options.ingest {
-            let mut config = ingest_config(&prefix, &format!("http://{conversations}"));
+            let mut config = ingest_config(&prefix, &format!("{scheme}://{conversations}"));
+            config.tls = tls(Identity::Ingest);
             config.redis_url = redis_url.clone();
             config.workers = options.ingest_workers;
             config.batch_size = options.ingest_batch;
@@ -210,6 +225,12 @@ impl Cluster {
         edge_config.max_body_bytes = options.max_body_bytes;
         edge_config.key_prefix = prefix.clone();
         edge_config.rate_limits = options.rate_limits;
+        if options.pki.is_some() {
+            edge_config.conversations_url = format!("https://{conversations}");
+            edge_config.ingest_url = format!("https://{ingest}");
+            edge_config.stream_url = format!("https://{stream}");
+            edge_config.tls = tls(Identity::Edge);
+        }
         let t = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             faro_edge::run_with_metrics(edge_config, edge_l, Some(edge_m), t)
@@ -226,6 +247,7 @@ impl Cluster {
             stream,
             metrics,
             http: reqwest::Client::new(),
+            pki: options.pki.clone(),
             shutdown,
             tasks,
             redis_url,
@@ -245,10 +267,26 @@ impl Cluster {
         self.stopped = true;
     }
 
+    /// An admin client; under mTLS it holds the operator's certificate.
     pub async fn admin(&self) -> AdminServiceClient<tonic::transport::Channel> {
-        AdminServiceClient::connect(format!("http://{}", self.conversations))
-            .await
-            .expect("admin client")
+        AdminServiceClient::new(self.grpc(self.conversations, Identity::Operator).await)
+    }
+
+    /// A connected channel to one of the gRPC services at `addr`, calling as
+    /// `who` when the cluster runs mTLS (plaintext otherwise).
+    pub async fn grpc(&self, addr: SocketAddr, who: Identity) -> tonic::transport::Channel {
+        let tls = self.pki.as_ref().map(|p| p.tls(who));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        faro_proto::client::endpoint(
+            "test",
+            &format!("{scheme}://{addr}"),
+            Duration::from_secs(30),
+            tls.as_ref(),
+        )
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects")
     }
 
     /// Creates a tenant with a location, its own Meta app and a WhatsApp number.

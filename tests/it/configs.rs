@@ -70,6 +70,7 @@ pub fn edge_config(
         key_prefix: format!("faro-it-edge:{}:", uuid::Uuid::new_v4().simple()),
         rate_limits: rates_off(),
         client_limits: limits.client,
+        tls: None,
     }
 }
 
@@ -104,5 +105,6 @@ pub fn ingest_config(prefix: &str, conversations_url: &str) -> faro_ingest::Conf
         retry_attempts: 20,
         retry_base_ms: 50,
         retry_max_ms: 1_000,
+        tls: None,
     }
 }

@@ -17,6 +17,7 @@ const ADMIN_TOKEN: &str = "faro-test-admin-token-0123456789abcdef";
 fn faro_dlq(ingest: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_faro"))
         .arg("dlq")
+        .env("FARO_PLAINTEXT", "true")
         .args(args)
         .args(["--ingest-url", &format!("http://{ingest}")])
         .env("RUST_LOG", "warn")

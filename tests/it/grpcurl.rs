@@ -6,7 +6,7 @@ use std::{process::Command, sync::OnceLock};
 use crate::cluster::Cluster;
 
 /// The grpcurl binary, checked once per test run (not once per call).
-fn grpcurl() -> &'static str {
+pub fn grpcurl() -> &'static str {
     static BIN: OnceLock<String> = OnceLock::new();
     BIN.get_or_init(|| {
         let bin = std::env::var("FARO_GRPCURL").unwrap_or_else(|_| "grpcurl".into());

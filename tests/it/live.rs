@@ -305,6 +305,7 @@ async fn two_edges_over_two_stream_services_each_deliver_every_event_once() {
         subscriber_buffer: 1024,
         history_max_events: 10_000,
         history_max_age_secs: 3600,
+        tls: None,
     };
     let s2 = tokio::spawn(faro_stream::run(stream_config, stream_l, stop.clone()));
     let edge_l = tokio::net::TcpListener::bind("127.0.0.1:0")

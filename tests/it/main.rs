@@ -27,6 +27,7 @@ mod log_hygiene;
 mod messaging;
 mod metrics;
 mod monitoring;
+mod mtls;
 mod openapi;
 mod positions;
 mod postgres_restart;

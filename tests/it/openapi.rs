@@ -318,6 +318,7 @@ async fn every_admin_call_is_audit_logged_without_the_token() {
     );
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_faro"))
         .arg("edge")
+        .env("FARO_PLAINTEXT", "true")
         .env("FARO_EDGE_LISTEN", addr.to_string())
         .env("FARO_JWT_SECRET", JWT_SECRET)
         .env("FARO_ADMIN_TOKEN", ADMIN_TOKEN)

@@ -164,6 +164,7 @@ pub(crate) async fn route_of(c: &Cluster, a: &Tenant) -> Route {
             "conversations",
             &format!("http://{}", c.conversations),
             Duration::from_secs(10),
+            None,
         )
         .expect("channel"),
     );

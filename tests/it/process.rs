@@ -22,6 +22,12 @@ pub struct Faro {
 impl Faro {
     /// `faro <service> <args>`; `tag` names its log file.
     pub fn spawn(tag: &str, service: &str, args: &[&str]) -> Self {
+        // Child processes speak plaintext gRPC, as the in-process services do.
+        Self::spawn_env(tag, service, args, &[("FARO_PLAINTEXT", "true")])
+    }
+
+    /// `faro <service> <args>` with `env` added (and no FARO_PLAINTEXT unless given).
+    pub fn spawn_env(tag: &str, service: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = format!(
             "{}/{tag}-{service}-{}.log",
             env!("CARGO_TARGET_TMPDIR"),
@@ -35,6 +41,11 @@ impl Faro {
             .env("FARO_WEBHOOK_RATE_PER_MIN", "0")
             .env("FARO_UNVERIFIED_RATE_PER_MIN", "0")
             .env("FARO_AGENT_RATE_PER_MIN", "0")
+            .env_remove("FARO_PLAINTEXT")
+            .env_remove("FARO_TLS_CA")
+            .env_remove("FARO_TLS_CERT")
+            .env_remove("FARO_TLS_KEY")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).map_or_else(|_| Stdio::null(), Stdio::from))
             .spawn()

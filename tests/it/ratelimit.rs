@@ -32,6 +32,7 @@ async fn set_rate(c: &Cluster, tenant: &Tenant, per_minute: u32, burst: u32) {
             "--conversations-url",
             &format!("http://{}", c.conversations),
         ])
+        .env("FARO_PLAINTEXT", "true")
         .output()
         .await
         .expect("faro admin runs");
@@ -354,6 +355,7 @@ async fn an_operator_sets_and_clears_a_tenants_rate_and_the_routes_carry_it() {
             "--conversations-url",
             &format!("http://{}", c.conversations),
         ])
+        .env("FARO_PLAINTEXT", "true")
         .output()
         .await
         .expect("faro admin runs");

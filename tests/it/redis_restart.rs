@@ -212,6 +212,7 @@ async fn faro_starts_without_redis_and_serves_once_it_comes() {
     let mut faro = Faro(
         Command::new(env!("CARGO_BIN_EXE_faro"))
             .arg("all")
+            .env("FARO_PLAINTEXT", "true")
             .args(["--edge-listen", &edge, "--ingest-listen", &ingest])
             .args([
                 "--conversations-listen",

@@ -159,6 +159,7 @@ async fn second_edge(c: &Cluster, stop: &CancellationToken) -> SocketAddr {
         subscriber_buffer: 1024,
         history_max_events: 10_000,
         history_max_age_secs: 3600,
+        tls: None,
     };
     tokio::spawn(faro_stream::run(config, stream_l, stop.clone()));
     let edge_l = tokio::net::TcpListener::bind("127.0.0.1:0")

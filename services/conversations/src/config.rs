@@ -24,6 +24,9 @@ pub struct Config {
     /// one role allowed to delete across tenants, and allowed nothing else.
     /// Default: DATABASE_URL as faro_sweeper.
     pub sweeper_database_url: Option<String>,
+    /// mTLS material for serving and for calling the other services;
+    /// `None` is plaintext, which the `faro` binary allows only when told to.
+    pub tls: Option<faro_proto::mtls::Tls>,
 }
 
 /// Never prints key material or database passwords.
@@ -54,6 +57,7 @@ impl std::fmt::Debug for Config {
                 "sweeper_database_url",
                 &self.sweeper_database_url.as_deref().map(redact),
             )
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -71,10 +75,18 @@ mod tests {
             db_max_connections: 4,
             pending_ttl: std::time::Duration::from_secs(3600),
             sweeper_database_url: Some("postgres://faro_sweeper:pw2@db/faro".into()),
+            tls: Some(
+                faro_proto::mtls::certs::DevPki::generate(&[])
+                    .expect("pki")
+                    .tls(faro_proto::mtls::Identity::Conversations),
+            ),
         };
         let shown = format!("{c:?}");
         assert!(
-            !shown.contains("hunter2") && !shown.contains("pw2") && !shown.contains("c2VjcmV0"),
+            !shown.contains("hunter2")
+                && !shown.contains("pw2")
+                && !shown.contains("c2VjcmV0")
+                && !shown.contains("PRIVATE KEY"),
             "{shown}"
         );
         assert!(

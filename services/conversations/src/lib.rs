@@ -87,6 +87,7 @@ pub async fn run_with_metrics(
         shutdown.clone(),
     ));
     let served = GrpcServer::new()
+        .tls(config.tls.clone())
         .add_service(
             ConversationsServiceServer::new(service.clone())
                 .max_decoding_message_size(faro_proto::MAX_GRPC_MESSAGE_BYTES),

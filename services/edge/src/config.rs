@@ -70,6 +70,9 @@ pub struct Config {
     pub rate_limits: crate::RateLimits,
     /// What one client may make the edge hold (`crate::limits`).
     pub client_limits: crate::ClientLimits,
+    /// mTLS material for serving and for calling the other services;
+    /// `None` is plaintext, which the `faro` binary allows only when told to.
+    pub tls: Option<faro_proto::mtls::Tls>,
 }
 
 impl std::fmt::Debug for Config {
@@ -78,6 +81,7 @@ impl std::fmt::Debug for Config {
             .field("conversations_url", &self.conversations_url)
             .field("ingest_url", &self.ingest_url)
             .field("stream_url", &self.stream_url)
+            .field("tls", &self.tls)
             .field("jwt_secret", &"<redacted>")
             .field("max_body_bytes", &self.max_body_bytes)
             .field("drain_ms", &self.drain_ms)
@@ -230,6 +234,7 @@ mod tests {
             key_prefix: "faro:".into(),
             rate_limits: crate::RateLimits::default(),
             client_limits: crate::ClientLimits::default(),
+            tls: None,
         }
     }
 

@@ -82,8 +82,9 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// A lazily connected channel built by the shared helper (connect timeout,
 /// keep-alive, a deadline on every call; for the stream, on its opening).
-fn channel(name: &str, url: &str) -> Result<Channel, Error> {
-    faro_proto::client::channel(name, url, UPSTREAM_TIMEOUT).map_err(Error::Config)
+fn channel(name: &str, url: &str, config: &Config) -> Result<Channel, Error> {
+    faro_proto::client::channel(name, url, UPSTREAM_TIMEOUT, config.tls.as_ref())
+        .map_err(Error::Config)
 }
 
 /// A webhook waits at most this long on conversations or ingest; then it is a
@@ -120,8 +121,11 @@ pub async fn run_with_metrics(
             shutdown.clone(),
         ));
     }
-    let conversations =
-        faro_proto::client::conversations(channel("conversations", &config.conversations_url)?);
+    let conversations = faro_proto::client::conversations(channel(
+        "conversations",
+        &config.conversations_url,
+        &config,
+    )?);
     let state = Arc::new(State {
         jwt: auth::JwtKeys::with_scope(
             config.jwt_secret.as_bytes(),
@@ -130,9 +134,9 @@ pub async fn run_with_metrics(
         )?,
         conversation_locations: Arc::new(ws::ConversationLocations::new(conversations.clone())),
         conversations,
-        ingest: faro_proto::client::ingest(channel("ingest", &config.ingest_url)?),
+        ingest: faro_proto::client::ingest(channel("ingest", &config.ingest_url, &config)?),
         live: live::Hub::new(
-            faro_proto::client::stream(channel("stream", &config.stream_url)?),
+            faro_proto::client::stream(channel("stream", &config.stream_url, &config)?),
             config.ws_queue_bytes,
             recorded.clone(),
             shutdown.clone(),

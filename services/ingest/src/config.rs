@@ -47,6 +47,9 @@ pub struct Config {
 
     /// No retry waits longer than this (milliseconds).
     pub retry_max_ms: u64,
+    /// mTLS material for serving and for calling the other services;
+    /// `None` is plaintext, which the `faro` binary allows only when told to.
+    pub tls: Option<faro_proto::mtls::Tls>,
 }
 
 impl Config {
@@ -149,6 +152,7 @@ mod tests {
             retry_attempts: 5,
             retry_base_ms: 15_000,
             retry_max_ms: 300_000,
+            tls: None,
         }
     }
 

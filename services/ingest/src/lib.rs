@@ -82,6 +82,7 @@ pub async fn run_with_metrics(
             "conversations",
             &config.conversations_url,
             config.store_deadline(),
+            config.tls.as_ref(),
         )
         .map_err(Error::Config)?,
     );
@@ -118,6 +119,7 @@ pub async fn run_with_metrics(
     };
     tracing::info!(addr = ?listener.local_addr().ok(), workers = config.workers, "ingest service listening");
     let served = GrpcServer::new()
+        .tls(config.tls.clone())
         .add_service(
             IngestServiceServer::new(service)
                 .max_decoding_message_size(faro_proto::MAX_GRPC_MESSAGE_BYTES),

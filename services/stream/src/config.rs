@@ -17,6 +17,9 @@ pub struct Config {
 
     /// ...none older than this (seconds).
     pub history_max_age_secs: u64,
+    /// mTLS material for serving and for calling the other services;
+    /// `None` is plaintext, which the `faro` binary allows only when told to.
+    pub tls: Option<faro_proto::mtls::Tls>,
 }
 
 impl Config {

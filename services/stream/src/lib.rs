@@ -140,6 +140,7 @@ pub async fn run_with_metrics(
         prefix: config.key_prefix.clone(),
     };
     let served = GrpcServer::new()
+        .tls(config.tls.clone())
         .add_service(StreamServiceServer::new(service))
         .ready_when(ready)
         .serve(listener, shutdown.clone())

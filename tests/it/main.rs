@@ -35,6 +35,7 @@ mod process;
 mod ratelimit;
 mod ratelimit_flood;
 mod reclaim;
+mod redis_check;
 mod redis_dies;
 mod redis_restart;
 mod retry;

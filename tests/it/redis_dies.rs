@@ -11,8 +11,8 @@
 //! conversations still holds them (each then commits unheard: see
 //! `late_commit`). The socket opened before the kill lives through it: the
 //! stream service resumes from the history the AOF kept.
-//! Finally ingest, started on a durable Redis, did not warn about it, while
-//! one on a lossy Redis did, and one whose CONFIG is disabled still runs.
+//! Finally ingest, started on a durable Redis, did not warn about it (see
+//! `redis_check` for one that does).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -37,7 +37,7 @@ const IN_FLIGHT: usize = 16;
 const UP: u8 = 0;
 const DOWN: u8 = 1;
 const BACK: u8 = 2;
-const LOSSY_WARNING: &str = "redis may lose acknowledged webhooks";
+use crate::redis_check::LOSSY_WARNING;
 
 fn agent_url(edge: &str, tenant: &str) -> String {
     let token = faro_edge::auth::JwtKeys::new(JWT_SECRET.as_bytes())
@@ -427,76 +427,4 @@ async fn redis_killed_mid_run_loses_no_acknowledged_webhook_and_the_edge_says_50
     drop(restarted);
     db.drop_db().await;
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The lines of `faro ingest`'s log once `line` appears (at most 20 s).
-async fn log_with(faro: &Faro, line: &str) -> String {
-    for _ in 0..400 {
-        let log = std::fs::read_to_string(&faro.log).unwrap_or_default();
-        if log.contains(line) {
-            return log;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{line:?} never logged (see {})", faro.log);
-}
-
-fn ingest_on(port: u16) -> Faro {
-    Faro::spawn(
-        "redis-check",
-        "ingest",
-        &[
-            "--ingest-listen",
-            &free_addr().to_string(),
-            "--redis-url",
-            &format!("redis://127.0.0.1:{port}"),
-            "--conversations-url",
-            "http://127.0.0.1:1",
-        ],
-    )
-}
-
-#[tokio::test]
-async fn ingest_warns_at_start_when_redis_would_lose_acknowledged_webhooks() {
-    let lossy_port = free_port();
-    let lossy = OwnRedis::start_with(
-        lossy_port,
-        &[
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxmemory-policy",
-            "allkeys-lru",
-        ],
-    )
-    .await;
-    let faro = ingest_on(lossy_port);
-    let log = log_with(&faro, "taking jobs").await;
-    assert!(log.contains(LOSSY_WARNING), "{log}");
-    assert!(
-        log.contains("appendonly is not yes") && log.contains("allkeys-lru"),
-        "{log}"
-    );
-
-    // A managed Redis without CONFIG: not checked, and ingest still runs.
-    let hidden_port = free_port();
-    let hidden = OwnRedis::start_with(
-        hidden_port,
-        &[
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--rename-command",
-            "CONFIG",
-            "",
-        ],
-    )
-    .await;
-    let faro_hidden = ingest_on(hidden_port);
-    let log = log_with(&faro_hidden, "taking jobs").await;
-    assert!(log.contains("cannot read the redis configuration"), "{log}");
-    assert!(!log.contains(LOSSY_WARNING), "{log}");
-    drop((faro, faro_hidden, lossy, hidden));
 }

@@ -246,6 +246,12 @@ pub(crate) async fn deliveries(
     Ok(u32::try_from(count).unwrap_or(u32::MAX))
 }
 
+/// The pause after a Redis error: exponential backoff with full jitter, capped at 5 s.
+pub(crate) fn redis_backoff(attempt: u32) -> std::time::Duration {
+    let cap = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    std::time::Duration::from_millis(rand::random_range(cap / 2..=cap))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

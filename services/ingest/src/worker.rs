@@ -106,7 +106,7 @@ impl Worker {
                     } else {
                         tracing::warn!(error = %e, consumer = %self.consumer, "worker redis error");
                     }
-                    let pause = backoff(failures);
+                    let pause = retry::redis_backoff(failures);
                     tokio::select! {
                         () = stop.cancelled() => {}
                         () = tokio::time::sleep(pause) => {}
@@ -496,10 +496,4 @@ impl Worker {
             }
         };
     }
-}
-
-/// The pause after a Redis error: exponential backoff with full jitter, capped at 5 s.
-fn backoff(attempt: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
-    Duration::from_millis(rand::random_range(cap / 2..=cap))
 }

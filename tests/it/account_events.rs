@@ -10,12 +10,11 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
 use crate::{
-    cli,
     cluster::{Cluster, fixture},
     whatsapp::{self, PHONE, SECRET},
 };
 
-const WABA: &str = "102290129340398";
+pub(crate) const WABA: &str = "102290129340398";
 const YCLOUD_SECRET: &str = "faro-test-ycloud-webhook-secret";
 
 /// Every account-level field Meta documents a fixture for, as named by Meta.
@@ -77,7 +76,7 @@ async fn setup() -> (Cluster, (String, String), String) {
     (c, alpha, waba)
 }
 
-async fn post_meta(c: &Cluster, body: &[u8]) -> (u16, Value) {
+pub(crate) async fn post_meta(c: &Cluster, body: &[u8]) -> (u16, Value) {
     let sig = faro_edge::sign_meta_payload(SECRET.as_bytes(), body);
     c.post_raw("whatsapp", body, ("x-hub-signature-256", &sig))
         .await
@@ -450,63 +449,5 @@ async fn the_service_role_sees_only_its_tenants_account_events() {
         .await
         .expect("count");
     assert_eq!(unset, 0, "no tenant set, nothing visible");
-    c.stop().await;
-}
-
-#[tokio::test]
-async fn the_cli_connects_a_number_with_its_waba_and_lists_account_events() {
-    let c = Cluster::start().await;
-    let (tenant, location) = c.bare_tenant("alpha").await;
-    let app = c.app(whatsapp::META_APP, SECRET, "verify-alpha").await;
-    let url = format!("http://{}", c.conversations);
-    let target = ["--conversations-url".to_owned(), url];
-    let args = |a: &[&str]| -> Vec<String> {
-        a.iter()
-            .map(|s| (*s).to_owned())
-            .chain(target.iter().cloned())
-            .collect()
-    };
-    let connect = args(&[
-        "admin",
-        "connect",
-        "--tenant",
-        &tenant,
-        "--location",
-        &location,
-        "--channel",
-        "whatsapp",
-        "--app",
-        &app,
-        "--account",
-        PHONE,
-        "--waba",
-        WABA,
-    ]);
-    let connected = tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = connect.iter().map(String::as_str).collect();
-        cli::faro(&a)
-    })
-    .await
-    .expect("cli");
-    assert_eq!(connected["waba_id"], WABA);
-    assert_eq!(connected["kind"], "messaging");
-
-    let body = fixture("whatsapp_account/message_template_status_update.json");
-    assert_eq!(post_meta(&c, &body).await.0, 200);
-    c.drained().await;
-
-    let list = args(&["admin", "account-events", "--tenant", &tenant]);
-    let listed = tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = list.iter().map(String::as_str).collect();
-        cli::faro(&a)
-    })
-    .await
-    .expect("cli");
-    let events = listed.as_array().expect("a JSON array");
-    assert_eq!(events.len(), 1, "{listed:#}");
-    assert_eq!(events[0]["field"], "message_template_status_update");
-    assert_eq!(events[0]["external_account_id"], WABA);
-    assert_eq!(events[0]["value"]["event"], "APPROVED");
-    assert_eq!(events[0]["timestamp"], "2025-02-12T00:43:44.000Z");
     c.stop().await;
 }

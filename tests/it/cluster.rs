@@ -13,7 +13,6 @@ use fred::{
     types::Value,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -372,34 +371,6 @@ impl Cluster {
             .expect("channel");
     }
 
-    /// Posts raw bytes to `/api/v1/webhooks/<platform>` with one extra header.
-    pub async fn post_raw(
-        &self,
-        platform: &str,
-        body: &[u8],
-        header: (&str, &str),
-    ) -> (u16, serde_json::Value) {
-        let resp = self
-            .http
-            .post(self.url(&format!("/api/v1/webhooks/{platform}")))
-            .header("content-type", "application/json")
-            .header(header.0, header.1)
-            .body(body.to_vec())
-            .send()
-            .await
-            .expect("edge answers");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
-    }
-
-    /// Posts a body to a Meta platform's webhook, signed with `secret`.
-    pub async fn post_meta(&self, platform: &str, body: &[u8], secret: &str) -> u16 {
-        let sig = faro_edge::sign_meta_payload(secret.as_bytes(), body);
-        self.post_raw(platform, body, ("x-hub-signature-256", &sig))
-            .await
-            .0
-    }
-
     /// A stored message as JSON (every column), by its platform id.
     pub async fn message(&self, channel_message_id: &str) -> serde_json::Value {
         sqlx::query_scalar::<_, serde_json::Value>(
@@ -414,64 +385,6 @@ impl Cluster {
         .await
         .expect("query")
         .unwrap_or_else(|| panic!("message {channel_message_id} is stored"))
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.edge)
-    }
-
-    /// Posts a body to the WhatsApp webhook with the given signature header.
-    pub async fn post_webhook(
-        &self,
-        body: &[u8],
-        signature: Option<&str>,
-    ) -> (u16, serde_json::Value) {
-        let mut req = self
-            .http
-            .post(self.url("/api/v1/webhooks/whatsapp"))
-            .header("content-type", "application/json")
-            .body(body.to_vec());
-        if let Some(s) = signature {
-            req = req.header("x-hub-signature-256", s);
-        }
-        let resp = req.send().await.expect("edge answers");
-        let status = resp.status().as_u16();
-        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
-        (status, json)
-    }
-
-    /// Posts a body signed with `secret`, as Meta does.
-    pub async fn post_signed(&self, body: &str, secret: &str) -> (u16, serde_json::Value) {
-        let sig = faro_edge::sign_meta_payload(secret.as_bytes(), body.as_bytes());
-        self.post_webhook(body.as_bytes(), Some(&sig)).await
-    }
-
-    pub fn token(&self, tenant: &str, exp_offset: i64) -> String {
-        let exp = chrono::Utc::now().timestamp() + exp_offset;
-        faro_edge::auth::JwtKeys::new(JWT_SECRET.as_bytes())
-            .expect("keys")
-            .issue(&faro_edge::auth::Claims {
-                sub: "agent-1".into(),
-                tenant_id: tenant.parse().expect("uuid"),
-                location_ids: None,
-                exp: u64::try_from(exp).unwrap_or_default(),
-            })
-            .expect("token")
-    }
-
-    pub async fn websocket(&self, token: &str) -> Ws {
-        let mut req = format!("ws://{}/api/v1/messages/stream", self.edge)
-            .into_client_request()
-            .expect("request");
-        req.headers_mut().insert(
-            "authorization",
-            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
-        );
-        let (ws, resp) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("websocket opens");
-        assert_eq!(resp.status().as_u16(), 101);
-        Ws(ws)
     }
 
     /// Jobs ever added to the ingest stream (XINFO STREAM entries-added).

@@ -6,8 +6,7 @@
 //! signatures.
 
 use faro_proto::conversations::v1::{
-    Channel, ChannelEvent, ConversationEvent, ConversationEventKind, ListConversationEventsRequest,
-    StoreEventsRequest, channel_event::Kind,
+    Channel, ConversationEventKind, ListConversationEventsRequest,
     conversations_service_client::ConversationsServiceClient,
 };
 use fred::interfaces::StreamsInterface;
@@ -20,14 +19,14 @@ use crate::{
 };
 
 const PAGE: &str = "107856318000001";
-const PSID: &str = "6785432101234567";
+pub(crate) const PSID: &str = "6785432101234567";
 const IG: &str = "17841400000000001";
 const MID: &str =
     "m_AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxqMvK8ma6AC8fplwlqLP_5cgXIbu7I3rBN0P";
 
 /// A cluster with tenant alpha owning the fixtures' Page, Instagram account
 /// and WhatsApp number.
-async fn setup() -> (Cluster, (String, String)) {
+pub(crate) async fn setup() -> (Cluster, (String, String)) {
     let c = Cluster::start().await;
     let alpha = c.bare_tenant("alpha").await;
     let app = c.app(META_APP, SECRET, "verify-alpha").await;
@@ -452,61 +451,5 @@ async fn a_tenant_never_sees_another_tenants_conversation_events() {
     assert_eq!(none, 0, "invisible without a tenant");
     tx.rollback().await.ok();
     conn.close().await.ok();
-    c.stop().await;
-}
-
-/// Conversations returns a conversation event when it stores it, and again
-/// only for a redelivery (an earlier attempt may have stored it unannounced).
-#[tokio::test]
-async fn a_conversation_event_is_returned_once_and_again_only_for_a_redelivery() {
-    let (c, alpha) = setup().await;
-    let account: String = sqlx::query_scalar(
-        "SELECT id::text FROM channel_accounts WHERE channel = 'facebook_messenger'",
-    )
-    .fetch_one(&c.db.owner)
-    .await
-    .expect("account");
-    let event = ChannelEvent {
-        kind: Some(Kind::ConversationEvent(ConversationEvent {
-            tenant_id: alpha.0.clone(),
-            location_id: alpha.1.clone(),
-            channel_account_id: account,
-            channel: Channel::FacebookMessenger.into(),
-            customer_id: PSID.into(),
-            kind: ConversationEventKind::GamePlay.into(),
-            event_key: "faro-sha256-game".into(),
-            timestamp: Some(faro_proto::to_timestamp(
-                chrono::DateTime::from_timestamp(1_749_416_500, 0).expect("time"),
-            )),
-            raw_json: r#"{"game_play": {"score": 1}}"#.into(),
-            ..Default::default()
-        })),
-        arrival: None,
-    };
-    let mut api = ConversationsServiceClient::connect(format!("http://{}", c.conversations))
-        .await
-        .expect("client");
-    let mut returned = Vec::new();
-    for redelivered in [false, false, true] {
-        let r = api
-            .store_events(StoreEventsRequest {
-                events: vec![event.clone()],
-                redelivered,
-            })
-            .await
-            .expect("stored")
-            .into_inner();
-        returned.push(r.conversation_events.len());
-        if let Some(e) = r.conversation_events.first() {
-            let thread = e.conversation.as_ref().expect("its thread");
-            assert_eq!(thread.customer_id, PSID);
-            assert!(
-                thread.last_message_at.is_none(),
-                "an event is not a message"
-            );
-        }
-    }
-    assert_eq!(returned, [1, 0, 1]);
-    assert_eq!(c.count("SELECT count(*) FROM conversation_events").await, 1);
     c.stop().await;
 }

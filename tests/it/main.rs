@@ -4,12 +4,14 @@
 
 mod abuse;
 mod account_events;
+mod account_events_cli;
 mod cli;
 mod client_limits;
 mod clients;
 mod cluster;
 mod configs;
 mod conversation_events;
+mod conversation_events_redelivery;
 mod crash;
 mod customers;
 mod dead_letter;

@@ -250,6 +250,16 @@ pub struct ServeArgs {
         default_value_t = 1_000
     )]
     pub max_connections_per_ip: usize,
+    /// Load balancers in front of the edge (addresses or CIDR networks,
+    /// comma-separated): exempt from the per-address connection cap, and
+    /// believed about the client in `X-Forwarded-For`. Unset, nobody is.
+    #[arg(
+        long = "trusted-proxies",
+        env = "FARO_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_trusted_proxy
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// A new connection must send its first byte within this many ms.
     #[arg(
         long = "first-byte-timeout-ms",
@@ -310,6 +320,7 @@ impl ServeArgs {
             ws_queue_bytes: self.ws_queue_bytes,
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            trusted_proxies: faro_edge::TrustedProxies::new(self.trusted_proxies.clone()),
             first_byte_timeout_ms: self.first_byte_timeout_ms,
             jwt_issuer: self.jwt_issuer.clone(),
             jwt_audience: self.jwt_audience.clone(),
@@ -398,4 +409,8 @@ fn calls_as(tls: &Option<Tls>, needed: Identity) -> anyhow::Result<()> {
         ),
         _ => Ok(()),
     }
+}
+
+fn parse_trusted_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+    faro_edge::TrustedProxies::parse_net(s).map_err(|e| e.to_string())
 }

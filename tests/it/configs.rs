@@ -58,6 +58,7 @@ pub fn edge_config(
         ws_queue_bytes: limits.ws_queue_bytes,
         max_connections: limits.max_connections,
         max_connections_per_ip: limits.max_connections_per_ip,
+        trusted_proxies: faro_edge::TrustedProxies::default(),
         first_byte_timeout_ms: limits.first_byte_timeout_ms,
         jwt_issuer: None,
         jwt_audience: None,

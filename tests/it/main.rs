@@ -34,6 +34,7 @@ mod openapi;
 mod positions;
 mod postgres_restart;
 mod process;
+mod proxies;
 mod ratelimit;
 mod ratelimit_flood;
 mod reclaim;

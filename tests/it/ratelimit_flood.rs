@@ -48,7 +48,7 @@ async fn counting_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) 
     (addr, calls)
 }
 
-fn client_from(ip: &str) -> reqwest::Client {
+pub(crate) fn client_from(ip: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(ip.parse::<IpAddr>().expect("ip"))
         .build()
@@ -56,7 +56,7 @@ fn client_from(ip: &str) -> reqwest::Client {
 }
 
 /// Posts `body` with signature `sig` to `edge`: (status, error code, Retry-After).
-async fn post(
+pub(crate) async fn post(
     http: &reqwest::Client,
     edge: SocketAddr,
     body: String,
@@ -91,12 +91,24 @@ async fn edge(
     redis_url: String,
     limits: RateLimits,
 ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+    edge_with(c, conversations, redis_url, limits, |_| {}).await
+}
+
+/// [`edge`], with the rest of its configuration set by `tweak`.
+pub(crate) async fn edge_with(
+    c: &Cluster,
+    conversations: SocketAddr,
+    redis_url: String,
+    limits: RateLimits,
+    tweak: impl FnOnce(&mut faro_edge::Config),
+) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let mut config = edge_config(conversations, c.ingest, c.stream, EdgeLimits::default());
     config.key_prefix = c.prefix.clone();
     config.redis_url = redis_url;
     config.rate_limits = limits;
+    tweak(&mut config);
     let stop = CancellationToken::new();
     let t = stop.clone();
     let task = tokio::spawn(async move {

@@ -38,6 +38,11 @@ pub struct Config {
     /// `max_connections` there.
     pub max_connections_per_ip: usize,
 
+    /// Load balancers and proxies in front of the edge: their connections are
+    /// exempt from the per-address cap, and per-address budgets go by the
+    /// client they name in `X-Forwarded-For`.
+    pub trusted_proxies: crate::TrustedProxies,
+
     /// A connection must send its first byte within this many milliseconds.
     pub first_byte_timeout_ms: u64,
     /// When set, agents' JWTs must carry this `iss`.
@@ -90,6 +95,7 @@ impl std::fmt::Debug for Config {
             .field("ws_queue_bytes", &self.ws_queue_bytes)
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("first_byte_timeout_ms", &self.first_byte_timeout_ms)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
@@ -223,6 +229,7 @@ mod tests {
             ws_queue_bytes: 4 * 1024 * 1024,
             max_connections: 100,
             max_connections_per_ip: 10,
+            trusted_proxies: crate::TrustedProxies::default(),
             first_byte_timeout_ms: 10_000,
             jwt_issuer: None,
             jwt_audience: None,

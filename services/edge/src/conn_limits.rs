@@ -25,7 +25,8 @@ pub(crate) struct ConnLimits {
 /// Held for as long as a connection is open; releases its slots on drop.
 pub(crate) struct ConnSlot {
     _total: OwnedSemaphorePermit,
-    ip: IpAddr,
+    /// `None` for a trusted proxy's connection, which no address cap counts.
+    ip: Option<IpAddr>,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
@@ -59,9 +60,19 @@ impl ConnLimits {
         *n += 1;
         Some(ConnSlot {
             _total: total,
-            ip,
+            ip: Some(ip),
             per_ip: self.per_ip.clone(),
         })
+    }
+
+    /// A trusted proxy's connection: it carries many clients, so only the
+    /// total bounds it.
+    pub(crate) fn admit_proxy(&self, total: OwnedSemaphorePermit) -> ConnSlot {
+        ConnSlot {
+            _total: total,
+            ip: None,
+            per_ip: self.per_ip.clone(),
+        }
     }
 }
 
@@ -72,11 +83,12 @@ fn lock(m: &Mutex<HashMap<IpAddr, usize>>) -> std::sync::MutexGuard<'_, HashMap<
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
         let mut map = lock(&self.per_ip);
-        if let Some(n) = map.get_mut(&self.ip) {
+        if let Some(n) = map.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                map.remove(&self.ip);
+                map.remove(&ip);
             }
         }
     }

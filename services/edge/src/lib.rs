@@ -22,6 +22,7 @@
 
 mod admin;
 pub mod auth;
+mod client_addr;
 mod config;
 mod conn_limits;
 mod error;
@@ -47,6 +48,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+pub use client_addr::TrustedProxies;
 pub use config::Config;
 pub use error::Error;
 pub use limits::ClientLimits;

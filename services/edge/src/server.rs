@@ -30,7 +30,8 @@ fn boxed(r: Response<Full<Bytes>>) -> Response<Body> {
 }
 
 /// The client's address, in each request's extensions (for the audit log
-/// and the per-address rate limit).
+/// and the per-address rate limit): the peer's, or behind a trusted proxy the
+/// one it names (`client_addr`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub SocketAddr);
 
@@ -170,7 +171,13 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let Some(slot) = limits.admit(slot, peer.ip()) else {
+        let proxy = state.config.trusted_proxies.contains(peer.ip());
+        let admitted = if proxy {
+            Some(limits.admit_proxy(slot))
+        } else {
+            limits.admit(slot, peer.ip())
+        };
+        let Some(slot) = admitted else {
             tracing::debug!(ip = %peer.ip(), "too many connections from one address; closed");
             // Said before the client asks (HTTP/1.1 allows it): a client that
             // then sends its request reads why it was refused. Never waits.
@@ -181,7 +188,16 @@ pub(crate) async fn serve(
         let state = state.clone();
         let service = tower::service_fn(move |mut req: Request<Incoming>| {
             let state = state.clone();
-            req.extensions_mut().insert(ClientAddr(peer));
+            let client = if proxy {
+                let ip = state
+                    .config
+                    .trusted_proxies
+                    .client_ip(peer.ip(), req.headers());
+                SocketAddr::new(ip, peer.port())
+            } else {
+                peer
+            };
+            req.extensions_mut().insert(ClientAddr(client));
             async move {
                 let response = match headers_too_large(&state.config.client_limits, req.headers()) {
                     Some(e) => boxed(e.into_response()),

@@ -12,10 +12,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    Error, SecretBox, account_events, admin, conv_events, inbox,
-    db::parse_uuid,
-    rows::require_channel,
-    store,
+    Error, SecretBox, account_events, admin, conv_events, db::parse_uuid, inbox,
+    rows::require_channel, store,
 };
 
 const MAX_IDS_PER_LOOKUP: usize = 1000;

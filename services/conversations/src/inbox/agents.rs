@@ -35,7 +35,8 @@ impl From<AgentRow> for pb::Agent {
     }
 }
 
-const COLUMNS: &str = "tenant_id, id, name, role, location_ids, disabled_at IS NOT NULL AS disabled";
+const COLUMNS: &str =
+    "tenant_id, id, name, role, location_ids, disabled_at IS NOT NULL AS disabled";
 
 pub(crate) async fn upsert_agent(pool: &PgPool, a: pb::Agent) -> Result<pb::Agent, Error> {
     let tenant = parse_uuid("tenant_id", &a.tenant_id)?;

@@ -106,7 +106,15 @@ pub(crate) async fn list_messages(
     get_in(&mut tx, &caller, conversation).await?;
     let t = caller.tenant;
     let (messages, older) = if let Some(at) = after {
-        let mut rows = page(&mut tx, t, conversation, Some(at), Side::After { inclusive: false }, limit + 1).await?;
+        let mut rows = page(
+            &mut tx,
+            t,
+            conversation,
+            Some(at),
+            Side::After { inclusive: false },
+            limit + 1,
+        )
+        .await?;
         rows.truncate(usize::try_from(limit).unwrap_or(0));
         (rows, true)
     } else if let Some(id) = around {
@@ -123,13 +131,29 @@ pub(crate) async fn list_messages(
         })?;
         let centre = Cursor { at, id };
         let half = limit / 2;
-        let mut before = page(&mut tx, t, conversation, Some(centre), Side::Before, half + 1).await?;
+        let mut before = page(
+            &mut tx,
+            t,
+            conversation,
+            Some(centre),
+            Side::Before,
+            half + 1,
+        )
+        .await?;
         let older = before.len() as i64 > half;
         if older {
             before.remove(0);
         }
         let rest = limit - half;
-        let from = page(&mut tx, t, conversation, Some(centre), Side::After { inclusive: true }, rest).await?;
+        let from = page(
+            &mut tx,
+            t,
+            conversation,
+            Some(centre),
+            Side::After { inclusive: true },
+            rest,
+        )
+        .await?;
         before.extend(from);
         (before, older)
     } else {

@@ -59,7 +59,9 @@ async fn check_assignee(
     .fetch_optional(&mut **tx)
     .await?;
     match found {
-        None => Err(Error::invalid("assigned_to_user_id is not an agent of this tenant")),
+        None => Err(Error::invalid(
+            "assigned_to_user_id is not an agent of this tenant",
+        )),
         Some((true, _)) => Err(Error::invalid("assigned_to_user_id names a disabled agent")),
         Some((false, locs)) if !locs.is_empty() && !locs.contains(&location) => Err(
             Error::invalid("assigned_to_user_id cannot see this conversation's location"),
@@ -71,9 +73,12 @@ async fn check_assignee(
 fn roi_link(field: &str, l: &pb::RoiLink) -> Result<(), Error> {
     transitions::one_of(&format!("{field}.kind"), &l.kind, transitions::ROI_KINDS)?;
     if l.external_id.is_empty() || l.external_id.len() > 500 || l.external_id.contains('\0') {
-        return Err(Error::invalid(format!("{field}.external_id must be 1..=500 bytes")));
+        return Err(Error::invalid(format!(
+            "{field}.external_id must be 1..=500 bytes"
+        )));
     }
-    if l.source.len() > 100 || l.url.len() > 2000 || l.source.contains('\0') || l.url.contains('\0') {
+    if l.source.len() > 100 || l.url.len() > 2000 || l.source.contains('\0') || l.url.contains('\0')
+    {
         return Err(Error::invalid(format!(
             "{field}: source at most 100 bytes, url at most 2000"
         )));
@@ -107,7 +112,9 @@ pub(crate) async fn update(
         transitions::status("status", s)?;
     }
     if req.add_roi_links.len() + req.remove_roi_links.len() > 50 {
-        return Err(Error::invalid("at most 50 roi_links added or removed per call"));
+        return Err(Error::invalid(
+            "at most 50 roi_links added or removed per call",
+        ));
     }
     for l in &req.add_roi_links {
         roi_link("add_roi_links", l)?;
@@ -169,7 +176,10 @@ pub(crate) async fn update(
     if lead != now.lead_status {
         changed.push("lead_status");
     }
-    let source = req.source_type.clone().unwrap_or_else(|| now.source_type.clone());
+    let source = req
+        .source_type
+        .clone()
+        .unwrap_or_else(|| now.source_type.clone());
     if source != now.source_type {
         changed.push("source_type");
     }
@@ -256,7 +266,9 @@ pub(crate) async fn mark_read(
     .await?;
     let changed = match (target, message) {
         (None, Some(_)) => {
-            return Err(Error::invalid("message_id is not a message of this conversation"));
+            return Err(Error::invalid(
+                "message_id is not a message of this conversation",
+            ));
         }
         (None, None) => false,
         (Some((message, at)), _) => {

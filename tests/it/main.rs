@@ -22,6 +22,7 @@ mod events;
 mod fuzz_found;
 mod grpcurl;
 mod inbox_edit;
+mod inbox_grpc;
 mod inbox_isolation;
 mod inbox_paging;
 mod inbox_rest;

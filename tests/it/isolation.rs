@@ -1,7 +1,10 @@
 //! Tenant isolation enforced by Postgres itself, checked from outside: connect
 //! as the service's role and try to cross tenants.
 
-use faro_proto::conversations::v1::{Channel, ConnectChannelRequest, CreateMetaAppRequest};
+use faro_proto::conversations::v1::{
+    Channel, ConnectChannelRequest, CreateMetaAppRequest, ListConversationsRequest,
+    MarkReadRequest, RoiLink, UpdateConversationRequest,
+};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use crate::cluster::{Cluster, Tenant, whatsapp_text};
@@ -149,6 +152,45 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
         assert_eq!(status, 200);
     }
     c.drained().await;
+    // The inbox's tables (issue 13): an agent, a read marker and an ROI link each.
+    let mut api = crate::inbox_support::grpc(&c).await;
+    for t in [&a, &b] {
+        crate::inbox_support::agent(&c, &t.id, "agent-1", &[]).await;
+        let thread = api
+            .list_conversations(ListConversationsRequest {
+                tenant_id: t.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .conversations
+            .into_iter()
+            .find(|c| c.customer_id == "1")
+            .expect("the thread");
+        let (tenant_id, conversation_id) = (t.id.clone(), thread.id.clone());
+        api.mark_read(MarkReadRequest {
+            tenant_id: tenant_id.clone(),
+            conversation_id: conversation_id.clone(),
+            agent_id: "agent-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("read");
+        api.update_conversation(UpdateConversationRequest {
+            tenant_id,
+            conversation_id,
+            agent_id: "agent-1".into(),
+            add_roi_links: vec![RoiLink {
+                kind: "review".into(),
+                external_id: "r-1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("roi link");
+    }
     let tables = tenant_tables(&c.db.owner).await;
     for t in [
         "pending_message_events",
@@ -156,6 +198,9 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
         "messages",
         "conversation_events",
         "account_events",
+        "agents",
+        "conversation_reads",
+        "conversation_roi_links",
     ] {
         assert!(tables.iter().any(|(n, _)| n == t), "{t} is checked");
     }
@@ -206,6 +251,30 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
         .expect("update runs");
     assert_eq!(updated.rows_affected(), 0);
     tx.commit().await.expect("commit");
+
+    // Every table: UPDATE and DELETE of B's rows with A set touch nothing
+    // (or are not granted at all), and the owner still sees B's rows.
+    for (table, col) in &tables {
+        for sql in [
+            format!("UPDATE {table} SET {col} = {col} WHERE {col}::text = $1"),
+            format!("DELETE FROM {table} WHERE {col}::text = $1"),
+        ] {
+            let mut tx = as_tenant(&mut conn, Some(&a.id)).await;
+            match sqlx::query(&sql).bind(&b.id).execute(&mut *tx).await {
+                Ok(done) => assert_eq!(done.rows_affected(), 0, "{sql}"),
+                Err(e) => assert_eq!(sql_state(&e), "42501", "{sql}: {e}"),
+            }
+            tx.rollback().await.ok();
+        }
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE {col}::text = $1"
+        ))
+        .bind(&b.id)
+        .fetch_one(&c.db.owner)
+        .await
+        .expect("count");
+        assert!(n >= 1, "B's rows in {table} are still there");
+    }
 
     // Writing a row for B while A is set is refused by the policy.
     let mut tx = as_tenant(&mut conn, Some(&a.id)).await;

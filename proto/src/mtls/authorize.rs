@@ -34,8 +34,13 @@ const RULES: &[(&str, &str, &[Identity])] = &[
     (CONV, "GetConversation", &[Edge, Operator]),
     (CONV, "ListMessages", &[Edge, Operator]),
     (CONV, "ListConversationEvents", &[Edge, Operator]),
+    // Agents' edits and read markers, through the edge (issue 13).
+    (CONV, "UpdateConversation", &[Edge, Operator]),
+    (CONV, "MarkRead", &[Edge, Operator]),
     ("faro.conversations.v1.AdminService", "*", &[Operator]),
     ("faro.ingest.v1.IngestService", "Submit", &[Edge]),
+    // Agents' changes published as live events: only the edge makes them.
+    ("faro.ingest.v1.IngestService", "Announce", &[Edge]),
     // The dead-letter RPCs: operators directly (`faro dlq`), and the edge's
     // /api/v1/admin/ routes, which hold their own admin token.
     ("faro.ingest.v1.IngestService", "*", &[Edge, Operator]),

@@ -7,6 +7,9 @@ pub enum Error {
     InvalidArgument(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// An edit made against a version that is no longer current.
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("already exists: {0}")]
     AlreadyExists(String),
     #[error("invalid configuration: {0}")]
@@ -65,6 +68,7 @@ impl From<Error> for Status {
             Error::InvalidArgument(m) => Status::invalid_argument(m.clone()),
             Error::NotFound(m) => Status::not_found(m.clone()),
             Error::AlreadyExists(m) => Status::already_exists(m.clone()),
+            Error::Conflict(m) => Status::aborted(m.clone()),
             Error::Database(db) if database_code(db).is_some() => {
                 let code = database_code(db).unwrap_or(Code::InvalidArgument);
                 // The constraint name tells the caller what was wrong, not the data.

@@ -12,10 +12,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    Error, SecretBox, account_events, admin, conv_events,
-    db::{parse_uuid, tenant_tx},
-    rows::{CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MessageRow, require_channel},
-    store,
+    Error, SecretBox, account_events, admin, conv_events, db::parse_uuid, inbox,
+    rows::require_channel, store,
 };
 
 const MAX_IDS_PER_LOOKUP: usize = 1000;
@@ -124,76 +122,6 @@ impl Service {
         }
         Ok(matched)
     }
-
-    async fn list_conversations(
-        &self,
-        req: pb::ListConversationsRequest,
-    ) -> Result<Vec<pb::Conversation>, Error> {
-        let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
-        let locations = req
-            .location_ids
-            .iter()
-            .map(|l| parse_uuid("location_ids", l))
-            .collect::<Result<Vec<_>, _>>()?;
-        let sql = format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations c
-             WHERE c.tenant_id = $1 AND (cardinality($2::uuid[]) = 0 OR c.location_id = ANY($2))
-             ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC LIMIT $3"
-        );
-        let mut tx = tenant_tx(&self.pool, tenant).await?;
-        let rows: Vec<ConversationRow> = sqlx::query_as(&sql)
-            .bind(tenant)
-            .bind(&locations)
-            .bind(limit(req.limit, 50, 500))
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(rows.into_iter().map(Into::into).collect())
-    }
-
-    /// One thread of the tenant; under RLS another tenant's is never seen.
-    async fn get_conversation(
-        &self,
-        req: pb::GetConversationRequest,
-    ) -> Result<pb::Conversation, Error> {
-        let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
-        let id = parse_uuid("conversation_id", &req.conversation_id)?;
-        let sql = format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.tenant_id = $1 AND c.id = $2"
-        );
-        let mut tx = tenant_tx(&self.pool, tenant).await?;
-        let row: Option<ConversationRow> = sqlx::query_as(&sql)
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        row.map(Into::into)
-            .ok_or_else(|| Error::NotFound("no such conversation".into()))
-    }
-
-    async fn list_messages(&self, req: pb::ListMessagesRequest) -> Result<Vec<pb::Message>, Error> {
-        let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
-        let conversation = parse_uuid("conversation_id", &req.conversation_id)?;
-        // The newest `limit` messages, returned oldest first.
-        let sql = format!(
-            "SELECT * FROM (
-                 SELECT {MESSAGE_COLUMNS} FROM messages m
-                 JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
-                 WHERE m.tenant_id = $1 AND m.conversation_id = $2
-                 ORDER BY m.\"timestamp\" DESC, m.id DESC LIMIT $3
-             ) t ORDER BY t.\"timestamp\", t.id"
-        );
-        let mut tx = tenant_tx(&self.pool, tenant).await?;
-        let rows: Vec<MessageRow> = sqlx::query_as(&sql)
-            .bind(tenant)
-            .bind(conversation)
-            .bind(limit(req.limit, 100, 1000))
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(rows.into_iter().map(Into::into).collect())
-    }
 }
 
 #[tonic::async_trait]
@@ -247,26 +175,45 @@ impl ConversationsService for Service {
         &self,
         request: Request<pb::ListConversationsRequest>,
     ) -> Result<Response<pb::ListConversationsResponse>, Status> {
-        let conversations = Service::list_conversations(self, request.into_inner()).await?;
-        Ok(Response::new(pb::ListConversationsResponse {
-            conversations,
-        }))
+        Ok(Response::new(
+            inbox::list(&self.pool, request.into_inner()).await?,
+        ))
     }
 
     async fn get_conversation(
         &self,
         request: Request<pb::GetConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
-        let conversation = Service::get_conversation(self, request.into_inner()).await?;
-        Ok(Response::new(conversation))
+        Ok(Response::new(
+            inbox::get(&self.pool, request.into_inner()).await?,
+        ))
     }
 
     async fn list_messages(
         &self,
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
-        let messages = Service::list_messages(self, request.into_inner()).await?;
-        Ok(Response::new(pb::ListMessagesResponse { messages }))
+        Ok(Response::new(
+            inbox::list_messages(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_conversation(
+        &self,
+        request: Request<pb::UpdateConversationRequest>,
+    ) -> Result<Response<pb::UpdateConversationResponse>, Status> {
+        Ok(Response::new(
+            inbox::update(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<pb::MarkReadRequest>,
+    ) -> Result<Response<pb::MarkReadResponse>, Status> {
+        Ok(Response::new(
+            inbox::mark_read(&self.pool, request.into_inner()).await?,
+        ))
     }
 
     async fn list_conversation_events(
@@ -287,6 +234,24 @@ impl ConversationsService for Service {
 
 #[tonic::async_trait]
 impl AdminService for Service {
+    async fn upsert_agent(
+        &self,
+        request: Request<pb::Agent>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        Ok(Response::new(
+            inbox::upsert_agent(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_agents(
+        &self,
+        request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        Ok(Response::new(
+            inbox::list_agents(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
     async fn set_tenant_rate_limit(
         &self,
         request: Request<pb::TenantRateLimit>,

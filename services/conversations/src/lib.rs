@@ -19,6 +19,7 @@ mod db;
 mod error;
 mod events;
 mod grpc;
+mod inbox;
 mod metrics;
 mod rows;
 mod store;

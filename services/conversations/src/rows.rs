@@ -21,7 +21,7 @@ pub(crate) fn require_channel(raw: i32) -> Result<&'static str, Error> {
 pub(crate) const CONVERSATION_COLUMNS: &str = "c.id, c.tenant_id, c.location_id, c.channel, \
     c.customer_id, c.customer_name, c.customer_phone, c.customer_email, c.channel_conversation_id, \
     c.source_type, c.status, c.assigned_to_user_id, c.lead_status, c.tags, c.last_message_at, \
-    c.created_at, c.updated_at, c.customer_user_id";
+    c.created_at, c.updated_at, c.customer_user_id, c.version";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ConversationRow {
@@ -43,6 +43,7 @@ pub(crate) struct ConversationRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub customer_user_id: Option<String>,
+    pub version: i64,
 }
 
 impl From<ConversationRow> for pb::Conversation {
@@ -66,6 +67,8 @@ impl From<ConversationRow> for pb::Conversation {
             created_at: Some(to_timestamp(r.created_at)),
             updated_at: Some(to_timestamp(r.updated_at)),
             customer_user_id: r.customer_user_id.unwrap_or_default(),
+            version: r.version,
+            ..Default::default()
         }
     }
 }

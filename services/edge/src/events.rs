@@ -26,7 +26,7 @@ fn channel(raw: i32) -> &'static str {
         .unwrap_or("unspecified")
 }
 
-fn message(m: &Message) -> Value {
+pub(crate) fn message(m: &Message) -> Value {
     json!({
         "id": m.id,
         "conversation_id": m.conversation_id,
@@ -150,6 +150,16 @@ pub(crate) fn render(e: &Event) -> Option<(&'static str, String)> {
             }),
         ),
         Kind::AccountEvent(a) => ("account.event", json!({"account_event": account_event(a)})),
+        Kind::ConversationUpdated(u) => (
+            "conversation.updated",
+            json!({
+                "conversation": u.conversation.as_ref().map(|c| crate::inbox::conversation_json(c, false)),
+                "agent_id": u.agent_id,
+                "changed": u.changed,
+                "last_read_message_id": (!u.last_read_message_id.is_empty())
+                    .then_some(u.last_read_message_id.as_str()),
+            }),
+        ),
         Kind::Typing(t) => (
             "typing",
             json!({

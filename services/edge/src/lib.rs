@@ -9,6 +9,8 @@
 //!   frames on it.
 //! - `GET /api/v1/messages/poll`, `GET /api/v1/messages/events`: long-poll and
 //!   Server-Sent Events fallbacks, same JWT.
+//! - `/api/v1/conversations...`: the inbox (list, search, read, edit, mark
+//!   read) for an agent's JWT; see `inbox`.
 //! - `GET /healthz`: liveness; `GET /api/v1/openapi.json`: the description of
 //!   all of these (`docs/openapi.json`, checked against `router::ROUTES`).
 //! - `/api/v1/admin/...`: the dead-letter queue and queue figures, for an
@@ -27,6 +29,7 @@ mod config;
 mod conn_limits;
 mod error;
 mod events;
+mod inbox;
 mod limits;
 mod live;
 mod metrics;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
-use crate::{admin::AdminRoute, error::ApiError, webhook::Platform};
+use crate::{admin::AdminRoute, error::ApiError, inbox::InboxRoute, webhook::Platform};
 
 /// The OpenAPI 3.1 description of these routes, served at `/api/v1/openapi.json`.
 pub(crate) const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
@@ -23,6 +23,7 @@ pub(crate) enum Route {
     MessagePoll,
     MessageEvents,
     Admin(AdminRoute),
+    Inbox(InboxRoute),
 }
 
 /// A path template (`{name}` matches one non-empty segment), its methods and
@@ -45,6 +46,7 @@ const fn spec(path: &'static str, methods: &'static [&'static str], route: Route
 const GET: &[&str] = &["GET"];
 const POST: &[&str] = &["POST"];
 const GET_POST: &[&str] = &["GET", "POST"];
+const GET_PATCH: &[&str] = &["GET", "PATCH"];
 
 /// Every route. Literal paths come before templates that would match them.
 pub(crate) const ROUTES: &[Spec] = &[
@@ -100,6 +102,22 @@ pub(crate) const ROUTES: &[Spec] = &[
         Route::Admin(AdminRoute::DeadLetter),
     ),
     spec("/api/v1/admin/queue", GET, Route::Admin(AdminRoute::Queue)),
+    spec("/api/v1/conversations", GET, Route::Inbox(InboxRoute::List)),
+    spec(
+        "/api/v1/conversations/{id}",
+        GET_PATCH,
+        Route::Inbox(InboxRoute::One),
+    ),
+    spec(
+        "/api/v1/conversations/{id}/messages",
+        GET,
+        Route::Inbox(InboxRoute::Messages),
+    ),
+    spec(
+        "/api/v1/conversations/{id}/read",
+        POST,
+        Route::Inbox(InboxRoute::Read),
+    ),
 ];
 
 /// A request's route, and the value of the template's `{..}` segment if any.

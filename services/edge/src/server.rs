@@ -19,6 +19,7 @@ use crate::{
     Error, State, admin,
     conn_limits::{ConnLimits, TOO_MANY_CONNECTIONS},
     error::{ApiError, ErrorCode, json_response},
+    inbox,
     limits::{HTTP1_MAX_HEAD_BYTES, HTTP1_MAX_HEADERS, headers_too_large},
     live::{self, http::Body},
     router::{self, Route},
@@ -111,6 +112,10 @@ async fn handle_full(
             answer
         }
         (Route::MessageStream, _) => ws::handle(state.clone(), req).await,
+        (Route::Inbox(r), _) => {
+            let id = router::route(req.uri().path()).and_then(|m| m.param);
+            inbox::handle(&state, r, id, req).await
+        }
         (Route::MessagePoll | Route::MessageEvents | Route::Admin(_), _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -6,6 +6,10 @@ use faro_proto::ingest::v1::{
     QueueStatsRequest, QueueStatsResponse, RetryDeadLettersRequest, RetryDeadLettersResponse,
     SubmitRequest, SubmitResponse, ingest_service_server::IngestService,
 };
+use faro_proto::{
+    ingest::v1::{AnnounceRequest, AnnounceResponse},
+    stream::v1::event::Kind,
+};
 use fred::clients::Client;
 use tonic::{Request, Response, Status};
 
@@ -21,6 +25,42 @@ pub(crate) struct Ingest {
     /// the command behind a connection that does not exist.
     pub ready: tokio::sync::watch::Receiver<bool>,
     pub metrics: crate::metrics::Metrics,
+    /// The workers' history bounds: announced changes share the tenant's history.
+    pub history: crate::publish::HistoryBounds,
+}
+
+/// Events one Announce may carry.
+const MAX_ANNOUNCED: usize = 100;
+
+/// Only agents' changes may be announced this way, each for a tenant and a
+/// location (live frames are filtered by location) and with no position yet:
+/// the publish script assigns it.
+fn validate_announced(req: &AnnounceRequest) -> Result<(), Error> {
+    if req.events.is_empty() || req.events.len() > MAX_ANNOUNCED {
+        return Err(Error::InvalidArgument(format!(
+            "events must hold 1..={MAX_ANNOUNCED} events"
+        )));
+    }
+    for e in &req.events {
+        if !matches!(e.kind, Some(Kind::ConversationUpdated(_))) {
+            return Err(Error::InvalidArgument(
+                "only conversation_updated events may be announced".into(),
+            ));
+        }
+        if uuid::Uuid::parse_str(&e.tenant_id).is_err()
+            || uuid::Uuid::parse_str(&e.location_id).is_err()
+        {
+            return Err(Error::InvalidArgument(
+                "tenant_id and location_id must be UUIDs".into(),
+            ));
+        }
+        if e.offset != 0 || !e.epoch.is_empty() {
+            return Err(Error::InvalidArgument(
+                "offset and epoch are assigned when published".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The furthest ahead a paced webhook may be scheduled.
@@ -118,6 +158,22 @@ impl IngestService for Ingest {
         Ok(Response::new(
             dlq::purge(&self.redis, &self.keys, selection).await?,
         ))
+    }
+
+    async fn announce(
+        &self,
+        request: Request<AnnounceRequest>,
+    ) -> Result<Response<AnnounceResponse>, Status> {
+        self.redis_ready()?;
+        let req = request.into_inner();
+        validate_announced(&req)?;
+        crate::publish::publish_all(&self.redis, &self.keys, self.history, req.events)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "announcing agents' changes failed");
+                Status::unavailable("live events unavailable; retry")
+            })?;
+        Ok(Response::new(AnnounceResponse {}))
     }
 
     async fn queue_stats(

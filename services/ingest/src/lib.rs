@@ -116,6 +116,7 @@ pub async fn run_with_metrics(
         keys: Arc::new(keys),
         ready: ready.clone(),
         metrics: recorded,
+        history: config.history(),
     };
     tracing::info!(addr = ?listener.local_addr().ok(), workers = config.workers, "ingest service listening");
     let served = GrpcServer::new()

@@ -79,6 +79,7 @@ impl ConversationLocations {
             .get_conversation(GetConversationRequest {
                 tenant_id: tenant.to_owned(),
                 conversation_id: conversation.to_string(),
+                ..Default::default()
             })
             .await;
         match found {

@@ -239,18 +239,20 @@ pub async fn run(args: SocketsArgs) -> anyhow::Result<()> {
         let source = args.sources[(i / targets.len()) % args.sources.len()];
         let (marker, progress, stop) = (marker.clone(), progress.clone(), stop.clone());
         sockets.spawn(async move {
-            let ws = open_retrying(&target, source).await;
-            drop(permit);
-            match ws {
+            // Counted before the permit goes back: once every permit is
+            // back, the counts are final.
+            let ws = match open_retrying(&target, source).await {
                 Ok(ws) => {
                     progress.connected.fetch_add(1, Ordering::Relaxed);
-                    Some(watch(ws, marker, args.events, progress, stop).await)
+                    ws
                 }
                 Err(why) => {
                     progress.failure(why);
-                    None
+                    return None;
                 }
-            }
+            };
+            drop(permit);
+            Some(watch(ws, marker, args.events, progress, stop).await)
         });
     }
     // Every connect has ended once all permits are back.

@@ -124,13 +124,23 @@ async fn ensure_demo(url: &str) -> anyhow::Result<Demo> {
     })
 }
 
-/// A WhatsApp Cloud API text webhook as Meta sends it.
+/// A WhatsApp Cloud API text webhook as Meta sends it, to the demo number.
 pub fn sample_webhook(message_id: &str, unix_seconds: i64, text: &str) -> String {
+    whatsapp_text(DEMO_PHONE_NUMBER_ID, message_id, unix_seconds, text)
+}
+
+/// A WhatsApp Cloud API text webhook as Meta sends it, to `phone_number_id`.
+pub fn whatsapp_text(
+    phone_number_id: &str,
+    message_id: &str,
+    unix_seconds: i64,
+    text: &str,
+) -> String {
     serde_json::json!({
         "object": "whatsapp_business_account",
         "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
             "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550000001", "phone_number_id": DEMO_PHONE_NUMBER_ID},
+            "metadata": {"display_phone_number": "15550000001", "phone_number_id": phone_number_id},
             "contacts": [{"profile": {"name": "Ana Cliente"}, "wa_id": "5215550001111"}],
             "messages": [{"from": "5215550001111", "id": message_id,
                           "timestamp": unix_seconds.to_string(), "type": "text",

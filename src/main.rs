@@ -3,13 +3,15 @@
 //! `faro all` runs every service in one process, each on its own port and
 //! talking to the others over gRPC exactly as when they run apart;
 //! `faro edge|ingest|conversations|stream` runs one; `faro run --service ..`
-//! runs any set. `faro dev` is the one-command demo. The remaining
-//! subcommands are operator tools that print JSON.
+//! runs any set. `faro dev` is the one-command demo. `faro loadgen` holds the
+//! benchmarks' load generators. The remaining subcommands are operator tools
+//! that print JSON.
 
 mod admin;
 mod dev;
 mod dlq;
 mod limits;
+mod loadgen;
 mod mtls;
 mod rate_args;
 mod serve;
@@ -67,6 +69,9 @@ enum Command {
     Certs(mtls::CertsArgs),
     /// Check a gRPC server's grpc.health.v1 status (a probe that can hold a client certificate).
     Health(mtls::HealthArgs),
+    /// Load generators for benchmarks (many WebSockets, marked events); print JSON.
+    #[command(subcommand)]
+    Loadgen(loadgen::LoadgenCommand),
 }
 
 #[tokio::main]
@@ -93,5 +98,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Watch(args) => admin::watch(args).await,
         Command::Certs(args) => mtls::certs(&args),
         Command::Health(args) => mtls::health(&args).await,
+        Command::Loadgen(cmd) => loadgen::run(cmd).await,
     }
 }

@@ -31,6 +31,7 @@ mod isolation;
 mod late_commit;
 mod listing;
 mod live;
+mod loadgen;
 mod log_hygiene;
 mod messaging;
 mod metrics;

@@ -39,6 +39,8 @@ mod ratelimit;
 mod ratelimit_flood;
 mod reclaim;
 mod redis_check;
+mod replica_set;
+mod replicas;
 mod redis_dies;
 mod redis_restart;
 mod retry;

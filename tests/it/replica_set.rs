@@ -83,6 +83,11 @@ pub struct ReplicaSet {
     _edges: Vec<Edge>,
 }
 
+/// `env` as the `&str` pairs `Faro::spawn_env` takes.
+fn refs<'a>(env: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 /// Starts `layout` for `c`, whose conversations address (left free by
 /// `Options { conversations: false, .. }`) the conversations process takes.
 pub async fn start(c: &Cluster, layout: &Layout<'_>) -> ReplicaSet {
@@ -95,9 +100,6 @@ pub async fn start(c: &Cluster, layout: &Layout<'_>) -> ReplicaSet {
         };
         env.extend(layout.env.iter().map(|(k, v)| (*k, (*v).to_owned())));
         env
-    };
-    let refs = |env: &[(&str, String)]| -> Vec<(&str, &str)> {
-        env.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()
     };
     let scheme = if layout.tls.is_some() {
         "https"

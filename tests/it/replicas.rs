@@ -109,11 +109,6 @@ async fn two_replicas_of_each_service_store_and_deliver_every_message_once() {
         let body = webhook(t, &format!("wamid.END-{n}"), WEBHOOKS + n);
         assert_eq!(c.post_signed_at(r.edges[n], &body, &t.app_secret).await, 200);
     }
-    let stored = c.count("SELECT count(*) FROM messages").await;
-    let distinct = c
-        .count("SELECT count(DISTINCT channel_message_id) FROM messages")
-        .await;
-    assert_eq!(distinct, stored, "a message stored twice");
     for (n, agent) in agents {
         let seen = tokio::time::timeout(Duration::from_secs(60), agent)
             .await
@@ -135,8 +130,21 @@ async fn two_replicas_of_each_service_store_and_deliver_every_message_once() {
     }
     c.drained().await;
     let stored = c.count("SELECT count(*) FROM messages").await;
+    let distinct = c
+        .count("SELECT count(DISTINCT channel_message_id) FROM messages")
+        .await;
+    assert_eq!(distinct, stored, "a message stored twice");
     assert_eq!(stored, WEBHOOKS as i64 + 2, "every message stored once");
 
+    for (role, pid) in &r.pids {
+        // A child that exited stays a zombie (state Z) until it is reaped.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").and_then(|(_, s)| s.chars().next());
+        assert!(
+            matches!(state, Some(s) if s != 'Z'),
+            "the {role} process {pid} died under the load"
+        );
+    }
     refusals(&c, &r, &tenants[0]).await;
     c.stop().await;
     std::fs::remove_dir_all(&dir).ok();

@@ -127,7 +127,10 @@ async fn run(name: &str, replicas: usize, tls: Option<&Path>, n: usize, concurre
         .collect()
         .await;
     let acked = start.elapsed();
-    assert!(statuses.iter().all(|s| *s == 200), "every webhook answered 200");
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every webhook answered 200"
+    );
     let mut last = start;
     for a in agents {
         let t = tokio::time::timeout(Duration::from_secs(300), a)

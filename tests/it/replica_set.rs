@@ -44,9 +44,8 @@ pub fn faro_certs() -> PathBuf {
 /// The certificates in `dir`, for the caller's own gRPC clients
 /// (`Options::pki`).
 pub fn pki_from(dir: &Path) -> DevPki {
-    let read = |f: String| {
-        std::fs::read_to_string(dir.join(&f)).unwrap_or_else(|e| panic!("{f}: {e}"))
-    };
+    let read =
+        |f: String| std::fs::read_to_string(dir.join(&f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     DevPki {
         ca: read("ca.pem".into()),
         issued: Identity::ALL
@@ -96,7 +95,10 @@ pub async fn start(c: &Cluster, layout: &Layout<'_>) -> ReplicaSet {
         let mut env: Vec<(&str, String)> = if layout.tls.is_some() {
             tls.into_iter().collect()
         } else {
-            PLAINTEXT.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+            PLAINTEXT
+                .iter()
+                .map(|(k, v)| (*k, (*v).to_owned()))
+                .collect()
         };
         env.extend(layout.env.iter().map(|(k, v)| (*k, (*v).to_owned())));
         env
@@ -107,8 +109,12 @@ pub async fn start(c: &Cluster, layout: &Layout<'_>) -> ReplicaSet {
         "http"
     };
     let n = layout.replicas;
-    let (conv_env, stream_env, ingest_env, edge_env) =
-        (env("conversations"), env("stream"), env("ingest"), env("edge"));
+    let (conv_env, stream_env, ingest_env, edge_env) = (
+        env("conversations"),
+        env("stream"),
+        env("ingest"),
+        env("edge"),
+    );
     let mut processes = vec![spawn_conversations(c, c.conversations, &refs(&conv_env))];
     let mut pids = vec![("conversations", processes[0].pid())];
     let streams: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect();

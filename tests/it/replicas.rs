@@ -58,9 +58,7 @@ fn webhook(t: &Tenant, id: &str, i: usize) -> String {
 
 #[tokio::test]
 async fn two_replicas_of_each_service_store_and_deliver_every_message_once() {
-    let dir = tokio::task::spawn_blocking(faro_certs)
-        .await
-        .expect("join");
+    let dir = tokio::task::spawn_blocking(faro_certs).await.expect("join");
     let pki = Arc::new(pki_from(&dir));
     let c = Cluster::start_with(Options {
         pki: Some(pki.clone()),
@@ -107,7 +105,10 @@ async fn two_replicas_of_each_service_store_and_deliver_every_message_once() {
     // others, marks the end of each agent's stream.
     for (n, t) in tenants.iter().enumerate() {
         let body = webhook(t, &format!("wamid.END-{n}"), WEBHOOKS + n);
-        assert_eq!(c.post_signed_at(r.edges[n], &body, &t.app_secret).await, 200);
+        assert_eq!(
+            c.post_signed_at(r.edges[n], &body, &t.app_secret).await,
+            200
+        );
     }
     for (n, agent) in agents {
         let seen = tokio::time::timeout(Duration::from_secs(60), agent)

@@ -142,7 +142,7 @@ async fn run(name: &str, replicas: usize, tls: Option<&Path>, n: usize, concurre
     let delivered = last - start;
     let mut roles: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
     for ((role, pid), before) in r.pids.iter().zip(cpu0) {
-        let e = roles.entry(role).or_default();
+        let e = roles.entry(*role).or_default();
         e.0 += 1;
         e.1 += cpu_seconds(*pid) - before;
         e.2 = e.2.max(status_mib(*pid, "VmHWM"));

@@ -2,7 +2,7 @@
 //! WhatsApp webhook as Meta documents it, and the cluster's HTTP and
 //! WebSocket helpers.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
@@ -112,6 +112,22 @@ impl Cluster {
         self.post_webhook(body.as_bytes(), Some(&sig)).await
     }
 
+    /// Posts a WhatsApp webhook signed with `secret` to the edge at `edge`
+    /// (one of several replicas); returns the status.
+    pub async fn post_signed_at(&self, edge: SocketAddr, body: &str, secret: &str) -> u16 {
+        let sig = faro_edge::sign_meta_payload(secret.as_bytes(), body.as_bytes());
+        self.http
+            .post(format!("http://{edge}/api/v1/webhooks/whatsapp"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("edge answers")
+            .status()
+            .as_u16()
+    }
+
     pub fn token(&self, tenant: &str, exp_offset: i64) -> String {
         let exp = chrono::Utc::now().timestamp() + exp_offset;
         faro_edge::auth::JwtKeys::new(JWT_SECRET.as_bytes())
@@ -126,7 +142,12 @@ impl Cluster {
     }
 
     pub async fn websocket(&self, token: &str) -> Ws {
-        let mut req = format!("ws://{}/api/v1/messages/stream", self.edge)
+        self.websocket_at(self.edge, token).await
+    }
+
+    /// An agent's WebSocket to the edge at `edge` (one of several replicas).
+    pub async fn websocket_at(&self, edge: SocketAddr, token: &str) -> Ws {
+        let mut req = format!("ws://{edge}/api/v1/messages/stream")
             .into_client_request()
             .expect("request");
         req.headers_mut().insert(

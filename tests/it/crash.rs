@@ -43,22 +43,7 @@ fn spawn_ingest(c: &Cluster, listen: SocketAddr, conversations_url: &str) -> Far
 
 /// A `faro conversations` process serving on `listen` for the test's database.
 fn spawn_conversations(c: &Cluster, listen: SocketAddr) -> Faro {
-    let (listen, keys) = (
-        listen.to_string(),
-        crate::cluster::encryption_keys().join(","),
-    );
-    Faro::spawn(
-        &c.db.name,
-        "conversations",
-        &[
-            "--conversations-listen",
-            &listen,
-            "--database-url",
-            &c.db.owner_url,
-            "--encryption-keys",
-            &keys,
-        ],
-    )
+    crate::process::spawn_conversations(c, listen, crate::process::PLAINTEXT)
 }
 
 /// Jobs read by a worker and not yet acknowledged (XPENDING).

@@ -48,6 +48,8 @@ mod reclaim;
 mod redis_check;
 mod redis_dies;
 mod redis_restart;
+mod replica_set;
+mod replicas;
 mod retry;
 mod security;
 mod shutdown;

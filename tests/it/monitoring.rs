@@ -1,12 +1,15 @@
-//! The alert rules and the dashboard in k8s/monitoring name only metrics that
+//! The alert rules, the dashboard and the prometheus-adapter rule (the ingest
+//! HPA's queue depth) in k8s/monitoring name only metrics that
 //! FARO's services really export: a renamed metric must not leave an alert
 //! that can never fire or a panel that stays empty.
 
 use std::collections::{BTreeSet, HashSet};
 
-const FILES: [&str; 2] = [
+const FILES: [&str; 3] = [
     "k8s/monitoring/faro-alerts.rules.yml",
     "k8s/monitoring/faro-dashboard.json",
+    // The ingest HPA's queue-depth series, through prometheus-adapter.
+    "k8s/monitoring/prometheus-adapter-rules.yaml",
 ];
 
 /// Every prefix FARO's metric names start with.

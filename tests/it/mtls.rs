@@ -36,7 +36,8 @@ async fn mtls_cluster() -> Cluster {
 }
 
 /// A health check at `addr` with `tls` as the client's TLS (or plaintext).
-async fn health(addr: SocketAddr, tls: Option<ClientTlsConfig>) -> Result<(), String> {
+/// (Also the replicas test's: an unauthenticated caller fails here.)
+pub(crate) async fn health(addr: SocketAddr, tls: Option<ClientTlsConfig>) -> Result<(), String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .expect("url")
@@ -102,7 +103,7 @@ async fn a_client_without_a_certificate_or_from_another_ca_is_refused() {
     c.stop().await;
 }
 
-fn denied<T: std::fmt::Debug>(what: &str, r: Result<T, tonic::Status>) {
+pub(crate) fn denied<T: std::fmt::Debug>(what: &str, r: Result<T, tonic::Status>) {
     match r {
         Err(s) => assert_eq!(s.code(), Code::PermissionDenied, "{what}: {s:?}"),
         Ok(v) => panic!("{what} was allowed: {v:?}"),

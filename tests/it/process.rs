@@ -203,6 +203,71 @@ pub fn spawn_ingest(
     conversations_url: &str,
     settings: &[&str],
 ) -> Faro {
+    spawn_ingest_env(c, listen, conversations_url, settings, PLAINTEXT)
+}
+
+/// Plaintext gRPC, as the in-process services speak it.
+pub const PLAINTEXT: &[(&str, &str)] = &[("FARO_PLAINTEXT", "true")];
+
+/// The `FARO_TLS_*` variables of `who`'s files in `dir` (as `faro certs
+/// --out dir` writes them): the process holds that identity.
+pub fn tls_env(dir: &std::path::Path, who: &str) -> Vec<(&'static str, String)> {
+    let path = |f: String| dir.join(f).display().to_string();
+    vec![
+        ("FARO_TLS_CA", path("ca.pem".into())),
+        ("FARO_TLS_CERT", path(format!("{who}.pem"))),
+        ("FARO_TLS_KEY", path(format!("{who}-key.pem"))),
+    ]
+}
+
+/// A `faro conversations` process serving on `listen` for `c`'s database,
+/// with `env` (e.g. [`PLAINTEXT`] or [`tls_env`]).
+pub fn spawn_conversations(c: &Cluster, listen: SocketAddr, env: &[(&str, &str)]) -> Faro {
+    let (listen, keys) = (
+        listen.to_string(),
+        crate::cluster::encryption_keys().join(","),
+    );
+    Faro::spawn_env(
+        &c.db.name,
+        "conversations",
+        &[
+            "--conversations-listen",
+            &listen,
+            "--database-url",
+            &c.db.owner_url,
+            "--encryption-keys",
+            &keys,
+        ],
+        env,
+    )
+}
+
+/// A `faro stream` process serving on `listen` for `c`'s Redis prefix.
+pub fn spawn_stream(c: &Cluster, listen: SocketAddr, prefix: &str, env: &[(&str, &str)]) -> Faro {
+    let (listen, redis) = (listen.to_string(), redis_url());
+    Faro::spawn_env(
+        &c.db.name,
+        "stream",
+        &[
+            "--stream-listen",
+            &listen,
+            "--redis-url",
+            &redis,
+            "--redis-prefix",
+            prefix,
+        ],
+        env,
+    )
+}
+
+/// [`spawn_ingest`] with `env` instead of plaintext.
+pub fn spawn_ingest_env(
+    c: &Cluster,
+    listen: SocketAddr,
+    conversations_url: &str,
+    settings: &[&str],
+    env: &[(&str, &str)],
+) -> Faro {
     let (listen, redis) = (listen.to_string(), redis_url());
     let mut args = vec![
         "--log-format",
@@ -217,7 +282,7 @@ pub fn spawn_ingest(
         &c.prefix,
     ];
     args.extend_from_slice(settings);
-    Faro::spawn(&c.db.name, "ingest", &args)
+    Faro::spawn_env(&c.db.name, "ingest", &args, env)
 }
 
 /// A `faro edge` process wired to `c`'s other services.
@@ -228,24 +293,31 @@ pub struct Edge {
 
 impl Edge {
     pub async fn start(c: &Cluster, flags: &[&str]) -> Self {
-        let addr = free_addr();
         let url = |a: SocketAddr| format!("http://{a}");
+        let peers = [url(c.conversations), url(c.ingest), url(c.stream)];
+        Self::start_with(c, &peers, flags, PLAINTEXT).await
+    }
+
+    /// An edge calling the services at `[conversations, ingest, stream]`
+    /// (URLs), with `env` (e.g. [`tls_env`]).
+    pub async fn start_with(
+        c: &Cluster,
+        [conv, ingest, stream]: &[String; 3],
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let addr = free_addr();
         let redis = redis_url();
-        let (listen, conv, ingest, stream) = (
-            addr.to_string(),
-            url(c.conversations),
-            url(c.ingest),
-            url(c.stream),
-        );
+        let listen = addr.to_string();
         let mut args = vec![
             "--edge-listen",
             &listen,
             "--conversations-url",
-            &conv,
+            conv,
             "--ingest-url",
-            &ingest,
+            ingest,
             "--stream-url",
-            &stream,
+            stream,
             "--jwt-secret",
             JWT_SECRET,
             "--redis-url",
@@ -262,7 +334,7 @@ impl Edge {
             "0",
         ];
         args.extend_from_slice(flags);
-        let process = Faro::spawn(&c.db.name, "edge", &args);
+        let process = Faro::spawn_env(&c.db.name, "edge", &args, env);
         wait_listening(addr).await;
         Self { process, addr }
     }

@@ -165,7 +165,6 @@ impl Drop for Membership {
 }
 
 struct Member {
-    id: u64,
     /// Empty: every location.
     locations: HashSet<String>,
     /// A WebSocket's agent (JWT `sub`): it gets ephemeral events but its
@@ -207,7 +206,9 @@ impl Member {
 
 /// A tenant's shared upstream subscription and its local members.
 struct Feed {
-    members: Vec<Member>,
+    /// By id: a socket leaving is found at once, not by a scan (tens of
+    /// thousands leaving together would otherwise cost their square).
+    members: HashMap<u64, Member>,
     /// Cancelled when the last member leaves: the upstream stream is dropped.
     stop: CancellationToken,
 }
@@ -270,7 +271,7 @@ impl Hub {
             feeds.insert(
                 tenant.to_owned(),
                 Feed {
-                    members: Vec::new(),
+                    members: HashMap::new(),
                     stop: stop.clone(),
                 },
             );
@@ -307,15 +308,17 @@ impl Hub {
             CancellationToken::new(),
         );
         if let Some(feed) = feeds.get_mut(tenant) {
-            feed.members.push(Member {
+            feed.members.insert(
                 id,
-                locations,
-                agent,
-                tx,
-                queued: queued.clone(),
-                ended: ended.clone(),
-                cancelled: cancelled.clone(),
-            });
+                Member {
+                    locations,
+                    agent,
+                    tx,
+                    queued: queued.clone(),
+                    ended: ended.clone(),
+                    cancelled: cancelled.clone(),
+                },
+            );
         }
         Listener {
             events,
@@ -333,7 +336,7 @@ impl Hub {
     fn remove(&self, tenant: &str, id: u64) {
         let mut feeds = self.lock();
         if let Some(feed) = feeds.get_mut(tenant) {
-            feed.members.retain(|m| m.id != id);
+            feed.members.remove(&id);
             if feed.members.is_empty() {
                 feed.stop.cancel();
                 feeds.remove(tenant);
@@ -350,14 +353,14 @@ impl Hub {
         if let Some(feed) = feeds.get_mut(tenant) {
             let slow = &self.metrics.slow_consumers;
             feed.members
-                .retain(|m| m.offer(&live, self.queue_bytes, slow));
+                .retain(|_, m| m.offer(&live, self.queue_bytes, slow));
         }
     }
 
     /// Ends every member of the tenant (the feed could not be resumed).
     fn end_tenant(&self, tenant: &str, why: End) {
         if let Some(feed) = self.lock().remove(tenant) {
-            for m in feed.members {
+            for m in feed.members.into_values() {
                 m.end(why);
             }
         }

@@ -12,6 +12,7 @@ mod dlq;
 mod limits;
 mod mtls;
 mod rate_args;
+mod send_args;
 mod serve;
 mod telemetry;
 

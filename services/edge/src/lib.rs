@@ -9,6 +9,8 @@
 //!   frames on it.
 //! - `GET /api/v1/messages/poll`, `GET /api/v1/messages/events`: long-poll and
 //!   Server-Sent Events fallbacks, same JWT.
+//! - `POST /api/v1/conversations/{id}/messages`: an agent's reply (`replies`),
+//!   stored and queued by ingest, sent by its reply workers.
 //! - `GET /healthz`: liveness; `GET /api/v1/openapi.json`: the description of
 //!   all of these (`docs/openapi.json`, checked against `router::ROUTES`).
 //! - `/api/v1/admin/...`: the dead-letter queue and queue figures, for an
@@ -31,6 +33,7 @@ mod limits;
 mod live;
 mod metrics;
 mod ratelimit;
+mod replies;
 mod router;
 mod routes;
 mod server;
@@ -42,7 +45,7 @@ use std::{sync::Arc, time::Duration};
 
 use faro_proto::{
     conversations::v1::conversations_service_client::ConversationsServiceClient,
-    ingest::v1::ingest_service_client::IngestServiceClient,
+    ingest::v1::{ingest_service_client::IngestServiceClient, send_service_client::SendServiceClient},
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +64,8 @@ pub(crate) struct State {
     pub jwt: auth::JwtKeys,
     pub conversations: ConversationsServiceClient<Channel>,
     pub ingest: IngestServiceClient<Channel>,
+    /// Agents' replies: ingest stores, announces and queues them.
+    pub send: SendServiceClient<Channel>,
     pub live: Arc<live::Hub>,
     /// Where conversations are, for agents' typing indicators.
     pub conversation_locations: Arc<ws::ConversationLocations>,
@@ -128,6 +133,7 @@ pub async fn run_with_metrics(
         &config.conversations_url,
         &config,
     )?);
+    let ingest = channel("ingest", &config.ingest_url, &config)?;
     let state = Arc::new(State {
         jwt: auth::JwtKeys::with_scope(
             config.jwt_secret.as_bytes(),
@@ -136,7 +142,8 @@ pub async fn run_with_metrics(
         )?,
         conversation_locations: Arc::new(ws::ConversationLocations::new(conversations.clone())),
         conversations,
-        ingest: faro_proto::client::ingest(channel("ingest", &config.ingest_url, &config)?),
+        ingest: faro_proto::client::ingest(ingest.clone()),
+        send: faro_proto::client::send(ingest),
         live: live::Hub::new(
             faro_proto::client::stream(channel("stream", &config.stream_url, &config)?),
             config.ws_queue_bytes,

@@ -21,6 +21,7 @@ use crate::{
     error::{ApiError, ErrorCode, json_response},
     limits::{HTTP1_MAX_HEAD_BYTES, HTTP1_MAX_HEADERS, headers_too_large},
     live::{self, http::Body},
+    replies,
     router::{self, Route},
     webhook, ws,
 };
@@ -60,6 +61,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let result = match spec.route {
         Route::MessagePoll => live::http::poll(&state, req.headers(), req.uri().query()).await,
         Route::MessageEvents => live::http::sse(&state, req.headers(), req.uri().query()).await,
+        Route::Reply => replies::handle(&state, matched.param, req).await.map(boxed),
         r => handle_full(state, r, req).await.map(boxed),
     };
     result.unwrap_or_else(|e| boxed(refused(e)))
@@ -111,7 +113,7 @@ async fn handle_full(
             answer
         }
         (Route::MessageStream, _) => ws::handle(state.clone(), req).await,
-        (Route::MessagePoll | Route::MessageEvents | Route::Admin(_), _) => Err(ApiError::new(
+        (Route::MessagePoll | Route::MessageEvents | Route::Reply | Route::Admin(_), _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "no such route",

@@ -152,7 +152,6 @@ impl Setup {
         Thread {
             token: c.token(&tenant, 3600),
             tenant,
-            location,
             account,
             app: meta_app,
             secret,

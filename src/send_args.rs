@@ -30,20 +30,20 @@ pub struct SendArgs {
     pub ycloud_base_url: String,
     /// The whole of one send to a platform (ms).
     #[arg(long = "send-timeout-ms", env = "FARO_SEND_TIMEOUT_MS", default_value_t = 10_000)]
-    pub timeout_ms: u64,
+    pub send_timeout_ms: u64,
     /// Sends a reply gets before a transient failure (5xx, timeout, rate
     /// limit) marks it failed.
     #[arg(long = "send-attempts", env = "FARO_SEND_ATTEMPTS", default_value_t = 5)]
-    pub attempts: u32,
+    pub send_attempts: u32,
     /// Cap (ms) of the first delay between sends, doubled each time (full jitter).
     #[arg(long = "send-retry-base-ms", env = "FARO_SEND_RETRY_BASE_MS", default_value_t = 500)]
-    pub retry_base_ms: u64,
+    pub send_retry_base_ms: u64,
     /// The longest wait between sends (ms).
     #[arg(long = "send-retry-max-ms", env = "FARO_SEND_RETRY_MAX_MS", default_value_t = 30_000)]
-    pub retry_max_ms: u64,
+    pub send_retry_max_ms: u64,
     /// Replies in flight per ingest process.
     #[arg(long = "send-concurrency", env = "FARO_SEND_CONCURRENCY", default_value_t = 256)]
-    pub concurrency: usize,
+    pub send_concurrency: usize,
 }
 
 impl SendArgs {
@@ -52,11 +52,11 @@ impl SendArgs {
             graph_base_url: self.graph_base_url.clone(),
             graph_api_version: self.graph_api_version.clone(),
             ycloud_base_url: self.ycloud_base_url.clone(),
-            timeout_ms: self.timeout_ms,
-            attempts: self.attempts,
-            retry_base_ms: self.retry_base_ms,
-            retry_max_ms: self.retry_max_ms,
-            concurrency: self.concurrency,
+            timeout_ms: self.send_timeout_ms,
+            attempts: self.send_attempts,
+            retry_base_ms: self.send_retry_base_ms,
+            retry_max_ms: self.send_retry_max_ms,
+            concurrency: self.send_concurrency,
         }
     }
 }

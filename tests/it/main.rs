@@ -40,6 +40,7 @@ mod ratelimit;
 mod ratelimit_flood;
 mod reclaim;
 mod replies;
+mod replies_cli;
 mod replies_delivery;
 mod replies_rules;
 mod replies_support;

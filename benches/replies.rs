@@ -56,8 +56,12 @@ async fn run(n: usize, rate: usize, threads: usize) {
     let mut open = Vec::new();
     for _ in 0..threads {
         open.push(
-            s.thread(replies_support::Platform::WhatsApp, false, chrono::Duration::hours(1))
-                .await,
+            s.thread(
+                replies_support::Platform::WhatsApp,
+                false,
+                chrono::Duration::hours(1),
+            )
+            .await,
         );
     }
     let post = |i: usize| {
@@ -65,7 +69,11 @@ async fn run(n: usize, rate: usize, threads: usize) {
         async move {
             let t0 = Instant::now();
             let (status, _) = s
-                .reply(t, &format!("bench-{i}"), json!({"text": format!("reply {i}")}))
+                .reply(
+                    t,
+                    &format!("bench-{i}"),
+                    json!({"text": format!("reply {i}")}),
+                )
                 .await;
             assert_eq!(status, 202);
             (i, t0, t0.elapsed())
@@ -91,6 +99,7 @@ async fn run(n: usize, rate: usize, threads: usize) {
             Some(r) = pending.next(), if !pending.is_empty() => posted.push(r),
         }
     }
+    drop(pending);
     let got = s.fake.wait_requests(n).await;
     let elapsed = start.elapsed();
     let mut sent_at = vec![None; n];
@@ -105,7 +114,8 @@ async fn run(n: usize, rate: usize, threads: usize) {
             .and_then(|i| i.parse().ok())
             .expect("a bench reply");
         let t0 = sent_at[i].expect("posted");
-        e2e.record(r.at.saturating_duration_since(t0).as_micros() as u64).ok();
+        e2e.record(r.at.saturating_duration_since(t0).as_micros() as u64)
+            .ok();
     }
     let mut answer = Histogram::<u64>::new(3).expect("histogram");
     for (_, _, d) in posted {

@@ -217,17 +217,16 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             } else {
                 credential.unwrap_or_default()
             };
-            let info = faro_proto::client::replies(
-                channel(&target.conversations_url, &target.tls).await?,
-            )
-            .set_channel_credential(pb::SetChannelCredentialRequest {
-                tenant_id: tenant.to_string(),
-                channel_account_id: channel_account.to_string(),
-                credential,
-                human_agent,
-            })
-            .await?
-            .into_inner();
+            let info =
+                faro_proto::client::replies(channel(&target.conversations_url, &target.tls).await?)
+                    .set_channel_credential(pb::SetChannelCredentialRequest {
+                        tenant_id: tenant.to_string(),
+                        channel_account_id: channel_account.to_string(),
+                        credential,
+                        human_agent,
+                    })
+                    .await?
+                    .into_inner();
             print(json!({
                 "channel_account_id": info.channel_account_id,
                 "has_credential": info.has_credential,

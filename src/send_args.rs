@@ -29,20 +29,40 @@ pub struct SendArgs {
     )]
     pub ycloud_base_url: String,
     /// The whole of one send to a platform (ms).
-    #[arg(long = "send-timeout-ms", env = "FARO_SEND_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long = "send-timeout-ms",
+        env = "FARO_SEND_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub send_timeout_ms: u64,
     /// Sends a reply gets before a transient failure (5xx, timeout, rate
     /// limit) marks it failed.
-    #[arg(long = "send-attempts", env = "FARO_SEND_ATTEMPTS", default_value_t = 5)]
+    #[arg(
+        long = "send-attempts",
+        env = "FARO_SEND_ATTEMPTS",
+        default_value_t = 5
+    )]
     pub send_attempts: u32,
     /// Cap (ms) of the first delay between sends, doubled each time (full jitter).
-    #[arg(long = "send-retry-base-ms", env = "FARO_SEND_RETRY_BASE_MS", default_value_t = 500)]
+    #[arg(
+        long = "send-retry-base-ms",
+        env = "FARO_SEND_RETRY_BASE_MS",
+        default_value_t = 500
+    )]
     pub send_retry_base_ms: u64,
     /// The longest wait between sends (ms).
-    #[arg(long = "send-retry-max-ms", env = "FARO_SEND_RETRY_MAX_MS", default_value_t = 30_000)]
+    #[arg(
+        long = "send-retry-max-ms",
+        env = "FARO_SEND_RETRY_MAX_MS",
+        default_value_t = 30_000
+    )]
     pub send_retry_max_ms: u64,
     /// Replies in flight per ingest process.
-    #[arg(long = "send-concurrency", env = "FARO_SEND_CONCURRENCY", default_value_t = 256)]
+    #[arg(
+        long = "send-concurrency",
+        env = "FARO_SEND_CONCURRENCY",
+        default_value_t = 256
+    )]
     pub send_concurrency: usize,
 }
 

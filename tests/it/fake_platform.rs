@@ -99,11 +99,11 @@ impl FakePlatform {
 
     /// Answers the next requests with these, in order (then successes).
     pub fn script(&self, answers: impl IntoIterator<Item = (u16, Value)>) {
-        self.inner.lock().unwrap().script.extend(answers);
+        self.inner.lock().expect("lock").script.extend(answers);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.inner.lock().unwrap().requests.clone()
+        self.inner.lock().expect("lock").requests.clone()
     }
 
     /// The first `n` requests, once they have come (at most 10 s).
@@ -116,13 +116,20 @@ impl FakePlatform {
                 return got;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("expected {n} requests at the fake platform, got {}", got.len());
+                panic!(
+                    "expected {n} requests at the fake platform, got {}",
+                    got.len()
+                );
             }
         }
     }
 }
 
-async fn answer(req: Request<Incoming>, inner: &Mutex<Inner>, arrived: &Notify) -> Response<Full<Bytes>> {
+async fn answer(
+    req: Request<Incoming>,
+    inner: &Mutex<Inner>,
+    arrived: &Notify,
+) -> Response<Full<Bytes>> {
     let at = Instant::now();
     let path = req.uri().path().to_owned();
     let header = |name: &str| {
@@ -132,10 +139,15 @@ async fn answer(req: Request<Incoming>, inner: &Mutex<Inner>, arrived: &Notify) 
             .map(str::to_owned)
     };
     let (authorization, api_key) = (header("authorization"), header("x-api-key"));
-    let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let (status, reply) = {
-        let mut i = inner.lock().unwrap();
+        let mut i = inner.lock().expect("lock");
         i.sent += 1;
         let n = i.sent;
         let scripted = i.script.pop_front();

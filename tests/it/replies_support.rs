@@ -64,24 +64,34 @@ pub async fn start_with(attempts: u32) -> Setup {
     Setup { cluster, fake }
 }
 
-fn inbound(p: Platform, account: &str, customer: &str, mid: &str, at: chrono::DateTime<chrono::Utc>) -> Value {
+fn inbound(
+    p: Platform,
+    account: &str,
+    customer: &str,
+    mid: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Value {
     let ms = at.timestamp_millis();
     match p {
-        Platform::WhatsApp => json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA-1",
+        Platform::WhatsApp => {
+            json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA-1",
             "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
             "metadata": {"display_phone_number": "15550001234", "phone_number_id": account},
             "contacts": [{"profile": {"name": "Kerry"}, "wa_id": customer}],
             "messages": [{"from": customer, "id": mid, "timestamp": at.timestamp().to_string(),
-                          "type": "text", "text": {"body": "hello"}}]}}]}]}),
+                          "type": "text", "text": {"body": "hello"}}]}}]}]})
+        }
         Platform::Messenger | Platform::Instagram => json!({
             "object": if p == Platform::Messenger { "page" } else { "instagram" },
             "entry": [{"id": account, "time": ms, "messaging": [{"sender": {"id": customer},
                 "recipient": {"id": account}, "timestamp": ms, "message": {"mid": mid, "text": "hello"}}]}]}),
-        Platform::YCloud => json!({"id": format!("evt-{mid}"), "type": "whatsapp.inbound_message.received",
+        Platform::YCloud => {
+            json!({"id": format!("evt-{mid}"), "type": "whatsapp.inbound_message.received",
             "apiVersion": "v2", "createTime": at.to_rfc3339(),
             "whatsappInboundMessage": {"id": format!("yc-{mid}"), "wamid": mid, "wabaId": "WABA-Y",
                 "from": customer, "customerProfile": {"name": "Kerry"}, "to": account,
-                "sendTime": at.to_rfc3339(), "type": "text", "text": {"body": "hello"}}}),
+                "sendTime": at.to_rfc3339(), "type": "text", "text": {"body": "hello"}}})
+        }
     }
 }
 
@@ -96,12 +106,27 @@ impl Setup {
         let meta_app = format!("app-{suffix}");
         let app = c.app(&meta_app, &secret, "verify").await;
         let (channel, account, customer) = match p {
-            Platform::WhatsApp => (Channel::Whatsapp, format!("pn-{}", &suffix[..10]), "15551230000".to_owned()),
-            Platform::Messenger => (Channel::FacebookMessenger, format!("page-{}", &suffix[..10]), "psid-1".to_owned()),
-            Platform::Instagram => (Channel::InstagramDm, format!("ig-{}", &suffix[..10]), "igsid-1".to_owned()),
+            Platform::WhatsApp => (
+                Channel::Whatsapp,
+                format!("pn-{}", &suffix[..10]),
+                "15551230000".to_owned(),
+            ),
+            Platform::Messenger => (
+                Channel::FacebookMessenger,
+                format!("page-{}", &suffix[..10]),
+                "psid-1".to_owned(),
+            ),
+            Platform::Instagram => (
+                Channel::InstagramDm,
+                format!("ig-{}", &suffix[..10]),
+                "igsid-1".to_owned(),
+            ),
             Platform::YCloud => (
                 Channel::Whatsapp,
-                format!("+1555{}", &u64::from_str_radix(&suffix[..7], 16).unwrap().to_string()[..7]),
+                format!(
+                    "+1555{:07}",
+                    u64::from_str_radix(&suffix[..7], 16).expect("hex") % 10_000_000
+                ),
                 "+16505551234".to_owned(),
             ),
         };
@@ -121,22 +146,38 @@ impl Setup {
             .expect("connect")
             .into_inner();
         let credential = format!("token-{suffix}");
-        let info = faro_proto::client::replies(c.grpc(c.conversations, faro_proto::mtls::Identity::Operator).await)
-            .set_channel_credential(pb::SetChannelCredentialRequest {
-                tenant_id: tenant.clone(),
-                channel_account_id: connected.id,
-                credential: credential.clone(),
-                human_agent,
-            })
-            .await
-            .expect("credential set")
-            .into_inner();
+        let info = faro_proto::client::replies(
+            c.grpc(c.conversations, faro_proto::mtls::Identity::Operator)
+                .await,
+        )
+        .set_channel_credential(pb::SetChannelCredentialRequest {
+            tenant_id: tenant.clone(),
+            channel_account_id: connected.id,
+            credential: credential.clone(),
+            human_agent,
+        })
+        .await
+        .expect("credential set")
+        .into_inner();
         assert!(info.has_credential);
-        let body = inbound(p, &account, &customer, &format!("in-{suffix}"), chrono::Utc::now() - age).to_string();
+        let body = inbound(
+            p,
+            &account,
+            &customer,
+            &format!("in-{suffix}"),
+            chrono::Utc::now() - age,
+        )
+        .to_string();
         let status = match p {
             Platform::YCloud => {
-                let sig = faro_edge::sign_ycloud(secret.as_bytes(), chrono::Utc::now().timestamp(), body.as_bytes());
-                c.post_raw("ycloud", body.as_bytes(), ("ycloud-signature", &sig)).await.0
+                let sig = faro_edge::sign_ycloud(
+                    secret.as_bytes(),
+                    chrono::Utc::now().timestamp(),
+                    body.as_bytes(),
+                );
+                c.post_raw("ycloud", body.as_bytes(), ("ycloud-signature", &sig))
+                    .await
+                    .0
             }
             Platform::WhatsApp => c.post_meta("whatsapp", body.as_bytes(), &secret).await,
             Platform::Messenger => c.post_meta("facebook", body.as_bytes(), &secret).await,
@@ -144,11 +185,12 @@ impl Setup {
         };
         assert_eq!(status, 200, "inbound webhook accepted");
         c.drained().await;
-        let conversation: String = sqlx::query_scalar("SELECT id::text FROM conversations WHERE tenant_id = $1::uuid")
-            .bind(&tenant)
-            .fetch_one(&c.db.owner)
-            .await
-            .expect("the inbound message opened a thread");
+        let conversation: String =
+            sqlx::query_scalar("SELECT id::text FROM conversations WHERE tenant_id = $1::uuid")
+                .bind(&tenant)
+                .fetch_one(&c.db.owner)
+                .await
+                .expect("the inbound message opened a thread");
         Thread {
             token: c.token(&tenant, 3600),
             tenant,
@@ -166,11 +208,20 @@ impl Setup {
         self.reply_to(&t.token, &t.conversation, key, body).await
     }
 
-    pub async fn reply_to(&self, token: &str, conversation: &str, key: &str, body: Value) -> (u16, Value) {
+    pub async fn reply_to(
+        &self,
+        token: &str,
+        conversation: &str,
+        key: &str,
+        body: Value,
+    ) -> (u16, Value) {
         let r = self
             .cluster
             .http
-            .post(self.cluster.url(&format!("/api/v1/conversations/{conversation}/messages")))
+            .post(
+                self.cluster
+                    .url(&format!("/api/v1/conversations/{conversation}/messages")),
+            )
             .bearer_auth(token)
             .header("idempotency-key", key)
             .json(&body)
@@ -209,7 +260,11 @@ impl Setup {
             let left: i64 = self
                 .cluster
                 .redis
-                .eval("return redis.call('XLEN', KEYS[1])", vec![key.clone()], Vec::<String>::new())
+                .eval(
+                    "return redis.call('XLEN', KEYS[1])",
+                    vec![key.clone()],
+                    Vec::<String>::new(),
+                )
                 .await
                 .expect("xlen");
             if left == 0 {

@@ -24,12 +24,8 @@ pub enum Error {
     /// A platform rule the request breaks (a reply outside its window, too
     /// long, …): FAILED_PRECONDITION with the rule's code in `faro-rule`.
     #[error("rule {code}: {message}")]
-    Rule {
-        code: &'static str,
-        message: String,
-    },
+    Rule { code: &'static str, message: String },
 }
-
 
 impl Error {
     pub(crate) fn invalid(what: impl Into<String>) -> Self {
@@ -75,9 +71,10 @@ impl From<Error> for Status {
             Error::AlreadyExists(m) => Status::already_exists(m.clone()),
             Error::Rule { code, message } => {
                 let mut status = Status::failed_precondition(message.clone());
-                status
-                    .metadata_mut()
-                    .insert(faro_proto::RULE_METADATA, tonic::metadata::MetadataValue::from_static(code));
+                status.metadata_mut().insert(
+                    faro_proto::RULE_METADATA,
+                    tonic::metadata::MetadataValue::from_static(code),
+                );
                 status
             }
             Error::Database(db) if database_code(db).is_some() => {

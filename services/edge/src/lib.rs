@@ -45,7 +45,9 @@ use std::{sync::Arc, time::Duration};
 
 use faro_proto::{
     conversations::v1::conversations_service_client::ConversationsServiceClient,
-    ingest::v1::{ingest_service_client::IngestServiceClient, send_service_client::SendServiceClient},
+    ingest::v1::{
+        ingest_service_client::IngestServiceClient, send_service_client::SendServiceClient,
+    },
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -116,7 +116,11 @@ pub(crate) fn send_error(s: &tonic::Status) -> ApiError {
                 .get(faro_proto::RULE_METADATA)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, rule_code(rule), s.message())
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                rule_code(rule),
+                s.message(),
+            )
         }
         _ => ApiError::upstream("ingest", s),
     }

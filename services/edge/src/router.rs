@@ -81,11 +81,7 @@ pub(crate) const ROUTES: &[Spec] = &[
     spec("/api/v1/messages/stream", GET, Route::MessageStream),
     spec("/api/v1/messages/poll", GET, Route::MessagePoll),
     spec("/api/v1/messages/events", GET, Route::MessageEvents),
-    spec(
-        "/api/v1/conversations/{id}/messages",
-        POST,
-        Route::Reply,
-    ),
+    spec("/api/v1/conversations/{id}/messages", POST, Route::Reply),
     spec(
         "/api/v1/admin/dead-letters",
         GET,

@@ -113,11 +113,9 @@ async fn handle_full(
             answer
         }
         (Route::MessageStream, _) => ws::handle(state.clone(), req).await,
-        (Route::MessagePoll | Route::MessageEvents | Route::Reply | Route::Admin(_), _) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such route",
-        )),
+        (Route::MessagePoll | Route::MessageEvents | Route::Reply | Route::Admin(_), _) => Err(
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route"),
+        ),
     }
 }
 

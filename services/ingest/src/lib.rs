@@ -30,7 +30,9 @@ use std::sync::Arc;
 
 use faro_proto::{
     GrpcServer,
-    ingest::v1::{ingest_service_server::IngestServiceServer, send_service_server::SendServiceServer},
+    ingest::v1::{
+        ingest_service_server::IngestServiceServer, send_service_server::SendServiceServer,
+    },
 };
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};

@@ -26,7 +26,12 @@ struct AccountSecret {
 }
 
 fn content(v: &Value) -> pb::ReplyContent {
-    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     pb::ReplyContent {
         text: s("/text"),
         template: v.get("template").map(|_| pb::ReplyTemplate {
@@ -102,8 +107,10 @@ pub(crate) async fn get_delivery(
     .ok_or_else(|| Error::NotFound("the reply's channel account is gone".into()))?;
     tx.commit().await?;
     let credential = match (&account.send_key_id, &account.send_credential_enc) {
-        (Some(k), Some(enc)) => String::from_utf8(secrets.open(k, enc, &credentials::aad(account.id))?)
-            .map_err(|_| Error::Crypto("send credential is not UTF-8".into()))?,
+        (Some(k), Some(enc)) => {
+            String::from_utf8(secrets.open(k, enc, &credentials::aad(account.id))?)
+                .map_err(|_| Error::Crypto("send credential is not UTF-8".into()))?
+        }
         _ => String::new(),
     };
     // YCloud numbers are connected by their +E.164 number; Meta's ids never start with +.
@@ -119,7 +126,11 @@ pub(crate) async fn get_delivery(
         external_account_id: account.external_account_id,
         recipient_id: m.recipient_id.clone().unwrap_or_default(),
         credential,
-        tag: reply.get("tag").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        tag: reply
+            .get("tag")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         content: Some(content(reply.get("content").unwrap_or(&Value::Null))),
         reply_to_channel_message_id: m.reply_to_channel_message_id.clone().unwrap_or_default(),
         message: Some(m.into()),

@@ -285,9 +285,10 @@ pub(crate) async fn create_reply(
     let (text, media_urls) = match &content {
         Content::Text(t) => (Some(t.clone()), vec![]),
         Content::Template { name, .. } => (Some(format!("[template {name}]")), vec![]),
-        Content::Media { url, caption, .. } => {
-            ((!caption.is_empty()).then(|| caption.clone()), vec![url.clone()])
-        }
+        Content::Media { url, caption, .. } => (
+            (!caption.is_empty()).then(|| caption.clone()),
+            vec![url.clone()],
+        ),
     };
     let metadata = json!({"reply": {
         "agent_id": req.agent_id,

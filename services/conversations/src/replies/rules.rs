@@ -47,18 +47,18 @@ pub(crate) enum Content {
 impl Content {
     /// One of text, template and media, well formed; a 400 otherwise.
     pub(crate) fn from_pb(c: &pb::ReplyContent) -> Result<Self, Error> {
-        let given = [
-            !c.text.is_empty(),
-            c.template.is_some(),
-            c.media.is_some(),
-        ];
+        let given = [!c.text.is_empty(), c.template.is_some(), c.media.is_some()];
         if given.iter().filter(|g| **g).count() != 1 {
             return Err(Error::invalid(
                 "content needs exactly one of text, template and media",
             ));
         }
         if let Some(t) = &c.template {
-            if t.name.is_empty() || t.name.len() > 512 || t.language.is_empty() || t.language.len() > 20 {
+            if t.name.is_empty()
+                || t.name.len() > 512
+                || t.language.is_empty()
+                || t.language.len() > 20
+            {
                 return Err(Error::invalid(
                     "template needs a name (1..=512 bytes) and a language code (1..=20 bytes)",
                 ));
@@ -98,7 +98,9 @@ impl Content {
             });
         }
         if c.text.contains('\0') || c.text.len() > 65_536 {
-            return Err(Error::invalid("text must be at most 65536 bytes without NUL"));
+            return Err(Error::invalid(
+                "text must be at most 65536 bytes without NUL",
+            ));
         }
         Ok(Self::Text(c.text.clone()))
     }
@@ -249,7 +251,9 @@ pub(crate) fn check(
     }
     Err(broken(
         "human_agent_window_closed",
-        format!("{platform}'s HUMAN_AGENT tag allows replies up to 7 days after the customer's last message"),
+        format!(
+            "{platform}'s HUMAN_AGENT tag allows replies up to 7 days after the customer's last message"
+        ),
     ))
 }
 
@@ -279,10 +283,22 @@ mod tests {
             language: "en".into(),
             parameters: vec![],
         };
-        assert_eq!(check("whatsapp", &text("hi"), recent, false, now).ok(), Some(None));
-        assert_eq!(code(check("whatsapp", &text("hi"), old, false, now)), "window_closed");
-        assert_eq!(code(check("whatsapp", &text("hi"), None, false, now)), "window_closed");
-        assert_eq!(check("whatsapp", &template, None, false, now).ok(), Some(None));
+        assert_eq!(
+            check("whatsapp", &text("hi"), recent, false, now).ok(),
+            Some(None)
+        );
+        assert_eq!(
+            code(check("whatsapp", &text("hi"), old, false, now)),
+            "window_closed"
+        );
+        assert_eq!(
+            code(check("whatsapp", &text("hi"), None, false, now)),
+            "window_closed"
+        );
+        assert_eq!(
+            check("whatsapp", &template, None, false, now).ok(),
+            Some(None)
+        );
         assert_eq!(
             code(check("facebook_messenger", &text("hi"), old, false, now)),
             "window_closed"
@@ -295,7 +311,10 @@ mod tests {
             code(check("instagram_dm", &text("hi"), ancient, true, now)),
             "human_agent_window_closed"
         );
-        assert_eq!(code(check("sms", &text("hi"), recent, false, now)), "unsupported_channel");
+        assert_eq!(
+            code(check("sms", &text("hi"), recent, false, now)),
+            "unsupported_channel"
+        );
     }
 
     #[test]
@@ -304,18 +323,45 @@ mod tests {
         let recent = Some(now - Duration::minutes(5));
         assert!(check("whatsapp", &text(&"é".repeat(4096)), recent, false, now).is_ok());
         assert_eq!(
-            code(check("whatsapp", &text(&"a".repeat(4097)), recent, false, now)),
+            code(check(
+                "whatsapp",
+                &text(&"a".repeat(4097)),
+                recent,
+                false,
+                now
+            )),
             "text_too_long"
         );
-        assert!(check("facebook_messenger", &text(&"é".repeat(2000)), recent, false, now).is_ok());
+        assert!(
+            check(
+                "facebook_messenger",
+                &text(&"é".repeat(2000)),
+                recent,
+                false,
+                now
+            )
+            .is_ok()
+        );
         assert_eq!(
-            code(check("facebook_messenger", &text(&"a".repeat(2001)), recent, false, now)),
+            code(check(
+                "facebook_messenger",
+                &text(&"a".repeat(2001)),
+                recent,
+                false,
+                now
+            )),
             "text_too_long"
         );
         // 500 two-byte characters are 1,000 bytes; 501 are over.
         assert!(check("instagram_dm", &text(&"é".repeat(500)), recent, false, now).is_ok());
         assert_eq!(
-            code(check("instagram_dm", &text(&"é".repeat(501)), recent, false, now)),
+            code(check(
+                "instagram_dm",
+                &text(&"é".repeat(501)),
+                recent,
+                false,
+                now
+            )),
             "text_too_long"
         );
     }
@@ -323,8 +369,17 @@ mod tests {
     #[test]
     fn shows_time_left() {
         let now = Utc::now();
-        let w = window("facebook_messenger", Some(now - Duration::hours(23)), true, now);
-        assert!((3590..=3600).contains(&w.seconds_left), "{}", w.seconds_left);
+        let w = window(
+            "facebook_messenger",
+            Some(now - Duration::hours(23)),
+            true,
+            now,
+        );
+        assert!(
+            (3590..=3600).contains(&w.seconds_left),
+            "{}",
+            w.seconds_left
+        );
         assert!(w.human_agent_seconds_left > 6 * 86_400);
         let w = window("whatsapp", Some(now - Duration::hours(25)), true, now);
         assert_eq!((w.seconds_left, w.human_agent_enabled), (0, false));

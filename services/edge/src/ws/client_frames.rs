@@ -197,8 +197,14 @@ pub(crate) struct ClientFrames {
 }
 
 /// Sends a `send` frame's reply; the `sent` frame, or the error.
-async fn send(sender: &Sender, id: Option<Value>, conversation_id: &str, body: Map<String, Value>) -> Bytes {
-    let refused = |code, message: String| FrameError::new(code, message).with_id(id.clone()).frame();
+async fn send(
+    sender: &Sender,
+    id: Option<Value>,
+    conversation_id: &str,
+    body: Map<String, Value>,
+) -> Bytes {
+    let refused =
+        |code, message: String| FrameError::new(code, message).with_id(id.clone()).frame();
     let body: SendBody = match serde_json::from_value(Value::Object(body)) {
         Ok(b) => b,
         Err(e) => return refused("invalid_reply", format!("send frame: {e}")),

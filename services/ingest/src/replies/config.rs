@@ -54,7 +54,10 @@ impl SendConfig {
             }
         }
         let v = &self.graph_api_version;
-        if !v.starts_with('v') || v.len() > 10 || !v[1..].chars().all(|c| c.is_ascii_digit() || c == '.') {
+        if !v.starts_with('v')
+            || v.len() > 10
+            || !v[1..].chars().all(|c| c.is_ascii_digit() || c == '.')
+        {
             return Err(Error::Config(
                 "graph-api-version must look like v23.0".into(),
             ));

@@ -89,7 +89,8 @@ impl SendService for Send {
                 },
                 false,
             );
-            if let Err(e) = publish::publish_all(&self.redis, &self.keys, self.history, events).await
+            if let Err(e) =
+                publish::publish_all(&self.redis, &self.keys, self.history, events).await
             {
                 tracing::warn!(error = %e, "a new reply was not announced live");
             }

@@ -61,14 +61,21 @@ fn whatsapp_message(c: &ReplyContent) -> Value {
 /// Messenger's and Instagram's `message` object.
 fn messaging_message(c: &ReplyContent) -> Value {
     if let Some(m) = &c.media {
-        let kind = if m.kind == "document" { "file" } else { m.kind.as_str() };
+        let kind = if m.kind == "document" {
+            "file"
+        } else {
+            m.kind.as_str()
+        };
         return json!({"attachment": {"type": kind, "payload": {"url": m.url, "is_reusable": false}}});
     }
     json!({"text": c.text})
 }
 
 /// The URL, auth header and body of one reply.
-pub(crate) fn request(cfg: &SendConfig, d: &ReplyDelivery) -> (String, (&'static str, String), Value) {
+pub(crate) fn request(
+    cfg: &SendConfig,
+    d: &ReplyDelivery,
+) -> (String, (&'static str, String), Value) {
     let content = d.content.clone().unwrap_or_default();
     let channel = d.message.as_ref().map(|m| m.channel).unwrap_or_default();
     let whatsapp = channel == faro_proto::conversations::v1::Channel::Whatsapp as i32;
@@ -123,7 +130,8 @@ fn message_id(provider: &str, body: &Value) -> Option<String> {
     let id = if provider == "ycloud" {
         body.get("wamid").or_else(|| body.get("id"))
     } else {
-        body.pointer("/messages/0/id").or_else(|| body.get("message_id"))
+        body.pointer("/messages/0/id")
+            .or_else(|| body.get("message_id"))
     };
     id.and_then(Value::as_str)
         .filter(|s| !s.is_empty() && s.len() <= 512)
@@ -132,13 +140,15 @@ fn message_id(provider: &str, body: &Value) -> Option<String> {
 
 /// Reads an error answer: transient for 5xx, 429 and Graph's "later" codes.
 pub(crate) fn classify(provider: &str, status: u16, body: &Value) -> Outcome {
-    let code = body.pointer("/error/code").and_then(Value::as_i64).or_else(|| {
-        body.pointer("/error/whatsappApiError/code")
-            .and_then(Value::as_i64)
-    });
-    let transient = status >= 500
-        || status == 429
-        || code.is_some_and(|c| TRANSIENT_GRAPH_CODES.contains(&c));
+    let code = body
+        .pointer("/error/code")
+        .and_then(Value::as_i64)
+        .or_else(|| {
+            body.pointer("/error/whatsappApiError/code")
+                .and_then(Value::as_i64)
+        });
+    let transient =
+        status >= 500 || status == 429 || code.is_some_and(|c| TRANSIENT_GRAPH_CODES.contains(&c));
     let error = json!({
         "provider": provider,
         "http_status": status,
@@ -165,7 +175,11 @@ pub(crate) async fn send(http: &reqwest::Client, cfg: &SendConfig, d: &ReplyDeli
     let response = match answer {
         Ok(r) => r,
         Err(e) => {
-            let kind = if e.is_timeout() { "timeout" } else { "connection" };
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else {
+                "connection"
+            };
             tracing::warn!(provider = d.provider, kind, "reply send did not complete");
             return Outcome::Failed {
                 error: json!({"provider": d.provider, "error": {"message": format!("the platform was not reached ({kind})")}}),
@@ -183,9 +197,9 @@ pub(crate) async fn send(http: &reqwest::Client, cfg: &SendConfig, d: &ReplyDeli
             };
         }
     };
-    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
-        json!({"error": {"message": text.chars().take(1000).collect::<String>()}})
-    });
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(
+        |_| json!({"error": {"message": text.chars().take(1000).collect::<String>()}}),
+    );
     if (200..300).contains(&status) {
         if let Some(id) = message_id(&d.provider, &body) {
             return Outcome::Sent(id);
@@ -204,7 +218,11 @@ mod tests {
 
     #[test]
     fn classifies_graph_errors() {
-        let transient = |status, code: i64| match classify("graph", status, &json!({"error": {"code": code}})) {
+        let transient = |status, code: i64| match classify(
+            "graph",
+            status,
+            &json!({"error": {"code": code}}),
+        ) {
             Outcome::Failed { transient, .. } => transient,
             Outcome::Sent(_) => unreachable!(),
         };

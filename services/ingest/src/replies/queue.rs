@@ -77,7 +77,15 @@ pub(crate) async fn read_new(
     block_ms: u64,
 ) -> Result<Vec<Entry>, fred::error::Error> {
     let reply: Value = client
-        .xreadgroup(GROUP, consumer, Some(count), Some(block_ms), false, &keys.replies, ">")
+        .xreadgroup(
+            GROUP,
+            consumer,
+            Some(count),
+            Some(block_ms),
+            false,
+            &keys.replies,
+            ">",
+        )
         .await?;
     Ok(match reply {
         Value::Null => Vec::new(),
@@ -99,9 +107,22 @@ pub(crate) async fn claim_stale(
     min_idle_ms: u64,
 ) -> Result<Vec<Entry>, fred::error::Error> {
     let reply: Value = client
-        .xautoclaim(&keys.replies, GROUP, consumer, min_idle_ms, "0-0", Some(64), false)
+        .xautoclaim(
+            &keys.replies,
+            GROUP,
+            consumer,
+            min_idle_ms,
+            "0-0",
+            Some(64),
+            false,
+        )
         .await?;
-    Ok(reply.into_array().into_iter().nth(1).map(entries).unwrap_or_default())
+    Ok(reply
+        .into_array()
+        .into_iter()
+        .nth(1)
+        .map(entries)
+        .unwrap_or_default())
 }
 
 /// Done: acknowledged and deleted together.

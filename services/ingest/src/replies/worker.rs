@@ -60,7 +60,9 @@ impl ReplyWorker {
             let Ok(first) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let count = u64::try_from(permits.available_permits() + 1).unwrap_or(1).min(64);
+            let count = u64::try_from(permits.available_permits() + 1)
+                .unwrap_or(1)
+                .min(64);
             let read = if last_claim.elapsed() >= CLAIM_IDLE / 4 {
                 last_claim = tokio::time::Instant::now();
                 let idle = u64::try_from(CLAIM_IDLE.as_millis()).unwrap_or(u64::MAX);
@@ -132,7 +134,12 @@ impl ReplyWorker {
             .await;
         let delivery = match delivery {
             Ok(d) => d.into_inner(),
-            Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::InvalidArgument) => {
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::NotFound | tonic::Code::InvalidArgument
+                ) =>
+            {
                 tracing::warn!(entry = id, code = ?s.code(), "reply job names no reply; dropped");
                 self.ack(id).await;
                 return;
@@ -153,9 +160,16 @@ impl ReplyWorker {
             attempt += 1;
             let started = std::time::Instant::now();
             let outcome = platform::send(&self.http, &self.send, &delivery).await;
-            tracing::debug!(provider = delivery.provider, attempt, ms = started.elapsed().as_millis() as u64, "reply send");
+            tracing::debug!(
+                provider = delivery.provider,
+                attempt,
+                ms = started.elapsed().as_millis() as u64,
+                "reply send"
+            );
             match outcome {
-                Outcome::Failed { transient: true, .. } if attempt < policy.attempts => {
+                Outcome::Failed {
+                    transient: true, ..
+                } if attempt < policy.attempts => {
                     let wait = policy.delay(attempt);
                     tokio::select! {
                         // Stopping: left pending, reclaimed and resumed by another worker.
@@ -207,7 +221,9 @@ impl ReplyWorker {
             },
             false,
         );
-        if let Err(e) = publish::publish_all(&self.publisher, &self.keys, self.history, events).await {
+        if let Err(e) =
+            publish::publish_all(&self.publisher, &self.keys, self.history, events).await
+        {
             tracing::warn!(error = %e, "a reply's outcome was not announced live");
         }
         self.ack(id).await;

@@ -89,11 +89,13 @@ async fn a_status_webhook_moves_a_sent_reply_and_echoes_are_not_second_messages(
         .await;
     let (_, body) = s.reply(&wa, "k", json!({"text": "on its way"})).await;
     let id = body["message"]["id"].as_str().expect("id").to_owned();
+    // The fake platform's first answer names the message `wamid.fake1`.
     let (_, _, wamid) = s.wait_status(&id, "sent").await;
+    assert_eq!(wamid, "wamid.fake1", "the reply carries the platform's id");
     let status = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA-1", "changes": [{
         "field": "messages", "value": {"messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550001234", "phone_number_id": wa.account},
-        "statuses": [{"id": wamid, "status": "delivered", "timestamp": chrono::Utc::now().timestamp().to_string(),
+        "statuses": [{"id": "wamid.fake1", "status": "delivered", "timestamp": chrono::Utc::now().timestamp().to_string(),
                       "recipient_id": wa.customer}]}}]}]});
     let code = s
         .cluster
@@ -102,15 +104,16 @@ async fn a_status_webhook_moves_a_sent_reply_and_echoes_are_not_second_messages(
     assert_eq!(code, 200);
     s.wait_status(&id, "delivered").await;
 
-    for p in [Platform::Messenger, Platform::Instagram] {
+    for (n, p) in [(2, Platform::Messenger), (3, Platform::Instagram)] {
         let t = s.thread(p, false, Duration::hours(1)).await;
         let (_, body) = s.reply(&t, "k", json!({"text": "hello"})).await;
         let (_, _, mid) = s
             .wait_status(body["message"]["id"].as_str().expect("id"), "sent")
             .await;
+        assert_eq!(mid, format!("m_fake{n}"));
         let ms = chrono::Utc::now().timestamp_millis();
         // Messenger's echo names our app; Instagram's echo names none.
-        let mut message = json!({"mid": mid, "text": "hello", "is_echo": true});
+        let mut message = json!({"mid": format!("m_fake{n}"), "text": "hello", "is_echo": true});
         if p == Platform::Messenger {
             message["app_id"] = json!(t.app);
         }

@@ -75,8 +75,7 @@ async fn run(n: usize, rate: usize, threads: usize) {
                     json!({"text": format!("reply {i}")}),
                 )
                 .await;
-            assert_eq!(status, 202);
-            (i, t0, t0.elapsed())
+            (i, t0, t0.elapsed(), status)
         }
     };
     let start = Instant::now();
@@ -100,10 +99,14 @@ async fn run(n: usize, rate: usize, threads: usize) {
         }
     }
     drop(pending);
-    let got = s.fake.wait_requests(n).await;
+    let refused = posted.iter().filter(|p| p.3 != 202).count();
+    let got = s
+        .fake
+        .wait_requests_for(n - refused, Duration::from_secs(300))
+        .await;
     let elapsed = start.elapsed();
     let mut sent_at = vec![None; n];
-    for (i, t0, _) in &posted {
+    for (i, t0, _, _) in &posted {
         sent_at[*i] = Some(*t0);
     }
     let mut e2e = Histogram::<u64>::new(3).expect("histogram");
@@ -118,10 +121,11 @@ async fn run(n: usize, rate: usize, threads: usize) {
             .ok();
     }
     let mut answer = Histogram::<u64>::new(3).expect("histogram");
-    for (_, _, d) in posted {
+    for (_, _, d, _) in posted {
         answer.record(d.as_micros() as u64).ok();
     }
     println!("\nreplies: {n} at a fixed {rate}/s over {threads} conversations");
+    println!("refused (not 202, e.g. 503 when overloaded): {refused}");
     report("POST answer (202)", &answer);
     report("POST -> platform receives", &e2e);
     println!("throughput: {:.0} sent/s", n as f64 / elapsed.as_secs_f64());

@@ -108,7 +108,12 @@ impl FakePlatform {
 
     /// The first `n` requests, once they have come (at most 10 s).
     pub async fn wait_requests(&self, n: usize) -> Vec<Recorded> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        self.wait_requests_for(n, Duration::from_secs(10)).await
+    }
+
+    /// The first `n` requests, once they have come (at most `patience`).
+    pub async fn wait_requests_for(&self, n: usize, patience: Duration) -> Vec<Recorded> {
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             let notified = self.arrived.notified();
             let got = self.requests();

@@ -125,13 +125,34 @@ impl ReplyWorker {
             return;
         };
         let mut replies = self.replies.clone();
-        let delivery = replies
-            .get_reply_delivery(GetReplyDeliveryRequest {
-                tenant_id: job.tenant_id.clone(),
-                message_id: job.message_id.clone(),
-                claim: id.to_owned(),
-            })
-            .await;
+        // Conversations busy or restarting: asked again here, not after the
+        // job's reclaim minutes later.
+        let mut tries = 0;
+        let delivery = loop {
+            tries += 1;
+            let answer = replies
+                .get_reply_delivery(GetReplyDeliveryRequest {
+                    tenant_id: job.tenant_id.clone(),
+                    message_id: job.message_id.clone(),
+                    claim: id.to_owned(),
+                })
+                .await;
+            match answer {
+                Err(s)
+                    if tries < RECORD_ATTEMPTS
+                        && !stop.is_cancelled()
+                        && matches!(
+                            s.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::DeadlineExceeded
+                                | tonic::Code::ResourceExhausted
+                        ) =>
+                {
+                    tokio::time::sleep(crate::retry::redis_backoff(tries)).await;
+                }
+                other => break other,
+            }
+        };
         let delivery = match delivery {
             Ok(d) => d.into_inner(),
             Err(s)

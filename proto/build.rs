@@ -7,7 +7,9 @@ use std::{env, path::PathBuf};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "faro/conversations/v1/conversations.proto",
+        "faro/conversations/v1/replies.proto",
         "faro/ingest/v1/ingest.proto",
+        "faro/ingest/v1/send.proto",
         "faro/stream/v1/stream.proto",
     ];
     let mut config = prost_build::Config::new();

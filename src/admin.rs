@@ -110,6 +110,28 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Set or rotate a channel account's send credential (WhatsApp token, Page
+    /// access token, Instagram token, YCloud API key), sealed at rest and never
+    /// shown again, and whether it may use the HUMAN_AGENT tag (Messenger and
+    /// Instagram replies up to 7 days after the customer's last message).
+    /// The credential comes from FARO_CHANNEL_CREDENTIAL or, with
+    /// --credential-stdin, from standard input; with neither it is kept.
+    SetCredential {
+        #[arg(long)]
+        tenant: Uuid,
+        /// FARO's id of the channel account (from connect).
+        #[arg(long = "channel-account")]
+        channel_account: Uuid,
+        #[arg(long, env = "FARO_CHANNEL_CREDENTIAL", hide_env_values = true)]
+        credential: Option<String>,
+        /// Read the credential from standard input (one line).
+        #[arg(long = "credential-stdin", conflicts_with = "credential")]
+        credential_stdin: bool,
+        #[arg(long = "human-agent", default_value_t = false)]
+        human_agent: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List a tenant's account events (template reviews, quality changes,
     /// account alerts, …), newest first.
     AccountEvents {
@@ -179,6 +201,40 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             print(json!({"id": t.id, "name": t.name}));
+        }
+        AdminCommand::SetCredential {
+            tenant,
+            channel_account,
+            credential,
+            credential_stdin,
+            human_agent,
+            target,
+        } => {
+            let credential = if credential_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim().to_owned()
+            } else {
+                credential.unwrap_or_default()
+            };
+            let info =
+                faro_proto::client::replies(channel(&target.conversations_url, &target.tls).await?)
+                    .set_channel_credential(pb::SetChannelCredentialRequest {
+                        tenant_id: tenant.to_string(),
+                        channel_account_id: channel_account.to_string(),
+                        credential,
+                        human_agent,
+                    })
+                    .await?
+                    .into_inner();
+            print(json!({
+                "channel_account_id": info.channel_account_id,
+                "has_credential": info.has_credential,
+                "human_agent": info.human_agent,
+                "credential_set_at": info.credential_set_at
+                    .and_then(|t| faro_proto::from_timestamp(Some(&t)))
+                    .map(rfc3339),
+            }));
         }
         AdminCommand::SetRateLimit {
             tenant,

@@ -14,6 +14,7 @@ mod limits;
 mod loadgen;
 mod mtls;
 mod rate_args;
+mod send_args;
 mod serve;
 mod telemetry;
 

@@ -298,6 +298,8 @@ pub struct ServeArgs {
     pub rates: crate::rate_args::RateArgs,
     #[command(flatten)]
     pub client_limits: crate::limits::ClientLimitArgs,
+    #[command(flatten)]
+    pub send: crate::send_args::SendArgs,
 
     #[command(flatten)]
     pub tls: crate::mtls::TlsArgs,
@@ -355,6 +357,7 @@ impl ServeArgs {
             retry_base_ms: self.retry_base_ms,
             retry_max_ms: self.retry_max_ms,
             tls: self.tls.load()?,
+            send: self.send.config(),
         };
         calls_as(&config.tls, Identity::Ingest)?;
         config.validate()?;

@@ -98,3 +98,14 @@ client!(
     stream,
     crate::stream::v1::stream_service_client::StreamServiceClient<Channel>
 );
+client!(
+    /// A client of conversations' reply store (ingest's reply path; operators
+    /// set send credentials through it).
+    replies,
+    crate::conversations::v1::replies_service_client::RepliesServiceClient<Channel>
+);
+client!(
+    /// A client of ingest's reply front door (the edge).
+    send,
+    crate::ingest::v1::send_service_client::SendServiceClient<Channel>
+);

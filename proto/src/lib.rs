@@ -41,6 +41,10 @@ pub use names::{
 pub use serve::{DRAIN_DEADLINE, GrpcServer, reflection_service};
 pub use time::{from_timestamp, to_timestamp};
 
+/// The gRPC metadata key naming the platform rule a FAILED_PRECONDITION
+/// reports (`window_closed`, `text_too_long`, …): the edge answers 422 with it.
+pub const RULE_METADATA: &str = "faro-rule";
+
 /// The largest webhook body FARO accepts; the edge's limit may only be lower.
 pub const MAX_WEBHOOK_BYTES: usize = 3 * 1024 * 1024;
 

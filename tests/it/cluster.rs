@@ -106,6 +106,9 @@ pub struct Options {
     pub rate_limits: faro_edge::RateLimits,
     /// mTLS between the services, with these certificates; default plaintext.
     pub pki: Option<Arc<DevPki>>,
+    /// Where ingest sends agents' replies (a fake platform); default nowhere
+    /// reachable.
+    pub send: Option<faro_ingest::SendConfig>,
 }
 
 impl Default for Options {
@@ -125,6 +128,7 @@ impl Default for Options {
             stream_redis_url: None,
             rate_limits: crate::configs::rates_off(),
             pki: None,
+            send: None,
         }
     }
 }
@@ -209,6 +213,9 @@ impl Cluster {
             config.claim_idle_ms = options.claim_idle_ms;
             config.history_max_events = options.history_max_events;
             config.history_max_age_secs = options.history_max_age_secs;
+            if let Some(send) = &options.send {
+                config.send = send.clone();
+            }
             // As long as validation allows: two calls and a pause per pass.
             config.store_deadline_ms = (options.claim_idle_ms.saturating_sub(300) / 2).min(10_000);
             let t = shutdown.clone();

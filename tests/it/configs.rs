@@ -107,5 +107,15 @@ pub fn ingest_config(prefix: &str, conversations_url: &str) -> faro_ingest::Conf
         retry_base_ms: 50,
         retry_max_ms: 1_000,
         tls: None,
+        // Replies go nowhere unless a test points them at its fake platform.
+        send: faro_ingest::SendConfig {
+            graph_base_url: "http://127.0.0.1:9".into(),
+            ycloud_base_url: "http://127.0.0.1:9".into(),
+            timeout_ms: 2_000,
+            attempts: 3,
+            retry_base_ms: 20,
+            retry_max_ms: 200,
+            ..faro_ingest::SendConfig::default()
+        },
     }
 }

@@ -41,15 +41,21 @@ async fn grpcurl_lists_every_service_and_checks_health() {
             vec![
                 "faro.conversations.v1.ConversationsService",
                 "faro.conversations.v1.AdminService",
+                "faro.conversations.v1.RepliesService",
             ],
         ),
-        (c.ingest, vec!["faro.ingest.v1.IngestService"]),
+        (
+            c.ingest,
+            vec!["faro.ingest.v1.IngestService", "faro.ingest.v1.SendService"],
+        ),
         (c.stream, vec!["faro.stream.v1.StreamService"]),
     ];
     let every = [
         "faro.conversations.v1.ConversationsService",
         "faro.conversations.v1.AdminService",
+        "faro.conversations.v1.RepliesService",
         "faro.ingest.v1.IngestService",
+        "faro.ingest.v1.SendService",
         "faro.stream.v1.StreamService",
     ];
     for (addr, services) in cases {

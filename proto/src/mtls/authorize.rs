@@ -38,6 +38,12 @@ const RULES: &[(&str, &str, &[Identity])] = &[
     (CONV, "UpdateConversation", &[Edge, Operator]),
     (CONV, "MarkRead", &[Edge, Operator]),
     ("faro.conversations.v1.AdminService", "*", &[Operator]),
+    // Send credentials are set by operators only; the reply path (store,
+    // fetch with the credential, record the outcome) is ingest's alone.
+    (REPLIES, "SetChannelCredential", &[Operator]),
+    (REPLIES, "*", &[Ingest]),
+    // Agents' replies enter through the edge.
+    ("faro.ingest.v1.SendService", "*", &[Edge]),
     ("faro.ingest.v1.IngestService", "Submit", &[Edge]),
     // Agents' changes published as live events: only the edge makes them.
     ("faro.ingest.v1.IngestService", "Announce", &[Edge]),
@@ -52,6 +58,7 @@ const RULES: &[(&str, &str, &[Identity])] = &[
 ];
 
 const CONV: &str = "faro.conversations.v1.ConversationsService";
+const REPLIES: &str = "faro.conversations.v1.RepliesService";
 
 /// Whether `who` may call the RPC at `path` (`/package.Service/Method`).
 pub fn allowed(path: &str, who: Identity) -> bool {
@@ -211,5 +218,13 @@ mod tests {
         assert!(allowed("/grpc.health.v1.Health/Check", Identity::Stream));
         assert!(!allowed("/faro.unknown.v1.X/Y", Operator));
         assert!(!allowed("garbage", Operator));
+        let replies = |m: &str| format!("/{REPLIES}/{m}");
+        assert!(allowed(&replies("CreateReply"), Ingest));
+        assert!(!allowed(&replies("CreateReply"), Edge));
+        assert!(!allowed(&replies("GetReplyDelivery"), Operator));
+        assert!(allowed(&replies("SetChannelCredential"), Operator));
+        assert!(!allowed(&replies("SetChannelCredential"), Ingest));
+        assert!(allowed("/faro.ingest.v1.SendService/SendReply", Edge));
+        assert!(!allowed("/faro.ingest.v1.SendService/SendReply", Operator));
     }
 }

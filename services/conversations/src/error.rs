@@ -24,6 +24,10 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("grpc server: {0}")]
     Serve(String),
+    /// A platform rule the request breaks (a reply outside its window, too
+    /// long, …): FAILED_PRECONDITION with the rule's code in `faro-rule`.
+    #[error("rule {code}: {message}")]
+    Rule { code: &'static str, message: String },
 }
 
 impl Error {
@@ -69,6 +73,14 @@ impl From<Error> for Status {
             Error::NotFound(m) => Status::not_found(m.clone()),
             Error::AlreadyExists(m) => Status::already_exists(m.clone()),
             Error::Conflict(m) => Status::aborted(m.clone()),
+            Error::Rule { code, message } => {
+                let mut status = Status::failed_precondition(message.clone());
+                status.metadata_mut().insert(
+                    faro_proto::RULE_METADATA,
+                    tonic::metadata::MetadataValue::from_static(code),
+                );
+                status
+            }
             Error::Database(db) if database_code(db).is_some() => {
                 let code = database_code(db).unwrap_or(Code::InvalidArgument);
                 // The constraint name tells the caller what was wrong, not the data.

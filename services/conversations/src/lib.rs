@@ -21,6 +21,7 @@ mod events;
 mod grpc;
 mod inbox;
 mod metrics;
+mod replies;
 mod rows;
 mod store;
 
@@ -31,6 +32,7 @@ use faro_proto::{
     conversations::v1::{
         admin_service_server::AdminServiceServer,
         conversations_service_server::ConversationsServiceServer,
+        replies_service_server::RepliesServiceServer,
     },
 };
 use tokio::net::TcpListener;
@@ -93,6 +95,7 @@ pub async fn run_with_metrics(
             ConversationsServiceServer::new(service.clone())
                 .max_decoding_message_size(faro_proto::MAX_GRPC_MESSAGE_BYTES),
         )
+        .add_service(RepliesServiceServer::new(service.clone()))
         .add_service(AdminServiceServer::new(service))
         .serve(listener, shutdown.clone())
         .await;

@@ -13,7 +13,7 @@ use faro_proto::{
 use prost_types::Timestamp;
 use serde_json::{Value, json};
 
-fn time(t: Option<&Timestamp>) -> Value {
+pub(crate) fn time(t: Option<&Timestamp>) -> Value {
     from_timestamp(t).map_or(Value::Null, |t| {
         Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true))
     })

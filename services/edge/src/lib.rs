@@ -11,6 +11,8 @@
 //!   Server-Sent Events fallbacks, same JWT.
 //! - `/api/v1/conversations...`: the inbox (list, search, read, edit, mark
 //!   read) for an agent's JWT; see `inbox`.
+//! - `POST /api/v1/conversations/{id}/messages`: an agent's reply (`replies`),
+//!   stored and queued by ingest, sent by its reply workers.
 //! - `GET /healthz`: liveness; `GET /api/v1/openapi.json`: the description of
 //!   all of these (`docs/openapi.json`, checked against `router::ROUTES`).
 //! - `/api/v1/admin/...`: the dead-letter queue and queue figures, for an
@@ -34,6 +36,7 @@ mod limits;
 mod live;
 mod metrics;
 mod ratelimit;
+mod replies;
 mod router;
 mod routes;
 mod server;
@@ -45,7 +48,9 @@ use std::{sync::Arc, time::Duration};
 
 use faro_proto::{
     conversations::v1::conversations_service_client::ConversationsServiceClient,
-    ingest::v1::ingest_service_client::IngestServiceClient,
+    ingest::v1::{
+        ingest_service_client::IngestServiceClient, send_service_client::SendServiceClient,
+    },
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +69,8 @@ pub(crate) struct State {
     pub jwt: auth::JwtKeys,
     pub conversations: ConversationsServiceClient<Channel>,
     pub ingest: IngestServiceClient<Channel>,
+    /// Agents' replies: ingest stores, announces and queues them.
+    pub send: SendServiceClient<Channel>,
     pub live: Arc<live::Hub>,
     /// Where conversations are, for agents' typing indicators.
     pub conversation_locations: Arc<ws::ConversationLocations>,
@@ -131,6 +138,7 @@ pub async fn run_with_metrics(
         &config.conversations_url,
         &config,
     )?);
+    let ingest = channel("ingest", &config.ingest_url, &config)?;
     let state = Arc::new(State {
         jwt: auth::JwtKeys::with_scope(
             config.jwt_secret.as_bytes(),
@@ -139,7 +147,8 @@ pub async fn run_with_metrics(
         )?,
         conversation_locations: Arc::new(ws::ConversationLocations::new(conversations.clone())),
         conversations,
-        ingest: faro_proto::client::ingest(channel("ingest", &config.ingest_url, &config)?),
+        ingest: faro_proto::client::ingest(ingest.clone()),
+        send: faro_proto::client::send(ingest),
         live: live::Hub::new(
             faro_proto::client::stream(channel("stream", &config.stream_url, &config)?),
             config.ws_queue_bytes,

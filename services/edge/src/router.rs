@@ -108,9 +108,10 @@ pub(crate) const ROUTES: &[Spec] = &[
         GET_PATCH,
         Route::Inbox(InboxRoute::One),
     ),
+    // GET pages through a thread (`inbox`); POST is an agent's reply (`replies`).
     spec(
         "/api/v1/conversations/{id}/messages",
-        GET,
+        GET_POST,
         Route::Inbox(InboxRoute::Messages),
     ),
     spec(

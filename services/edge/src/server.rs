@@ -19,9 +19,10 @@ use crate::{
     Error, State, admin,
     conn_limits::{ConnLimits, TOO_MANY_CONNECTIONS},
     error::{ApiError, ErrorCode, json_response},
-    inbox,
+    inbox::{self, InboxRoute},
     limits::{HTTP1_MAX_HEAD_BYTES, HTTP1_MAX_HEADERS, headers_too_large},
     live::{self, http::Body},
+    replies,
     router::{self, Route},
     webhook, ws,
 };
@@ -61,6 +62,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let result = match spec.route {
         Route::MessagePoll => live::http::poll(&state, req.headers(), req.uri().query()).await,
         Route::MessageEvents => live::http::sse(&state, req.headers(), req.uri().query()).await,
+        Route::Inbox(InboxRoute::Messages) if req.method() == Method::POST => {
+            replies::handle(&state, matched.param, req).await.map(boxed)
+        }
         r => handle_full(state, r, req).await.map(boxed),
     };
     result.unwrap_or_else(|e| boxed(refused(e)))

@@ -50,6 +50,8 @@ pub struct Config {
     /// mTLS material for serving and for calling the other services;
     /// `None` is plaintext, which the `faro` binary allows only when told to.
     pub tls: Option<faro_proto::mtls::Tls>,
+    /// Where and how agents' replies are sent.
+    pub send: crate::SendConfig,
 }
 
 impl Config {
@@ -95,6 +97,7 @@ impl Config {
                 "retry-base-ms must be at least 1 and retry-max-ms at least retry-base-ms".into(),
             ));
         }
+        self.send.validate()?;
         if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
             return Err(Error::Config(
                 "REDIS_URL must start with redis:// or rediss://".into(),
@@ -153,6 +156,7 @@ mod tests {
             retry_base_ms: 15_000,
             retry_max_ms: 300_000,
             tls: None,
+            send: crate::SendConfig::default(),
         }
     }
 

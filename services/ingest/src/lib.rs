@@ -21,19 +21,26 @@ pub mod parse;
 mod publish;
 mod queue;
 mod redis_check;
+mod replies;
 mod retry;
 mod stats;
 mod worker;
 
 use std::sync::Arc;
 
-use faro_proto::{GrpcServer, ingest::v1::ingest_service_server::IngestServiceServer};
+use faro_proto::{
+    GrpcServer,
+    ingest::v1::{
+        ingest_service_server::IngestServiceServer, send_service_server::SendServiceServer,
+    },
+};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use config::Config;
 pub use error::Error;
 pub use queue::Keys;
+pub use replies::SendConfig;
 
 /// The conversations client the workers store through.
 pub type ConversationsClient =
@@ -86,6 +93,17 @@ pub async fn run_with_metrics(
         )
         .map_err(Error::Config)?,
     );
+    let replies = faro_proto::client::replies(
+        faro_proto::client::channel(
+            "conversations",
+            &config.conversations_url,
+            config.store_deadline(),
+            config.tls.as_ref(),
+        )
+        .map_err(Error::Config)?,
+    );
+    let http = config.send.http_client()?;
+    let sender = queue::worker_client(&config.redis_url)?;
     let consumers = (0..config.workers)
         .map(|_| queue::worker_client(&config.redis_url))
         .collect::<Result<Vec<_>, _>>()?;
@@ -98,6 +116,9 @@ pub async fn run_with_metrics(
             producer: producer.clone(),
             consumers,
             conversations,
+            replies: replies.clone(),
+            sender,
+            http,
             keys: keys.clone(),
             config: config.clone(),
             workers: workers.clone(),
@@ -111,6 +132,13 @@ pub async fn run_with_metrics(
     // Redis is normally there: wait for it briefly so that a normal start
     // never answers UNAVAILABLE; past this, serve and say NOT_SERVING.
     let _ = tokio::time::timeout(faro_proto::STARTUP_GRACE, ready.clone().wait_for(|r| *r)).await;
+    let send = replies::Send {
+        redis: producer.clone(),
+        keys: Arc::new(keys.clone()),
+        replies,
+        history: config.history(),
+        ready: ready.clone(),
+    };
     let service = grpc::Ingest {
         redis: producer.clone(),
         keys: Arc::new(keys),
@@ -125,6 +153,7 @@ pub async fn run_with_metrics(
             IngestServiceServer::new(service)
                 .max_decoding_message_size(faro_proto::MAX_GRPC_MESSAGE_BYTES),
         )
+        .add_service(SendServiceServer::new(send))
         .ready_when(ready)
         .serve(listener, shutdown)
         .await;
@@ -140,6 +169,10 @@ struct Startup {
     producer: fred::clients::Client,
     consumers: Vec<fred::clients::Client>,
     conversations: ConversationsClient,
+    replies: replies::RepliesClient,
+    /// The reply worker's own connection (its reads block).
+    sender: fred::clients::Client,
+    http: reqwest::Client,
     keys: Keys,
     config: Config,
     workers: TaskTracker,
@@ -165,6 +198,19 @@ async fn start_workers(s: Startup, stop: CancellationToken) {
     redis_check::warn_if_lossy(&s.producer).await;
     tracing::info!("redis reached; taking jobs");
     s.ready.send_replace(true);
+    if queue::connect(&s.sender, &stop).await {
+        let r = replies::ReplyWorker {
+            redis: s.sender,
+            publisher: s.producer.clone(),
+            replies: s.replies,
+            keys: Arc::new(s.keys.clone()),
+            consumer: format!("{}-replies", s.config.consumer_name()),
+            http: s.http,
+            send: Arc::new(s.config.send.clone()),
+            history: s.config.history(),
+        };
+        s.workers.spawn(r.run(stop.clone()));
+    }
     for (n, consumer) in s.consumers.into_iter().enumerate() {
         if !queue::connect(&consumer, &stop).await {
             return;

@@ -36,6 +36,8 @@ pub struct Keys {
     pub dead: String,
     /// Jobs waiting for a retry: a sorted set scored by when they are due.
     pub retry: String,
+    /// Agents' replies waiting to be sent (their own stream and group).
+    pub replies: String,
 }
 
 impl Keys {
@@ -45,6 +47,7 @@ impl Keys {
             jobs: format!("{prefix}{{ingest}}:jobs"),
             dead: format!("{prefix}{{ingest}}:dead"),
             retry: format!("{prefix}{{ingest}}:retry"),
+            replies: format!("{prefix}{{ingest}}:replies"),
         }
     }
 }

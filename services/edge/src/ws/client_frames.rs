@@ -6,7 +6,12 @@
 //!   script cannot see or send);
 //! - `{"type":"typing","conversation_id":"<uuid>","state":"start"|"stop"}`:
 //!   relayed to the tenant's other agents who may see that conversation
-//!   (`super::typing`).
+//!   (`super::typing`);
+//! - `{"type":"send","conversation_id":"<uuid>","idempotency_key":"…","text":…}`
+//!   (or `template`, `media`, `reply_to_message_id`: the body of `POST
+//!   /api/v1/conversations/{id}/messages`): an agent's reply, answered with
+//!   `{"type":"sent","message":…,"window":…,"replayed":…}` or an `error`
+//!   frame whose `code` is the HTTP route's (`window_closed`, …).
 //!
 //! `id` is optional on every frame (a string of at most 128 bytes, or an
 //! integer) and echoed in the frame that answers it. A frame that cannot be
@@ -21,6 +26,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::typing::Typing;
+use crate::replies::{SendBody, Sender, answer_json};
 
 /// The longest `id` string echoed back.
 const MAX_ID_LEN: usize = 128;
@@ -42,6 +48,12 @@ pub(crate) enum ClientFrame {
         id: Option<Value>,
         conversation_id: Uuid,
         state: TypingState,
+    },
+    Send {
+        id: Option<Value>,
+        conversation_id: String,
+        /// The frame without `type`, `id` and `conversation_id`: a reply's body.
+        body: Map<String, Value>,
     },
 }
 
@@ -135,11 +147,30 @@ pub(crate) fn parse(payload: &[u8]) -> Result<ClientFrame, FrameError> {
                 state,
             })
         }
+        Some(Value::String(t)) if t == "send" => {
+            let mut body = frame.clone();
+            body.remove("type");
+            body.remove("id");
+            let conversation_id = match body.remove("conversation_id") {
+                Some(Value::String(c)) => c,
+                _ => {
+                    return Err(refused(FrameError::new(
+                        "invalid_conversation_id",
+                        "`conversation_id` must be a conversation's UUID",
+                    )));
+                }
+            };
+            Ok(ClientFrame::Send {
+                id,
+                conversation_id,
+                body,
+            })
+        }
         Some(Value::String(t)) => {
             let shown: String = t.chars().take(64).collect();
             Err(refused(FrameError::new(
                 "unknown_type",
-                format!("unknown frame type {shown:?}: send \"ping\" or \"typing\""),
+                format!("unknown frame type {shown:?}: send \"ping\", \"typing\" or \"send\""),
             )))
         }
         _ => Err(refused(FrameError::new(
@@ -162,11 +193,47 @@ pub(crate) fn pong(id: Option<&Value>) -> Bytes {
 /// One socket's client frames, handled in order by its reader.
 pub(crate) struct ClientFrames {
     typing: Typing,
+    sender: Option<Sender>,
+}
+
+/// Sends a `send` frame's reply; the `sent` frame, or the error.
+async fn send(
+    sender: &Sender,
+    id: Option<Value>,
+    conversation_id: &str,
+    body: Map<String, Value>,
+) -> Bytes {
+    let refused =
+        |code, message: String| FrameError::new(code, message).with_id(id.clone()).frame();
+    let body: SendBody = match serde_json::from_value(Value::Object(body)) {
+        Ok(b) => b,
+        Err(e) => return refused("invalid_reply", format!("send frame: {e}")),
+    };
+    match sender.send(conversation_id, None, body).await {
+        Ok(answer) => {
+            let mut f = answer_json(&answer);
+            f["type"] = json!("sent");
+            if let Some(id) = id {
+                f["id"] = id;
+            }
+            Bytes::from(f.to_string())
+        }
+        Err(e) => refused(e.code, e.message),
+    }
 }
 
 impl ClientFrames {
     pub(crate) fn new(typing: Typing) -> Self {
-        Self { typing }
+        Self {
+            typing,
+            sender: None,
+        }
+    }
+
+    /// Lets this socket's agent send replies.
+    pub(crate) fn with_sender(mut self, sender: Sender) -> Self {
+        self.sender = Some(sender);
+        self
     }
 
     /// Handles one data frame; returns the text frame to answer with, if any.
@@ -199,6 +266,18 @@ impl ClientFrames {
                 }) => match self.typing.relay(conversation_id, state).await {
                     Ok(_) => None,
                     Err(e) => Some(e.with_id(id).frame()),
+                },
+                Ok(ClientFrame::Send {
+                    id,
+                    conversation_id,
+                    body,
+                }) => match &self.sender {
+                    Some(sender) => Some(send(sender, id, &conversation_id, body).await),
+                    None => Some(
+                        FrameError::new("unavailable", "replies are not available on this socket")
+                            .with_id(id)
+                            .frame(),
+                    ),
                 },
             },
             // Control frames are the reader's.

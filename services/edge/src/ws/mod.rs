@@ -101,6 +101,7 @@ pub(crate) async fn handle(
     tracing::debug!(sub = %claims.sub, %tenant, "agent connected");
     let shutdown = state.shutdown.clone();
     let limits = state.config.ws_limits();
+    let sender = crate::replies::Sender::of(&state, &claims);
     let frames = client_frames::ClientFrames::new(typing::Typing::new(
         tenant,
         claims.sub,
@@ -108,7 +109,8 @@ pub(crate) async fn handle(
         limits.typing,
         state.conversation_locations.clone(),
         state.live.client(),
-    ));
+    ))
+    .with_sender(sender);
     tokio::spawn(async move {
         match upgraded.await {
             Ok(ws) => {

@@ -1,0 +1,152 @@
+//! Agents' replies under load (issue 14): `POST /api/v1/conversations/{id}/messages`
+//! at a fixed rate, through ingest's reply queue and worker, to a fake Graph
+//! API on loopback. Measures POST → the fake platform receiving the send, and
+//! the POST's own answer.
+//!
+//! `cargo bench --bench replies`; env: FARO_BENCH_RATE (replies a second,
+//! default 100), FARO_BENCH_N (replies, default 10 s worth), FARO_BENCH_THREADS
+//! (conversations the replies spread over, default 50). Everything shares
+//! this machine's cores, so the figures are a floor, not a ceiling.
+
+#[allow(dead_code)]
+#[path = "../tests/it/clients.rs"]
+mod clients;
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/it/cluster.rs"]
+mod cluster;
+#[allow(dead_code)]
+#[path = "../tests/it/configs.rs"]
+mod configs;
+#[allow(dead_code)]
+#[path = "../tests/it/fake_platform.rs"]
+mod fake_platform;
+#[allow(dead_code)]
+#[path = "../tests/it/replies_support.rs"]
+mod replies_support;
+#[allow(dead_code)]
+#[path = "../tests/it/test_db.rs"]
+mod test_db;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn report(name: &str, h: &Histogram<u64>) {
+    println!(
+        "{name:<26} n={:<6} p50={:>7.2} ms  p90={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms",
+        h.len(),
+        h.value_at_quantile(0.50) as f64 / 1000.0,
+        h.value_at_quantile(0.90) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0,
+    );
+}
+
+async fn run(n: usize, rate: usize, threads: usize) {
+    let s = replies_support::start().await;
+    let mut open = Vec::new();
+    for _ in 0..threads {
+        open.push(
+            s.thread(
+                replies_support::Platform::WhatsApp,
+                false,
+                chrono::Duration::hours(1),
+            )
+            .await,
+        );
+    }
+    let post = |i: usize| {
+        let (s, t) = (&s, &open[i % threads]);
+        async move {
+            let t0 = Instant::now();
+            let (status, _) = s
+                .reply(
+                    t,
+                    &format!("bench-{i}"),
+                    json!({"text": format!("reply {i}")}),
+                )
+                .await;
+            (i, t0, t0.elapsed(), status)
+        }
+    };
+    let start = Instant::now();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let mut next = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut posted = Vec::with_capacity(n);
+    let mut due = 0.0_f64;
+    // Open loop: a fixed arrival rate, whatever the latency.
+    while next < n || !pending.is_empty() {
+        tokio::select! {
+            _ = tick.tick(), if next < n => {
+                due += rate as f64 / 1000.0;
+                while due >= 1.0 && next < n {
+                    due -= 1.0;
+                    pending.push(post(next));
+                    next += 1;
+                }
+            }
+            Some(r) = pending.next(), if !pending.is_empty() => posted.push(r),
+        }
+    }
+    drop(pending);
+    let refused = posted.iter().filter(|p| p.3 != 202).count();
+    let got = s
+        .fake
+        .wait_requests_for(n - refused, Duration::from_secs(300))
+        .await;
+    let elapsed = start.elapsed();
+    let mut sent_at = vec![None; n];
+    for (i, t0, _, _) in &posted {
+        sent_at[*i] = Some(*t0);
+    }
+    let mut e2e = Histogram::<u64>::new(3).expect("histogram");
+    for r in &got {
+        let i: usize = r.body["text"]["body"]
+            .as_str()
+            .and_then(|b| b.strip_prefix("reply "))
+            .and_then(|i| i.parse().ok())
+            .expect("a bench reply");
+        let t0 = sent_at[i].expect("posted");
+        e2e.record(r.at.saturating_duration_since(t0).as_micros() as u64)
+            .ok();
+    }
+    let mut answer = Histogram::<u64>::new(3).expect("histogram");
+    for (_, _, d, _) in posted {
+        answer.record(d.as_micros() as u64).ok();
+    }
+    println!("\nreplies: {n} at a fixed {rate}/s over {threads} conversations");
+    println!("refused (not 202, e.g. 503 when overloaded): {refused}");
+    report("POST answer (202)", &answer);
+    report("POST -> platform receives", &e2e);
+    println!("throughput: {:.0} sent/s", n as f64 / elapsed.as_secs_f64());
+    s.cluster.stop().await;
+}
+
+fn main() {
+    if let Ok(filter) = std::env::var("FARO_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let benching = std::env::args().any(|a| a == "--bench");
+    let rate = env("FARO_BENCH_RATE", 100);
+    let n = if benching {
+        env("FARO_BENCH_N", rate * 10)
+    } else {
+        50
+    };
+    let threads = env("FARO_BENCH_THREADS", 50);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(run(n, rate, threads.min(n).max(1)));
+}

@@ -1,0 +1,141 @@
+//! What happens to a reply after it is accepted (issue 14): transient errors
+//! retried, permanent ones failing it visibly, the platform's statuses moving
+//! it, and its echo recognised as the same message.
+
+use chrono::Duration;
+use serde_json::{Value, json};
+
+use crate::replies_support::{Platform, start, start_with};
+
+/// The next live event of `kind` about message `id`.
+async fn event_for(ws: &mut crate::cluster::Ws, kind: &str, id: &str) -> Value {
+    loop {
+        let e = ws.next_event().await;
+        if e["type"] == kind && e["message"]["id"] == id {
+            return e;
+        }
+    }
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_the_reply_is_sent() {
+    let s = start_with(4).await;
+    let t = s
+        .thread(Platform::WhatsApp, false, Duration::hours(1))
+        .await;
+    let unavailable =
+        json!({"error": {"message": "Service temporarily unavailable", "code": 131016}});
+    s.fake.script([
+        (503, unavailable.clone()),
+        (500, json!({"error": {"message": "oops"}})),
+        (
+            400,
+            json!({"error": {"code": 130429, "message": "Rate limit hit"}}),
+        ),
+    ]);
+    let (status, body) = s.reply(&t, "k", json!({"text": "hi"})).await;
+    assert_eq!(status, 202, "{body}");
+    let (_, error, id) = s
+        .wait_status(body["message"]["id"].as_str().expect("id"), "sent")
+        .await;
+    assert!(error.is_none());
+    assert_eq!(id, "wamid.fake4");
+    assert_eq!(
+        s.fake.requests().len(),
+        4,
+        "three failures, then the send that worked"
+    );
+    s.cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_error_fails_the_reply_visibly_in_the_api_and_live() {
+    let s = start().await;
+    let t = s
+        .thread(Platform::WhatsApp, false, Duration::hours(1))
+        .await;
+    let mut ws = s.cluster.websocket(&t.token).await;
+    let refused = json!({"error": {"message": "Message failed to send because more than 24 hours have passed",
+                                   "type": "OAuthException", "code": 131047, "fbtrace_id": "Az"}});
+    s.fake.script([(400, refused)]);
+    let (status, body) = s.reply(&t, "k", json!({"text": "hi"})).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["message"]["id"].as_str().expect("id").to_owned();
+    let created = event_for(&mut ws, "message.created", &id).await;
+    assert_eq!(created["message"]["status"], "pending");
+    let updated = event_for(&mut ws, "message.updated", &id).await;
+    assert_eq!(updated["message"]["status"], "failed", "{updated}");
+    assert_eq!(updated["message"]["status_error"]["error"]["code"], 131047);
+    assert_eq!(updated["message"]["status_error"]["http_status"], 400);
+    // The API's answer to the same request is the reply as it is now.
+    let (status, again) = s.reply(&t, "k", json!({"text": "hi"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["message"]["status"], "failed");
+    assert_eq!(again["message"]["status_error"]["error"]["code"], 131047);
+    s.replies_drained().await;
+    assert_eq!(
+        s.fake.requests().len(),
+        1,
+        "a permanent error is not retried"
+    );
+    s.cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_status_webhook_moves_a_sent_reply_and_echoes_are_not_second_messages() {
+    let s = start().await;
+    let wa = s
+        .thread(Platform::WhatsApp, false, Duration::hours(1))
+        .await;
+    let (_, body) = s.reply(&wa, "k", json!({"text": "on its way"})).await;
+    let id = body["message"]["id"].as_str().expect("id").to_owned();
+    // The fake platform's first answer names the message `wamid.fake1`.
+    let (_, _, wamid) = s.wait_status(&id, "sent").await;
+    assert_eq!(wamid, "wamid.fake1", "the reply carries the platform's id");
+    let status = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA-1", "changes": [{
+        "field": "messages", "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001234", "phone_number_id": wa.account},
+        "statuses": [{"id": "wamid.fake1", "status": "delivered", "timestamp": chrono::Utc::now().timestamp().to_string(),
+                      "recipient_id": wa.customer}]}}]}]});
+    let code = s
+        .cluster
+        .post_meta("whatsapp", status.to_string().as_bytes(), &wa.secret)
+        .await;
+    assert_eq!(code, 200);
+    s.wait_status(&id, "delivered").await;
+
+    for (n, p) in [(2, Platform::Messenger), (3, Platform::Instagram)] {
+        let t = s.thread(p, false, Duration::hours(1)).await;
+        let (_, body) = s.reply(&t, "k", json!({"text": "hello"})).await;
+        let (_, _, mid) = s
+            .wait_status(body["message"]["id"].as_str().expect("id"), "sent")
+            .await;
+        assert_eq!(mid, format!("m_fake{n}"));
+        let ms = chrono::Utc::now().timestamp_millis();
+        // Messenger's echo names our app; Instagram's echo names none.
+        let mut message = json!({"mid": format!("m_fake{n}"), "text": "hello", "is_echo": true});
+        if p == Platform::Messenger {
+            message["app_id"] = json!(t.app);
+        }
+        let echo = json!({"object": if p == Platform::Messenger { "page" } else { "instagram" },
+            "entry": [{"id": t.account, "time": ms, "messaging": [{"sender": {"id": t.account},
+            "recipient": {"id": t.customer}, "timestamp": ms, "message": message}]}]});
+        let platform = if p == Platform::Messenger {
+            "facebook"
+        } else {
+            "instagram"
+        };
+        let code = s
+            .cluster
+            .post_meta(platform, echo.to_string().as_bytes(), &t.secret)
+            .await;
+        assert_eq!(code, 200);
+        s.cluster.drained().await;
+        assert_eq!(
+            s.count_messages(&t).await,
+            2,
+            "{p:?}: the inbound message and the reply, once"
+        );
+    }
+    s.cluster.stop().await;
+}

@@ -191,6 +191,18 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
         .await
         .expect("roi link");
     }
+    // The replies' idempotency records (issue 14): one per tenant, written
+    // as the owner (sending needs a platform; only the row matters here).
+    for t in [&a, &b] {
+        sqlx::query(
+            "INSERT INTO reply_requests (tenant_id, idempotency_key, request_hash, message_id) \
+             SELECT tenant_id, 'key-1', '\\x00', id FROM messages WHERE tenant_id = $1::uuid LIMIT 1",
+        )
+        .bind(&t.id)
+        .execute(&c.db.owner)
+        .await
+        .expect("reply request");
+    }
     let tables = tenant_tables(&c.db.owner).await;
     for t in [
         "pending_message_events",
@@ -201,6 +213,7 @@ async fn the_service_role_sees_and_writes_only_the_tenant_it_set() {
         "agents",
         "conversation_reads",
         "conversation_roi_links",
+        "reply_requests",
     ] {
         assert!(tables.iter().any(|(n, _)| n == t), "{t} is checked");
     }

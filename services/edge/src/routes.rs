@@ -21,7 +21,7 @@ use faro_proto::conversations::v1::{
     conversations_service_client::ConversationsServiceClient,
 };
 use hashlink::LruCache;
-use tonic::transport::Channel as GrpcChannel;
+use faro_proto::client::Traced as GrpcChannel;
 
 /// Entries kept of each kind; beyond it the least recently used one goes.
 const MAX_ENTRIES: usize = 100_000;

@@ -35,7 +35,7 @@ use faro_proto::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use faro_proto::client::Traced;
 
 use crate::events;
 
@@ -217,7 +217,7 @@ struct Feed {
 const QUEUE_FRAMES: usize = 1024;
 
 pub(crate) struct Hub {
-    client: StreamServiceClient<Channel>,
+    client: StreamServiceClient<Traced>,
     queue_bytes: usize,
     next_id: AtomicU64,
     feeds: Mutex<HashMap<String, Feed>>,
@@ -227,7 +227,7 @@ pub(crate) struct Hub {
 
 impl Hub {
     pub(crate) fn new(
-        client: StreamServiceClient<Channel>,
+        client: StreamServiceClient<Traced>,
         queue_bytes: usize,
         metrics: crate::metrics::Metrics,
         shutdown: CancellationToken,
@@ -247,7 +247,7 @@ impl Hub {
         self.feeds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn client(&self) -> StreamServiceClient<Channel> {
+    pub(crate) fn client(&self) -> StreamServiceClient<Traced> {
         self.client.clone()
     }
 

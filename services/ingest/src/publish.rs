@@ -35,6 +35,7 @@ fn event(stored: StoredMessage, created: bool) -> Option<Event> {
         published_at: Some(to_timestamp(chrono::Utc::now())),
         offset: 0,
         epoch: String::new(),
+        traceparent: String::new(),
         kind: Some(kind),
     })
 }
@@ -49,6 +50,7 @@ fn conversation_event(stored: StoredConversationEvent) -> Option<Event> {
         published_at: Some(to_timestamp(chrono::Utc::now())),
         offset: 0,
         epoch: String::new(),
+        traceparent: String::new(),
         kind: Some(Kind::ConversationEvent(ConversationEventAdded {
             event: Some(e),
             conversation: stored.conversation,
@@ -69,6 +71,7 @@ fn account_event(a: AccountEvent) -> Option<Event> {
         published_at: Some(to_timestamp(chrono::Utc::now())),
         offset: 0,
         epoch: String::new(),
+        traceparent: String::new(),
         kind: Some(Kind::AccountEvent(a)),
     })
 }

@@ -36,7 +36,12 @@ fn exported(span: &Span) -> Option<Context> {
 
 /// The `traceparent` of the current span, to carry in a job or an event.
 pub fn traceparent() -> Option<String> {
-    let cx = exported(&Span::current())?;
+    traceparent_of(&Span::current())
+}
+
+/// The `traceparent` of `span`, when it is exported.
+pub fn traceparent_of(span: &Span) -> Option<String> {
+    let cx = exported(span)?;
     let mut carrier = HashMap::with_capacity(2);
     TraceContextPropagator::new().inject_context(&cx, &mut carrier);
     carrier.remove("traceparent")

@@ -195,6 +195,7 @@ fn script() -> &'static Script {
 
 /// Publishes every event, one script per tenant; fails if any publish fails,
 /// so the caller does not ack. Within a tenant the events keep their order.
+#[tracing::instrument(name = "stream.publish", skip_all, fields(events = events.len(), otel.kind = "producer"))]
 pub(crate) async fn publish_all(
     client: &Client,
     keys: &Keys,
@@ -202,7 +203,12 @@ pub(crate) async fn publish_all(
     events: Vec<Event>,
 ) -> Result<(), fred::error::Error> {
     let mut by_tenant: Vec<(String, Vec<Bytes>)> = Vec::new();
-    for e in events {
+    // The stream's fan-out and the edge's WebSocket write continue from here.
+    let traceparent = faro_proto::trace::traceparent();
+    for mut e in events {
+        if let Some(t) = &traceparent {
+            e.traceparent.clone_from(t);
+        }
         let bytes = Bytes::from(e.encode_to_vec());
         match by_tenant.iter_mut().find(|(t, _)| *t == e.tenant_id) {
             Some((_, list)) => list.push(bytes),

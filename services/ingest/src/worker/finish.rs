@@ -50,6 +50,7 @@ impl Worker {
     ) {
         // A redelivered job may have been stored but not announced before its
         // worker died: announce everything again (clients dedupe by message id).
+        super::observe::stored(&outcome);
         let events = events_of(outcome, redelivered);
         if let Err(e) = publish_all(&self.publisher, &self.keys, self.history, events).await {
             tracing::warn!(error = %e, "publish failed; jobs stay pending");
@@ -78,6 +79,7 @@ impl Worker {
                     .dead_lettered
                     .get_or_create(&crate::metrics::Class { class: "partial" })
                     .inc_by(partly_dead.len() as u64);
+                super::observe::processed(jobs);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "ack failed; jobs will be redelivered and deduplicated")

@@ -10,6 +10,7 @@ use faro_proto::{
 };
 use fred::clients::Client;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     ConversationsClient,
@@ -21,6 +22,7 @@ use crate::{
 };
 
 mod finish;
+mod observe;
 
 const BLOCK_MS: u64 = 1000;
 /// Calls per chunk of a batch in one pass: one quick retry rides out a blip
@@ -191,6 +193,18 @@ impl Worker {
         if ready.is_empty() {
             return;
         }
+        let span = observe::job_span(&ready);
+        self.process_traced(ready, redelivered, stop)
+            .instrument(span)
+            .await;
+    }
+
+    async fn process_traced(
+        &mut self,
+        ready: Vec<Ready>,
+        redelivered: bool,
+        stop: &CancellationToken,
+    ) {
         let all: Vec<ChannelEvent> = ready.iter().flat_map(|r| r.events.clone()).collect();
         let ids: Vec<String> = ready.iter().map(|r| r.id.clone()).collect();
         let started = Instant::now();

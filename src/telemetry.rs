@@ -12,7 +12,7 @@ use opentelemetry_sdk::{
     Resource,
     trace::{Sampler, SdkTracerProvider},
 };
-use tracing_subscriber::{EnvFilter, Layer, filter::Targets, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LogFormat {
@@ -76,26 +76,27 @@ impl Drop for Guard {
 pub fn init(args: &LogArgs, service: &str) -> anyhow::Result<Guard> {
     let filter = EnvFilter::try_new(&args.filter)
         .map_err(|e| anyhow::anyhow!("invalid log filter {:?}: {e}", args.filter))?;
-    let logs = match args.format {
-        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
-        LogFormat::Pretty => fmt::layer().with_writer(std::io::stderr).boxed(),
-    };
     let (traces, provider) = match &args.otlp_endpoint {
         Some(endpoint) if !endpoint.is_empty() => {
             let provider = provider(endpoint, service, args.sample_ratio)?;
-            let layer = tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("faro"))
-                // FARO's own spans whatever `--log` says: the log level
-                // must not silently cut traces.
-                .with_filter(Targets::new().with_target("faro", tracing::Level::INFO));
+            let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("faro"));
             (Some(layer), Some(provider))
         }
         _ => (None, None),
     };
-    tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
-        .with(traces)
-        .init();
+    // One filter for logs and spans alike: FARO's spans are at info, so the
+    // default filter exports them. (A per-layer filter for the exporter
+    // looked neater, but mixed with the log's per-layer EnvFilter it lost
+    // events and span parents: tracing-subscriber 0.3.)
+    let registry = tracing_subscriber::registry().with(filter).with(traces);
+    match args.format {
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
     Ok(Guard(provider))
 }
 

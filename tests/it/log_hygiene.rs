@@ -18,7 +18,7 @@ const ADMIN_TOKEN: &str = "admin-token-of-the-log-hygiene-test-4f2a9c";
 const WRONG_ADMIN_TOKEN: &str = "wrong-admin-token-of-the-log-hygiene-test-77e1";
 const TEXT: &str = "my card number is 4111-1111-1111-1111";
 
-fn jwt(tenant: &str) -> String {
+pub(crate) fn jwt(tenant: &str) -> String {
     faro_edge::auth::JwtKeys::new(JWT_SECRET.as_bytes())
         .expect("keys")
         .issue(&faro_edge::auth::Claims {

@@ -41,7 +41,11 @@ pub struct LogArgs {
     /// Export traces by OTLP/gRPC to this collector (e.g.
     /// `http://otel-collector:4317`); unset, no span is exported and no
     /// trace context is carried.
-    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    #[arg(
+        long = "otlp-endpoint",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        global = true
+    )]
     pub otlp_endpoint: Option<String>,
     /// The share of new traces (webhooks) exported, 0.0 to 1.0; a trace a
     /// caller already sampled is always continued.
@@ -114,6 +118,10 @@ fn provider(endpoint: &str, service: &str, ratio: f64) -> anyhow::Result<SdkTrac
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             ratio,
         ))))
-        .with_resource(Resource::builder_empty().with_service_name(service.to_owned()).build())
+        .with_resource(
+            Resource::builder_empty()
+                .with_service_name(service.to_owned())
+                .build(),
+        )
         .build())
 }

@@ -148,7 +148,8 @@ impl tonic::service::Interceptor for Propagate {
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(cx) = exported(&Span::current()) {
-            TraceContextPropagator::new().inject_context(&cx, &mut Metadata(request.metadata_mut()));
+            TraceContextPropagator::new()
+                .inject_context(&cx, &mut Metadata(request.metadata_mut()));
         }
         Ok(request)
     }

@@ -46,6 +46,7 @@ mod ws;
 
 use std::{sync::Arc, time::Duration};
 
+use faro_proto::client::Traced;
 use faro_proto::{
     conversations::v1::conversations_service_client::ConversationsServiceClient,
     ingest::v1::{
@@ -54,7 +55,6 @@ use faro_proto::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use faro_proto::client::Traced;
 
 pub use client_addr::TrustedProxies;
 pub use config::Config;
@@ -94,11 +94,7 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// A lazily connected channel built by the shared helper (connect timeout,
 /// keep-alive, a deadline on every call; for the stream, on its opening).
-fn channel(
-    name: &str,
-    url: &str,
-    config: &Config,
-) -> Result<tonic::transport::Channel, Error> {
+fn channel(name: &str, url: &str, config: &Config) -> Result<tonic::transport::Channel, Error> {
     faro_proto::client::channel(name, url, UPSTREAM_TIMEOUT, config.tls.as_ref())
         .map_err(Error::Config)
 }

@@ -3,11 +3,11 @@
 
 use std::{sync::Arc, time::Duration};
 
+use faro_proto::client::Traced;
 use faro_proto::stream::v1::{
     Event, Position, SubscribeRequest, stream_service_client::StreamServiceClient,
 };
 use tokio_util::sync::CancellationToken;
-use faro_proto::client::Traced;
 use tonic::{Code, Streaming};
 
 use super::{Hub, RESYNC, SHUTTING_DOWN};

@@ -29,13 +29,13 @@ use std::{
 };
 
 use bytes::Bytes;
+use faro_proto::client::Traced;
 use faro_proto::{
     metrics::Counter,
     stream::v1::{Event, Position, stream_service_client::StreamServiceClient},
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use faro_proto::client::Traced;
 
 use crate::events;
 
@@ -156,11 +156,7 @@ impl Listener {
             .published_at
             .map(|at| faro_proto::metrics::seconds_between(at, chrono::Utc::now()).max(0.0));
         if let Some(secs) = secs {
-            self._membership
-                .hub
-                .metrics
-                .delivery_latency
-                .observe(secs);
+            self._membership.hub.metrics.delivery_latency.observe(secs);
         }
         // One line per event and socket: debug, not to cost the hot path.
         tracing::debug!(

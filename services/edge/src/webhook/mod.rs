@@ -206,7 +206,11 @@ pub(crate) async fn deliver(
     body: Incoming,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     // The root of the webhook's trace (or a child of a proxy's `traceparent`).
-    let span = tracing::info_span!("webhook.receive", platform = platform.name(), otel.kind = "server");
+    let span = tracing::info_span!(
+        "webhook.receive",
+        platform = platform.name(),
+        otel.kind = "server"
+    );
     faro_proto::trace::continue_from_headers(&span, headers);
     deliver_traced(state, platform, ip, headers, body)
         .instrument(span)
@@ -251,7 +255,10 @@ async fn deliver_traced(
 
 /// Milliseconds since `t`, for the events' `latency_ms`.
 fn ms(t: chrono::DateTime<chrono::Utc>) -> f64 {
-    (chrono::Utc::now() - t).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e3
+    (chrono::Utc::now() - t)
+        .num_microseconds()
+        .unwrap_or(i64::MAX) as f64
+        / 1e3
 }
 
 /// The raw body and the routes of the app whose secret verifies it.

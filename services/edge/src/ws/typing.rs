@@ -23,6 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use faro_proto::client::Traced;
 use faro_proto::{
     conversations::v1::{
         GetConversationRequest, conversations_service_client::ConversationsServiceClient,
@@ -33,7 +34,6 @@ use faro_proto::{
     },
 };
 use hashlink::LruCache;
-use faro_proto::client::Traced;
 use tonic::Code;
 use uuid::Uuid;
 

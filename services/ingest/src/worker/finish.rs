@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use faro_proto::conversations::v1::StoreEventsResponse;
 
-use super::{Class, Ready, Worker, events_of, publish_all, queue, rejected_json, rejected_summary, retry};
+use super::{
+    Class, Ready, Worker, events_of, publish_all, queue, rejected_json, rejected_summary, retry,
+};
 
 impl Worker {
     /// A job whose store failed: dead-lettered if retrying cannot help or it

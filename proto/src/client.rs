@@ -109,7 +109,7 @@ client!(
     /// A client of conversations' reply store (ingest's reply path; operators
     /// set send credentials through it).
     replies,
-    crate::conversations::v1::replies_service_client::RepliesServiceClient<Channel>
+    crate::conversations::v1::replies_service_client::RepliesServiceClient<Traced>
 );
 client!(
     /// A client of ingest's reply front door (the edge).

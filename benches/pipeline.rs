@@ -5,7 +5,8 @@
 //!
 //! `cargo bench --bench pipeline`; env: FARO_BENCH_N (webhooks),
 //! FARO_BENCH_CONCURRENCY (closed loop) or FARO_BENCH_RATE (open loop, per
-//! second), FARO_BENCH_WORKERS / FARO_BENCH_BATCH (ingest), FARO_BENCH_LOG.
+//! second), FARO_BENCH_WORKERS / FARO_BENCH_BATCH (ingest), FARO_BENCH_LOG,
+//! FARO_BENCH_OTLP=1 (export every span to a loopback OTLP collector).
 //! Everything — load generator, four services, Postgres, Redis — shares this
 //! machine's cores, so the figures are a floor, not a ceiling.
 
@@ -18,6 +19,8 @@ mod cluster;
 #[allow(dead_code)]
 #[path = "../tests/it/configs.rs"]
 mod configs;
+#[path = "support/otlp_sink.rs"]
+mod otlp_sink;
 #[allow(dead_code)]
 #[path = "../tests/it/test_db.rs"]
 mod test_db;
@@ -190,5 +193,21 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(run(n, concurrency, rate));
+    rt.block_on(async {
+        let traces = if std::env::var("FARO_BENCH_OTLP").is_ok_and(|v| v == "1") {
+            Some(otlp_sink::install().await)
+        } else {
+            None
+        };
+        run(n, concurrency, rate).await;
+        if let Some((sink, provider)) = traces {
+            tokio::task::spawn_blocking(move || provider.shutdown())
+                .await
+                .ok();
+            println!(
+                "traces: exported to a loopback OTLP collector, {} spans received",
+                sink.0.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    });
 }

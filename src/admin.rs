@@ -182,7 +182,7 @@ pub(crate) async fn channel(
     .await
 }
 
-async fn client(target: &Target) -> anyhow::Result<AdminServiceClient<tonic::transport::Channel>> {
+async fn client(target: &Target) -> anyhow::Result<AdminServiceClient<faro_proto::client::Traced>> {
     Ok(faro_proto::client::admin(
         channel(&target.conversations_url, &target.tls).await?,
     ))

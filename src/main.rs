@@ -75,10 +75,25 @@ enum Command {
     Loadgen(loadgen::LoadgenCommand),
 }
 
+impl Command {
+    /// This process's name in exported traces.
+    fn service_name(&self) -> &'static str {
+        match self {
+            Command::All(_) | Command::Dev(_) => "faro",
+            Command::Run { .. } => "faro-run",
+            Command::Edge(_) => "faro-edge",
+            Command::Ingest(_) => "faro-ingest",
+            Command::Conversations(_) => "faro-conversations",
+            Command::Stream(_) => "faro-stream",
+            _ => "faro-cli",
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _guard = telemetry::init(&cli.log)?;
+    let _guard = telemetry::init(&cli.log, cli.command.service_name())?;
     use serve::Service::*;
     match cli.command {
         Command::All(args) => serve::run(&[Edge, Ingest, Conversations, Stream], args).await,

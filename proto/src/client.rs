@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
 
 use crate::{MAX_GRPC_MESSAGE_BYTES, mtls::Tls};
 
@@ -67,11 +70,15 @@ pub fn channel(
     Ok(endpoint(name, url, deadline, tls)?.connect_lazy())
 }
 
+/// A channel whose every call carries the caller's trace context
+/// ([`crate::trace::Propagate`]): what every FARO client speaks through.
+pub type Traced = InterceptedService<Channel, crate::trace::Propagate>;
+
 macro_rules! client {
     ($(#[$doc:meta])* $name:ident, $client:ty) => {
         $(#[$doc])*
         pub fn $name(channel: Channel) -> $client {
-            <$client>::new(channel)
+            <$client>::new(InterceptedService::new(channel, crate::trace::Propagate))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         }
@@ -81,31 +88,31 @@ macro_rules! client {
 client!(
     /// A conversations client with FARO's message size limits.
     conversations,
-    crate::conversations::v1::conversations_service_client::ConversationsServiceClient<Channel>
+    crate::conversations::v1::conversations_service_client::ConversationsServiceClient<Traced>
 );
 client!(
     /// A conversations admin client with FARO's message size limits.
     admin,
-    crate::conversations::v1::admin_service_client::AdminServiceClient<Channel>
+    crate::conversations::v1::admin_service_client::AdminServiceClient<Traced>
 );
 client!(
     /// An ingest client with FARO's message size limits.
     ingest,
-    crate::ingest::v1::ingest_service_client::IngestServiceClient<Channel>
+    crate::ingest::v1::ingest_service_client::IngestServiceClient<Traced>
 );
 client!(
     /// A stream client with FARO's message size limits.
     stream,
-    crate::stream::v1::stream_service_client::StreamServiceClient<Channel>
+    crate::stream::v1::stream_service_client::StreamServiceClient<Traced>
 );
 client!(
     /// A client of conversations' reply store (ingest's reply path; operators
     /// set send credentials through it).
     replies,
-    crate::conversations::v1::replies_service_client::RepliesServiceClient<Channel>
+    crate::conversations::v1::replies_service_client::RepliesServiceClient<Traced>
 );
 client!(
     /// A client of ingest's reply front door (the edge).
     send,
-    crate::ingest::v1::send_service_client::SendServiceClient<Channel>
+    crate::ingest::v1::send_service_client::SendServiceClient<Traced>
 );

@@ -32,6 +32,7 @@ pub mod mtls;
 mod names;
 mod serve;
 mod time;
+pub mod trace;
 
 pub use account::{AccountId, account_id};
 pub use names::{

@@ -191,6 +191,7 @@ impl GrpcServer {
             builder = builder.tls_config(tls.server())?;
         }
         let served = builder
+            .trace_fn(crate::trace::server_span)
             .layer(crate::mtls::AuthorizeLayer::new(self.tls.is_some()))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);

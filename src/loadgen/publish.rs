@@ -105,7 +105,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
 enum Publisher {
     Relay {
         client: faro_proto::stream::v1::stream_service_client::StreamServiceClient<
-            tonic::transport::Channel,
+            faro_proto::client::Traced,
         >,
         tenant: String,
         location: String,

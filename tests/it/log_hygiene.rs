@@ -18,7 +18,7 @@ const ADMIN_TOKEN: &str = "admin-token-of-the-log-hygiene-test-4f2a9c";
 const WRONG_ADMIN_TOKEN: &str = "wrong-admin-token-of-the-log-hygiene-test-77e1";
 const TEXT: &str = "my card number is 4111-1111-1111-1111";
 
-fn jwt(tenant: &str) -> String {
+pub(crate) fn jwt(tenant: &str) -> String {
     faro_edge::auth::JwtKeys::new(JWT_SECRET.as_bytes())
         .expect("keys")
         .issue(&faro_edge::auth::Claims {
@@ -41,8 +41,10 @@ async fn info_logs_hold_no_secret_token_or_message_text() {
         "log-hygiene",
         "all",
         &[
+            // Info, plus the per-message events (debug, to keep the hot
+            // path cheap): they too must hold nothing secret.
             "--log",
-            "info",
+            "info,faro::event=debug",
             "--log-format",
             "json",
             "--edge-listen",
@@ -156,5 +158,50 @@ async fn info_logs_hold_no_secret_token_or_message_text() {
             "{what} is in the info log ({log_path})"
         );
     }
+    seed_events_are_logged(&log, &t.id, &log_path);
     db.drop_db().await;
+}
+
+/// The seed's six event names, each with its fields, as a `event` field of
+/// JSON log lines (target `faro::event`).
+fn seed_events_are_logged(log: &str, tenant: &str, log_path: &str) {
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["target"] == "faro::event")
+        .collect();
+    for (event, fields) in [
+        ("webhook.received", &["platform"][..]),
+        (
+            "webhook.verified",
+            &["platform", "tenant", "account", "latency_ms"],
+        ),
+        (
+            "webhook.enqueued",
+            &["platform", "tenant", "request_id", "job_id", "latency_ms"],
+        ),
+        (
+            "webhook.processed",
+            &["platform", "tenant", "request_id", "job_id", "latency_ms"],
+        ),
+        ("message.stored", &["tenant", "message_id", "latency_ms"]),
+        ("message.delivered", &["tenant", "event_id", "latency_ms"]),
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l["fields"]["event"] == event)
+            .unwrap_or_else(|| panic!("no {event} event in the log ({log_path})"));
+        for f in fields {
+            assert!(
+                !line["fields"][f].is_null(),
+                "{event} has {f}: {line} ({log_path})"
+            );
+        }
+        if fields.contains(&"tenant") {
+            assert_eq!(line["fields"]["tenant"], tenant, "{event}'s tenant");
+        }
+        if fields.contains(&"platform") {
+            assert_eq!(line["fields"]["platform"], "whatsapp", "{event}'s platform");
+        }
+    }
 }

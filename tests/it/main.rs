@@ -62,6 +62,7 @@ mod shutdown;
 mod slow_clients;
 mod stream_reconnect;
 mod test_db;
+mod traces;
 mod typing;
 mod webhook;
 mod websocket;

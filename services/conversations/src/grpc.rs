@@ -141,6 +141,7 @@ impl ConversationsService for Service {
         Ok(Response::new(pb::CheckVerifyTokenResponse { matched }))
     }
 
+    #[tracing::instrument(name = "conversations.store", skip_all)]
     async fn store_events(
         &self,
         request: Request<pb::StoreEventsRequest>,

@@ -46,6 +46,7 @@ mod ws;
 
 use std::{sync::Arc, time::Duration};
 
+use faro_proto::client::Traced;
 use faro_proto::{
     conversations::v1::conversations_service_client::ConversationsServiceClient,
     ingest::v1::{
@@ -54,7 +55,6 @@ use faro_proto::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub use client_addr::TrustedProxies;
 pub use config::Config;
@@ -67,10 +67,10 @@ pub use signature::{sign as sign_meta_payload, sign_ycloud};
 pub(crate) struct State {
     pub config: Config,
     pub jwt: auth::JwtKeys,
-    pub conversations: ConversationsServiceClient<Channel>,
-    pub ingest: IngestServiceClient<Channel>,
+    pub conversations: ConversationsServiceClient<Traced>,
+    pub ingest: IngestServiceClient<Traced>,
     /// Agents' replies: ingest stores, announces and queues them.
-    pub send: SendServiceClient<Channel>,
+    pub send: SendServiceClient<Traced>,
     pub live: Arc<live::Hub>,
     /// Where conversations are, for agents' typing indicators.
     pub conversation_locations: Arc<ws::ConversationLocations>,
@@ -94,7 +94,7 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// A lazily connected channel built by the shared helper (connect timeout,
 /// keep-alive, a deadline on every call; for the stream, on its opening).
-fn channel(name: &str, url: &str, config: &Config) -> Result<Channel, Error> {
+fn channel(name: &str, url: &str, config: &Config) -> Result<tonic::transport::Channel, Error> {
     faro_proto::client::channel(name, url, UPSTREAM_TIMEOUT, config.tls.as_ref())
         .map_err(Error::Config)
 }

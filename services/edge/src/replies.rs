@@ -18,7 +18,6 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use faro_proto::ingest::v1::send_service_client::SendServiceClient;
-use tonic::transport::Channel;
 
 use crate::{
     State,
@@ -148,7 +147,7 @@ pub(crate) fn answer_json(a: &CreateReplyResponse) -> Value {
 /// Who sends a reply: the JWT's tenant, agent and locations (empty: all).
 #[derive(Clone)]
 pub(crate) struct Sender {
-    pub client: SendServiceClient<Channel>,
+    pub client: SendServiceClient<faro_proto::client::Traced>,
     pub tenant: String,
     pub agent: String,
     pub locations: Vec<String>,

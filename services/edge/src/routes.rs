@@ -16,12 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use faro_proto::client::Traced as GrpcChannel;
 use faro_proto::conversations::v1::{
     Channel, ChannelRoute, ResolveChannelAccountsRequest,
     conversations_service_client::ConversationsServiceClient,
 };
 use hashlink::LruCache;
-use tonic::transport::Channel as GrpcChannel;
 
 /// Entries kept of each kind; beyond it the least recently used one goes.
 const MAX_ENTRIES: usize = 100_000;

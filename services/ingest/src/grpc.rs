@@ -90,6 +90,7 @@ fn validate(req: &SubmitRequest) -> Result<(), Error> {
 
 #[tonic::async_trait]
 impl IngestService for Ingest {
+    #[tracing::instrument(name = "ingest.submit", skip_all)]
     async fn submit(
         &self,
         request: Request<SubmitRequest>,
@@ -99,8 +100,12 @@ impl IngestService for Ingest {
                 "queue unavailable: redis not reached yet",
             ));
         }
-        let submission = request.into_inner();
+        let mut submission = request.into_inner();
         validate(&submission)?;
+        // The worker continues the trace from here, across the queue.
+        if let Some(traceparent) = faro_proto::trace::traceparent() {
+            submission.traceparent = traceparent;
+        }
         let defer = std::time::Duration::from_millis(submission.defer_ms);
         let job = Job {
             submission: Some(submission),

@@ -45,7 +45,7 @@ pub use replies::SendConfig;
 /// The conversations client the workers store through.
 pub type ConversationsClient =
     faro_proto::conversations::v1::conversations_service_client::ConversationsServiceClient<
-        tonic::transport::Channel,
+        faro_proto::client::Traced,
     >;
 
 /// Serves `Submit` and runs `config.workers` workers until `shutdown` fires.

@@ -35,6 +35,7 @@ fn event(stored: StoredMessage, created: bool) -> Option<Event> {
         published_at: Some(to_timestamp(chrono::Utc::now())),
         offset: 0,
         epoch: String::new(),
+        traceparent: String::new(),
         kind: Some(kind),
     })
 }
@@ -49,6 +50,7 @@ fn conversation_event(stored: StoredConversationEvent) -> Option<Event> {
         published_at: Some(to_timestamp(chrono::Utc::now())),
         offset: 0,
         epoch: String::new(),
+        traceparent: String::new(),
         kind: Some(Kind::ConversationEvent(ConversationEventAdded {
             event: Some(e),
             conversation: stored.conversation,
@@ -69,6 +71,7 @@ fn account_event(a: AccountEvent) -> Option<Event> {
         published_at: Some(to_timestamp(chrono::Utc::now())),
         offset: 0,
         epoch: String::new(),
+        traceparent: String::new(),
         kind: Some(Kind::AccountEvent(a)),
     })
 }
@@ -192,6 +195,7 @@ fn script() -> &'static Script {
 
 /// Publishes every event, one script per tenant; fails if any publish fails,
 /// so the caller does not ack. Within a tenant the events keep their order.
+#[tracing::instrument(name = "stream.publish", skip_all, fields(events = events.len(), otel.kind = "producer"))]
 pub(crate) async fn publish_all(
     client: &Client,
     keys: &Keys,
@@ -199,7 +203,12 @@ pub(crate) async fn publish_all(
     events: Vec<Event>,
 ) -> Result<(), fred::error::Error> {
     let mut by_tenant: Vec<(String, Vec<Bytes>)> = Vec::new();
-    for e in events {
+    // The stream's fan-out and the edge's WebSocket write continue from here.
+    let traceparent = faro_proto::trace::traceparent();
+    for mut e in events {
+        if let Some(t) = &traceparent {
+            e.traceparent.clone_from(t);
+        }
         let bytes = Bytes::from(e.encode_to_vec());
         match by_tenant.iter_mut().find(|(t, _)| *t == e.tenant_id) {
             Some((_, list)) => list.push(bytes),

@@ -8,6 +8,7 @@ use faro_proto::stream::v1::Event;
 use fred::{clients::SubscriberClient, interfaces::PubsubInterface};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     history::{self, Pos, Reader},
@@ -63,6 +64,15 @@ impl Fanout {
 
     async fn work(&self, work: Work) {
         match work {
+            Work::Event(mut event) if !event.traceparent.is_empty() => {
+                let span = tracing::info_span!("stream.fanout", otel.kind = "consumer");
+                faro_proto::trace::continue_from(&span, &event.traceparent);
+                // The edges' WebSocket writes are this span's children.
+                if let Some(t) = faro_proto::trace::traceparent_of(&span) {
+                    event.traceparent = t;
+                }
+                self.dispatch(*event).instrument(span).await;
+            }
             Work::Event(event) => self.dispatch(*event).await,
             Work::Resync { resubscribe } => {
                 if resubscribe {

@@ -58,6 +58,8 @@ pub(crate) fn event(req: RelayRequest) -> Result<Event, Status> {
         // No position: ephemeral.
         offset: 0,
         epoch: String::new(),
+        // Typing is not traced.
+        traceparent: String::new(),
         kind: Some(kind),
     })
 }

@@ -137,6 +137,8 @@ pub(crate) async fn announce(
         published_at: Some(to_timestamp(chrono::Utc::now())),
         offset: 0,
         epoch: String::new(),
+        // Set by ingest's publish when traces are exported.
+        traceparent: String::new(),
         kind: Some(Kind::ConversationUpdated(ConversationUpdated {
             conversation: Some(c),
             agent_id: agent.claims.sub.clone(),

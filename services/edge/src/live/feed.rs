@@ -3,17 +3,18 @@
 
 use std::{sync::Arc, time::Duration};
 
+use faro_proto::client::Traced;
 use faro_proto::stream::v1::{
     Event, Position, SubscribeRequest, stream_service_client::StreamServiceClient,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Streaming, transport::Channel};
+use tonic::{Code, Streaming};
 
 use super::{Hub, RESYNC, SHUTTING_DOWN};
 
 /// Every location: the edge filters per client.
 pub(super) async fn subscribe(
-    client: &StreamServiceClient<Channel>,
+    client: &StreamServiceClient<Traced>,
     tenant: &str,
     since: Option<Position>,
 ) -> Result<Streaming<Event>, tonic::Status> {

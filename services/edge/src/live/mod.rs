@@ -29,13 +29,13 @@ use std::{
 };
 
 use bytes::Bytes;
+use faro_proto::client::Traced;
 use faro_proto::{
     metrics::Counter,
     stream::v1::{Event, Position, stream_service_client::StreamServiceClient},
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::events;
 
@@ -58,6 +58,10 @@ pub(crate) struct LiveEvent {
     pub sender: Option<String>,
     /// When ingest published it, for the delivery latency.
     pub published_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The stream event's id, for the `message.delivered` event.
+    pub id: String,
+    /// The trace the write continues; empty unless traces are exported.
+    pub traceparent: String,
 }
 
 impl LiveEvent {
@@ -71,7 +75,20 @@ impl LiveEvent {
             json: Bytes::from(json),
             sender: events::sender(e),
             published_at: faro_proto::from_timestamp(e.published_at.as_ref()),
+            id: e.id.clone(),
+            traceparent: e.traceparent.clone(),
         }))
+    }
+
+    /// The `ws.send` span of writing it to one socket: only for an event
+    /// whose trace is exported, so an untraced write pays nothing.
+    pub(crate) fn send_span(&self) -> tracing::Span {
+        if self.traceparent.is_empty() {
+            return tracing::Span::none();
+        }
+        let span = tracing::info_span!("ws.send", kind = self.kind, otel.kind = "producer");
+        faro_proto::trace::continue_from(&span, &self.traceparent);
+        span
     }
 
     /// Without a position: relayed as it came, never stored or replayed.
@@ -135,14 +152,23 @@ impl Listener {
     /// A live event was written to the client: its publication-to-write
     /// latency is observed (clamped at zero: the clocks may differ).
     pub(crate) fn delivered(&self, e: &LiveEvent) {
-        if let Some(at) = e.published_at {
-            let secs = faro_proto::metrics::seconds_between(at, chrono::Utc::now());
-            self._membership
-                .hub
-                .metrics
-                .delivery_latency
-                .observe(secs.max(0.0));
+        let secs = e
+            .published_at
+            .map(|at| faro_proto::metrics::seconds_between(at, chrono::Utc::now()).max(0.0));
+        if let Some(secs) = secs {
+            self._membership.hub.metrics.delivery_latency.observe(secs);
         }
+        // One line per event and socket: debug, not to cost the hot path.
+        tracing::debug!(
+            target: "faro::event",
+            event = "message.delivered",
+            tenant = %self._membership.tenant,
+            event_id = %e.id,
+            kind = e.kind,
+            // Published to written.
+            latency_ms = secs.unwrap_or_default() * 1e3,
+            "message delivered"
+        );
     }
 
     /// The edge's metrics (for the sockets that hold this listener).
@@ -217,7 +243,7 @@ struct Feed {
 const QUEUE_FRAMES: usize = 1024;
 
 pub(crate) struct Hub {
-    client: StreamServiceClient<Channel>,
+    client: StreamServiceClient<Traced>,
     queue_bytes: usize,
     next_id: AtomicU64,
     feeds: Mutex<HashMap<String, Feed>>,
@@ -227,7 +253,7 @@ pub(crate) struct Hub {
 
 impl Hub {
     pub(crate) fn new(
-        client: StreamServiceClient<Channel>,
+        client: StreamServiceClient<Traced>,
         queue_bytes: usize,
         metrics: crate::metrics::Metrics,
         shutdown: CancellationToken,
@@ -247,7 +273,7 @@ impl Hub {
         self.feeds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn client(&self) -> StreamServiceClient<Channel> {
+    pub(crate) fn client(&self) -> StreamServiceClient<Traced> {
         self.client.clone()
     }
 

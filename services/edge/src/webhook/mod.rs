@@ -19,6 +19,7 @@ use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
+use tracing::Instrument;
 
 pub(crate) use handshake::handshake;
 pub(crate) use limit::UnverifiedLimit;
@@ -204,8 +205,28 @@ pub(crate) async fn deliver(
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
+    // The root of the webhook's trace (or a child of a proxy's `traceparent`).
+    let span = tracing::info_span!(
+        "webhook.receive",
+        platform = platform.name(),
+        otel.kind = "server"
+    );
+    faro_proto::trace::continue_from_headers(&span, headers);
+    deliver_traced(state, platform, ip, headers, body)
+        .instrument(span)
+        .await
+}
+
+async fn deliver_traced(
+    state: &State,
+    platform: Platform,
+    ip: IpAddr,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     state.limiter.admit_unverified(ip).await?;
     let received_at = chrono::Utc::now();
+    tracing::debug!(target: "faro::event", event = "webhook.received", platform = platform.name(), "webhook received");
     let (body, routes) = match verify(state, platform, headers, body, received_at).await {
         Ok(verified) => verified,
         Err(e) => {
@@ -216,8 +237,28 @@ pub(crate) async fn deliver(
             return Err(e);
         }
     };
+    tracing::debug!(
+        target: "faro::event",
+        event = "webhook.verified",
+        platform = platform.name(),
+        tenant = %routes[0].tenant_id,
+        account = %routes[0].external_account_id,
+        app_id = %routes[0].app_id,
+        routes = routes.len(),
+        bytes = body.len(),
+        latency_ms = ms(received_at),
+        "webhook verified"
+    );
     let delay = rate::delay(state, platform, &routes).await?;
     queue(state, platform, headers, body, routes, received_at, delay).await
+}
+
+/// Milliseconds since `t`, for the events' `latency_ms`.
+fn ms(t: chrono::DateTime<chrono::Utc>) -> f64 {
+    (chrono::Utc::now() - t)
+        .num_microseconds()
+        .unwrap_or(i64::MAX) as f64
+        / 1e3
 }
 
 /// The raw body and the routes of the app whose secret verifies it.
@@ -282,6 +323,7 @@ async fn queue(
     delay: std::time::Duration,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let (app_id, meta_app_id) = (routes[0].app_id.clone(), routes[0].meta_app_id.clone());
+    let tenant = routes[0].tenant_id.clone();
     let routes = routes
         .into_iter()
         .map(|r| Route {
@@ -303,11 +345,15 @@ async fn queue(
             meta_app_id,
             routes,
             received_at: Some(to_timestamp(received_at)),
-            traceparent: headers
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
+            // Ingest continues the trace from its own span when exporting;
+            // otherwise a proxy's context still rides along.
+            traceparent: faro_proto::trace::traceparent().unwrap_or_else(|| {
+                headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            }),
             request_id: request_id.clone(),
             defer_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         })
@@ -319,7 +365,18 @@ async fn queue(
     } else {
         "deferred"
     };
-    tracing::debug!(%request_id, job_id = %submitted.job_id, bytes = body.len(), status, "webhook queued");
+    tracing::info!(
+        target: "faro::event",
+        event = "webhook.enqueued",
+        platform = platform.name(),
+        %tenant,
+        %request_id,
+        job_id = %submitted.job_id,
+        bytes = body.len(),
+        status,
+        latency_ms = ms(received_at),
+        "webhook enqueued"
+    );
     Ok(json_response(
         StatusCode::OK,
         &json!({"status": status, "request_id": request_id}),

@@ -35,6 +35,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     State,
@@ -321,7 +322,9 @@ async fn run(
                 Some(e) => {
                     listener.taken(&e);
                     if !covered(upto.as_ref(), &e) {
-                        write(tx, Frame::text(Payload::Borrowed(&e.json)), deadline).await?;
+                        write(tx, Frame::text(Payload::Borrowed(&e.json)), deadline)
+                            .instrument(e.send_span())
+                            .await?;
                         listener.delivered(&e);
                     }
                 }

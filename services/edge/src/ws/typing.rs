@@ -23,6 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use faro_proto::client::Traced;
 use faro_proto::{
     conversations::v1::{
         GetConversationRequest, conversations_service_client::ConversationsServiceClient,
@@ -33,7 +34,7 @@ use faro_proto::{
     },
 };
 use hashlink::LruCache;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 use uuid::Uuid;
 
 use super::client_frames::{FrameError, TypingState};
@@ -43,14 +44,14 @@ const CACHED_CONVERSATIONS: usize = 10_000;
 
 /// Where each conversation is, as conversations says; shared by every socket.
 pub(crate) struct ConversationLocations {
-    client: ConversationsServiceClient<Channel>,
+    client: ConversationsServiceClient<Traced>,
     /// (tenant, conversation) → location. Only found ones: a thread created a
     /// moment later must not stay unknown.
     cache: Mutex<LruCache<(String, Uuid), String>>,
 }
 
 impl ConversationLocations {
-    pub(crate) fn new(client: ConversationsServiceClient<Channel>) -> Self {
+    pub(crate) fn new(client: ConversationsServiceClient<Traced>) -> Self {
         Self {
             client,
             cache: Mutex::new(LruCache::new(CACHED_CONVERSATIONS)),
@@ -156,7 +157,7 @@ pub(crate) struct Typing {
     locations: HashSet<String>,
     window: Window,
     conversations: Arc<ConversationLocations>,
-    stream: StreamServiceClient<Channel>,
+    stream: StreamServiceClient<Traced>,
 }
 
 fn unavailable(what: &str, s: &tonic::Status) -> FrameError {
@@ -174,7 +175,7 @@ impl Typing {
         locations: HashSet<String>,
         limit: TypingLimit,
         conversations: Arc<ConversationLocations>,
-        stream: StreamServiceClient<Channel>,
+        stream: StreamServiceClient<Traced>,
     ) -> Self {
         Self {
             tenant,

@@ -28,7 +28,7 @@ use crate::{publish, queue::Keys};
 /// The conversations client of the reply path.
 pub(crate) type RepliesClient =
     faro_proto::conversations::v1::replies_service_client::RepliesServiceClient<
-        tonic::transport::Channel,
+        faro_proto::client::Traced,
     >;
 
 pub(crate) struct Send {

@@ -1,10 +1,7 @@
 //! One worker: read a batch, parse, store, publish, ack. In that order, so
 //! nothing is acknowledged before it is stored and announced.
 
-use std::{
-    collections::HashSet,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use faro_proto::{
     conversations::v1::{ChannelEvent, StoreEventsRequest, StoreEventsResponse},
@@ -13,6 +10,7 @@ use faro_proto::{
 };
 use fred::clients::Client;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     ConversationsClient,
@@ -22,6 +20,9 @@ use crate::{
     queue::{self, Entry, Keys},
     retry::{self, Class},
 };
+
+mod finish;
+mod observe;
 
 const BLOCK_MS: u64 = 1000;
 /// Calls per chunk of a batch in one pass: one quick retry rides out a blip
@@ -192,6 +193,18 @@ impl Worker {
         if ready.is_empty() {
             return;
         }
+        let span = observe::job_span(&ready);
+        self.process_traced(ready, redelivered, stop)
+            .instrument(span)
+            .await;
+    }
+
+    async fn process_traced(
+        &mut self,
+        ready: Vec<Ready>,
+        redelivered: bool,
+        stop: &CancellationToken,
+    ) {
         let all: Vec<ChannelEvent> = ready.iter().flat_map(|r| r.events.clone()).collect();
         let ids: Vec<String> = ready.iter().map(|r| r.id.clone()).collect();
         let started = Instant::now();
@@ -397,103 +410,5 @@ impl Worker {
             outcome: all,
             redelivered,
         }
-    }
-
-    /// A job whose store failed: dead-lettered if retrying cannot help or it
-    /// has had its attempts, otherwise scheduled for a retry after a backoff.
-    async fn failed(&self, r: &Ready, class: Class, error: &str) {
-        let mut job = r.job.clone();
-        retry::record_failure(&mut job, &r.id, r.attempt, error);
-        if class == Class::Permanent {
-            self.dead_letter(&r.id, Some(&job), error, "permanent")
-                .await;
-            return;
-        }
-        if r.attempt >= self.retry.attempts {
-            let why = format!("failed {} attempts; the last: {error}", r.attempt);
-            self.dead_letter(&r.id, Some(&job), &why, "exhausted").await;
-            return;
-        }
-        let delay = self.retry.delay(r.attempt);
-        match retry::schedule(&self.redis, &self.keys, &r.id, &job, delay).await {
-            Ok(_) => {
-                self.metrics.retries.inc();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, job = %r.id, "scheduling a retry failed; job stays pending");
-                return;
-            }
-        }
-        tracing::warn!(
-                job = %r.id,
-                attempt = r.attempt,
-                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                error,
-                "store failed; job scheduled for a retry"
-        );
-    }
-
-    async fn publish_and_ack(
-        &self,
-        jobs: &[Ready],
-        outcome: StoreEventsResponse,
-        redelivered: bool,
-    ) {
-        // A redelivered job may have been stored but not announced before its
-        // worker died: announce everything again (clients dedupe by message id).
-        let events = events_of(outcome, redelivered);
-        if let Err(e) = publish_all(&self.publisher, &self.keys, self.history, events).await {
-            tracing::warn!(error = %e, "publish failed; jobs stay pending");
-            return;
-        }
-        let ids: Vec<String> = jobs
-            .iter()
-            .map(|j| j.id.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let mut listed = HashSet::new();
-        let partly_dead: Vec<queue::PartlyDead<'_>> = jobs
-            .iter()
-            .filter(|j| !j.rejected.is_empty() && listed.insert(j.id.as_str()))
-            .map(|j| queue::PartlyDead {
-                id: &j.id,
-                job: &j.job,
-                error: rejected_summary(&j.rejected),
-                rejected: rejected_json(&j.rejected),
-            })
-            .collect();
-        match queue::ack(&self.redis, &self.keys, &ids, &partly_dead).await {
-            Ok(_) => {
-                self.metrics
-                    .dead_lettered
-                    .get_or_create(&crate::metrics::Class { class: "partial" })
-                    .inc_by(partly_dead.len() as u64);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "ack failed; jobs will be redelivered and deduplicated")
-            }
-        };
-    }
-
-    async fn dead_letter(
-        &self,
-        id: &str,
-        job: Option<&faro_proto::ingest::v1::Job>,
-        error: &str,
-        class: &'static str,
-    ) {
-        tracing::error!(job = %id, error, class, "job cannot be processed; dead-lettered");
-        match queue::dead_letter(&self.redis, &self.keys, id, job, error, class).await {
-            Ok(_) => {
-                self.metrics
-                    .dead_lettered
-                    .get_or_create(&crate::metrics::Class { class })
-                    .inc();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, job = %id, "dead-lettering failed; job stays pending")
-            }
-        };
     }
 }

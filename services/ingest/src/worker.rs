@@ -203,7 +203,7 @@ impl Worker {
             } => {
                 let stored_in = started.elapsed();
                 for r in ready.iter().filter(|r| !r.events.is_empty()) {
-                    self.metrics.stored(r.received_at);
+                    self.metrics.stored(&r.job, r.received_at);
                 }
                 self.publish_and_ack(&ready, outcome, redelivered).await;
                 tracing::debug!(
@@ -228,7 +228,7 @@ impl Worker {
                     match self.store(r.events.clone(), true, one, stop).await {
                         Stored::Done { outcome, .. } => {
                             if !r.events.is_empty() {
-                                self.metrics.stored(r.received_at);
+                                self.metrics.stored(&r.job, r.received_at);
                             }
                             self.publish_and_ack(std::slice::from_ref(r), outcome, true)
                                 .await;
@@ -359,12 +359,9 @@ impl Worker {
                     redelivered,
                 });
                 request.set_timeout(self.store_deadline);
-                self.metrics.store_batch.observe(chunk.len() as f64);
                 let call = Instant::now();
                 let answer = self.conversations.store_events(request).await;
-                self.metrics
-                    .store_duration
-                    .observe(call.elapsed().as_secs_f64());
+                self.metrics.store_call(chunk.len(), call.elapsed());
                 match answer {
                     Ok(r) => {
                         let r = r.into_inner();
@@ -417,7 +414,7 @@ impl Worker {
         let delay = self.retry.delay(r.attempt);
         match retry::schedule(&self.redis, &self.keys, &r.id, &job, delay).await {
             Ok(_) => {
-                self.metrics.retries.inc();
+                self.metrics.retry(&r.job);
             }
             Err(e) => {
                 tracing::warn!(error = %e, job = %r.id, "scheduling a retry failed; job stays pending");
@@ -465,10 +462,8 @@ impl Worker {
             .collect();
         match queue::ack(&self.redis, &self.keys, &ids, &partly_dead).await {
             Ok(_) => {
-                self.metrics
-                    .dead_lettered
-                    .get_or_create(&crate::metrics::Class { class: "partial" })
-                    .inc_by(partly_dead.len() as u64);
+                let acked = jobs.iter().map(|j| (j.id.as_str(), &j.job, !j.rejected.is_empty()));
+                self.metrics.acked(acked);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "ack failed; jobs will be redelivered and deduplicated")
@@ -485,12 +480,7 @@ impl Worker {
     ) {
         tracing::error!(job = %id, error, class, "job cannot be processed; dead-lettered");
         match queue::dead_letter(&self.redis, &self.keys, id, job, error, class).await {
-            Ok(_) => {
-                self.metrics
-                    .dead_lettered
-                    .get_or_create(&crate::metrics::Class { class })
-                    .inc();
-            }
+            Ok(_) => self.metrics.dead_letter(job, class),
             Err(e) => {
                 tracing::warn!(error = %e, job = %id, "dead-lettering failed; job stays pending")
             }

@@ -135,7 +135,9 @@ impl Listener {
     /// A live event was written to the client: its publication-to-write
     /// latency is observed (clamped at zero: the clocks may differ).
     pub(crate) fn delivered(&self, e: &LiveEvent) {
-        if let Some(at) = e.published_at {
+        if let Some(at) = e.published_at
+            && self._membership.hub.metrics.on
+        {
             let secs = faro_proto::metrics::seconds_between(at, chrono::Utc::now());
             self._membership
                 .hub

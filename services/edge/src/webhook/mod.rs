@@ -25,6 +25,7 @@ pub(crate) use limit::UnverifiedLimit;
 
 use crate::{
     State,
+    diag::Attempt,
     error::{ApiError, json_response},
     signature,
 };
@@ -203,10 +204,12 @@ pub(crate) async fn deliver(
     ip: IpAddr,
     headers: &HeaderMap,
     body: Incoming,
+    attempt: &mut Attempt,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     state.limiter.admit_unverified(ip).await?;
     let received_at = chrono::Utc::now();
-    let (body, routes) = match verify(state, platform, headers, body, received_at).await {
+    let verified = verify(state, platform, headers, body, received_at, attempt).await;
+    let (body, routes) = match verified {
         Ok(verified) => verified,
         Err(e) => {
             // Refusals of the request itself; not our own 503s.
@@ -216,8 +219,14 @@ pub(crate) async fn deliver(
             return Err(e);
         }
     };
+    attempt.tenant = routes.first().map(|r| r.tenant_id.clone());
+    attempt.verified_at = Some(std::time::Instant::now());
     let delay = rate::delay(state, platform, &routes).await?;
-    queue(state, platform, headers, body, routes, received_at, delay).await
+    attempt.deferred = !delay.is_zero();
+    let (response, request_id) =
+        queue(state, platform, headers, body, routes, received_at, delay).await?;
+    attempt.request_id = Some(request_id);
+    Ok(response)
 }
 
 /// The raw body and the routes of the app whose secret verifies it.
@@ -227,14 +236,17 @@ async fn verify(
     headers: &HeaderMap,
     body: Incoming,
     received_at: chrono::DateTime<chrono::Utc>,
+    attempt: &mut Attempt,
 ) -> Result<(Bytes, Vec<ChannelRoute>), ApiError> {
     let presented = presented_signature(platform, headers, received_at.timestamp())?;
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
+    attempt.bytes = body.len();
     // Everything up to a verified signature is work anyone can make us do.
     let unverified = state.unverified.enter().await?;
     let limits = &state.config.client_limits;
     shape::check(&body, limits.json_max_depth, limits.json_max_elements)?;
     let ids = accounts::account_ids(platform, &body, limits)?;
+    attempt.named(&ids);
     let unknown = || {
         ApiError::unauthorized(
             "unknown_account",
@@ -280,7 +292,7 @@ async fn queue(
     routes: Vec<ChannelRoute>,
     received_at: chrono::DateTime<chrono::Utc>,
     delay: std::time::Duration,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+) -> Result<(Response<Full<Bytes>>, String), ApiError> {
     let (app_id, meta_app_id) = (routes[0].app_id.clone(), routes[0].meta_app_id.clone());
     let routes = routes
         .into_iter()
@@ -320,10 +332,11 @@ async fn queue(
         "deferred"
     };
     tracing::debug!(%request_id, job_id = %submitted.job_id, bytes = body.len(), status, "webhook queued");
-    Ok(json_response(
+    let response = json_response(
         StatusCode::OK,
         &json!({"status": status, "request_id": request_id}),
-    ))
+    );
+    Ok((response, request_id))
 }
 
 #[cfg(test)]

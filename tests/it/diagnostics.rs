@@ -108,14 +108,29 @@ async fn stats_and_recent_count_what_two_edges_and_ingest_saw() {
     let other = second_edge(&c, &redis_url(), &stop).await;
     // The cluster's edge: two valid, one bad signature.
     for n in 1..=2 {
-        assert_eq!(post(&c, c.edge, &text(&t, n), Some(&t.app_secret)).await, 200);
+        assert_eq!(
+            post(&c, c.edge, &text(&t, n), Some(&t.app_secret)).await,
+            200
+        );
     }
-    assert_eq!(post(&c, c.edge, &text(&t, 3), Some("not-the-secret")).await, 401);
+    assert_eq!(
+        post(&c, c.edge, &text(&t, 3), Some("not-the-secret")).await,
+        401
+    );
     // The second edge: one valid, one poison (dead-lettered in part), one bad
     // signature, one without a signature.
-    assert_eq!(post(&c, other, &text(&t, 4), Some(&t.app_secret)).await, 200);
-    assert_eq!(post(&c, other, &senderless(&t), Some(&t.app_secret)).await, 200);
-    assert_eq!(post(&c, other, &text(&t, 5), Some("not-the-secret")).await, 401);
+    assert_eq!(
+        post(&c, other, &text(&t, 4), Some(&t.app_secret)).await,
+        200
+    );
+    assert_eq!(
+        post(&c, other, &senderless(&t), Some(&t.app_secret)).await,
+        200
+    );
+    assert_eq!(
+        post(&c, other, &text(&t, 5), Some("not-the-secret")).await,
+        401
+    );
     assert_eq!(post(&c, other, &text(&t, 6), None).await, 401);
 
     let path = "/api/v1/webhooks/stats?platform=whatsapp&hours=2";
@@ -135,7 +150,10 @@ async fn stats_and_recent_count_what_two_edges_and_ingest_saw() {
     assert_eq!(w["dead_letters"]["partial"], 1, "{stats}");
     assert_eq!(w["latency_ms"]["edge"]["count"], 4, "{stats}");
     assert!(w["latency_ms"]["edge"]["p99"].as_u64().is_some(), "{stats}");
-    assert!(w["latency_ms"]["stored"]["count"].as_u64() >= Some(3), "{stats}");
+    assert!(
+        w["latency_ms"]["stored"]["count"].as_u64() >= Some(3),
+        "{stats}"
+    );
     assert_eq!(stats["total"]["received"], 7, "only WhatsApp was asked for");
     assert_eq!(stats["window"]["hours"], 2);
     // Both edges read the same figures.
@@ -205,7 +223,10 @@ async fn only_the_admin_token_opens_the_diagnostics() {
         let path = format!("/api/v1/webhooks/{route}");
         for (what, auth) in [
             ("no credential", None),
-            ("a wrong token", Some("Bearer not-the-admin-token-0123456789abcdef")),
+            (
+                "a wrong token",
+                Some("Bearer not-the-admin-token-0123456789abcdef"),
+            ),
             ("an agent JWT", Some(jwt.as_str())),
         ] {
             let (status, body) = get(&c, edge, &path, auth).await;
@@ -236,13 +257,25 @@ async fn health_is_503_while_redis_is_down_and_200_once_it_is_back() {
     let stop = CancellationToken::new();
     let edge = second_edge(&c, &url, &stop).await;
     let path = "/api/v1/webhooks/health";
-    let (status, body) = until(&c, edge, path, |s, _| s == 200).await;
+    // A worker is known to Redis from its first job.
+    let t = c.tenant("diag-health").await;
+    assert_eq!(post(&c, edge, &text(&t, 1), Some(&t.app_secret)).await, 200);
+    let (status, body) = until(&c, edge, path, |s, v| {
+        s == 200 && v["components"]["queue"]["workers_alive"].as_u64() >= Some(1)
+    })
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ok", "{body}");
-    for part in ["redis", "postgres", "queue", "ingest", "conversations", "stream"] {
+    for part in [
+        "redis",
+        "postgres",
+        "queue",
+        "ingest",
+        "conversations",
+        "stream",
+    ] {
         assert_eq!(body["components"][part]["status"], "ok", "{part}: {body}");
     }
-    assert!(body["components"]["queue"]["workers_alive"].as_u64() >= Some(1));
 
     drop(redis); // SIGKILL
     let (status, body) = until(&c, edge, path, |s, _| s == 503).await;

@@ -146,7 +146,11 @@ pub struct Diag(Option<Arc<Inner>>);
 
 impl std::fmt::Debug for Diag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Diag(on)" } else { "Diag(off)" })
+        f.write_str(if self.0.is_some() {
+            "Diag(on)"
+        } else {
+            "Diag(off)"
+        })
     }
 }
 

@@ -462,7 +462,9 @@ impl Worker {
             .collect();
         match queue::ack(&self.redis, &self.keys, &ids, &partly_dead).await {
             Ok(_) => {
-                let acked = jobs.iter().map(|j| (j.id.as_str(), &j.job, !j.rejected.is_empty()));
+                let acked = jobs
+                    .iter()
+                    .map(|j| (j.id.as_str(), &j.job, !j.rejected.is_empty()));
                 self.metrics.acked(acked);
             }
             Err(e) => {

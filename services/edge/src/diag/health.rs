@@ -3,7 +3,8 @@
 //! Postgres (a routing lookup through conversations, since only
 //! conversations talks to Postgres), the gRPC health of ingest,
 //! conversations and stream, and the queue (ingest's `QueueStats`: depth,
-//! pending, oldest pending age, workers alive). 200 when every part is `ok`
+//! pending, oldest pending age, workers alive: down when jobs wait and no
+//! worker reads them). 200 when every part is `ok`
 //! or `degraded`, 503 when one is `down`; the body names each part's state.
 
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A worker blocks on its read for a second at a time: one idle for longer
 /// than this is taken for dead (the group keeps dead consumers' names).
+/// Redis creates a consumer at its first job, so a queue that never had one
+/// shows none: the queue is `down` only when jobs wait and no worker read.
 const WORKER_IDLE_MS: u64 = 30_000;
 
 /// Pending jobs older than this make the queue `degraded` (not `down`: it
@@ -70,13 +73,11 @@ async fn redis(state: &State) -> Json {
 
 async fn postgres(state: &State) -> Json {
     let started = Instant::now();
-    let lookup = state
-        .conversations
-        .clone()
-        .resolve_channel_accounts(ResolveChannelAccountsRequest {
-            channel: faro_proto::conversations::v1::Channel::Whatsapp.into(),
-            external_account_ids: vec!["faro-health-probe".into()],
-        });
+    let mut conversations = state.conversations.clone();
+    let lookup = conversations.resolve_channel_accounts(ResolveChannelAccountsRequest {
+        channel: faro_proto::conversations::v1::Channel::Whatsapp.into(),
+        external_account_ids: vec!["faro-health-probe".into()],
+    });
     match timed(lookup).await {
         Ok(_) => part("ok", started, Map::new()),
         Err(e) => down(started, e),
@@ -107,7 +108,8 @@ async fn queue(state: &State) -> Json {
         .iter()
         .filter(|c| c.idle_ms < WORKER_IDLE_MS)
         .count();
-    let status = if alive == 0 {
+    let waiting = stats.stream_length > 0 || stats.pending > 0;
+    let status = if alive == 0 && waiting {
         "down"
     } else if stats.oldest_pending_age_ms > OLDEST_PENDING_DEGRADED_MS {
         "degraded"
@@ -124,10 +126,14 @@ async fn queue(state: &State) -> Json {
         "workers_alive": alive,
     });
     let mut m = figures.as_object().cloned().unwrap_or_default();
-    if alive == 0 {
+    if alive == 0 && waiting {
         m.insert(
             "error".into(),
-            format!("no worker read the queue in the last {} s", WORKER_IDLE_MS / 1000).into(),
+            format!(
+                "jobs wait and no worker read the queue in the last {} s",
+                WORKER_IDLE_MS / 1000
+            )
+            .into(),
         );
     }
     part(status, started, m)

@@ -43,7 +43,8 @@ const MAX_ACCOUNT_CHARS: usize = 64;
 pub(crate) struct Attempt {
     /// Body bytes read (0 if refused before reading).
     pub bytes: usize,
-    /// The first account the body named, and how many it named.
+    /// The first account the body named (once verified, the first verified
+    /// one), and how many it named.
     pub account: Option<String>,
     pub accounts: usize,
     /// The tenant of the verified app's first route.

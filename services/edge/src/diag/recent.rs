@@ -38,7 +38,7 @@ pub(crate) async fn recent(state: &State, query: Option<&str>) -> Result<Json, A
     }
     // The stream is trimmed approximately: read a little past its bound.
     let entries: Vec<(String, HashMap<String, String>)> = redis
-        .xrevrange(
+        .xrevrange_values(
             recent_key(&state.config.key_prefix),
             "+",
             "-",

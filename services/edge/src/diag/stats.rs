@@ -73,7 +73,7 @@ pub(crate) async fn stats(state: &State, query: Option<&str>) -> Result<Json, Ap
     let shown: Vec<&str> = platform.map_or_else(|| PLATFORMS.to_vec(), |p| vec![p]);
     let mut platforms = Map::new();
     for p in &shown {
-        platforms.insert((*p).to_owned(), figures(&sum, &[p]));
+        platforms.insert((*p).to_owned(), figures(&sum, &[*p]));
     }
     let since = chrono::DateTime::from_timestamp(first * 60, 0).unwrap_or(now);
     Ok(json!({
@@ -116,7 +116,10 @@ fn figures(sum: &HashMap<String, i64>, platforms: &[&str]) -> Json {
         let mut counts = vec![0i64; BOUNDS_MS.len() + 1];
         for p in platforms {
             for (i, c) in counts.iter_mut().enumerate() {
-                *c += sum.get(&format!("{p}|lat|{stage}|{i}")).copied().unwrap_or(0);
+                *c += sum
+                    .get(&format!("{p}|lat|{stage}|{i}"))
+                    .copied()
+                    .unwrap_or(0);
             }
         }
         latency.insert(

@@ -219,7 +219,10 @@ pub(crate) async fn deliver(
             return Err(e);
         }
     };
-    attempt.tenant = routes.first().map(|r| r.tenant_id.clone());
+    if let Some(r) = routes.first() {
+        attempt.tenant = Some(r.tenant_id.clone());
+        attempt.account = Some(r.external_account_id.clone());
+    }
     attempt.verified_at = Some(std::time::Instant::now());
     let delay = rate::delay(state, platform, &routes).await?;
     attempt.deferred = !delay.is_zero();

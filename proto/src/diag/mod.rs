@@ -64,7 +64,8 @@ pub fn recent_key(prefix: &str) -> String {
 /// The index in [`BOUNDS_MS`] of the bucket counting `d` (`BOUNDS_MS.len()`
 /// past the last bound).
 pub fn bucket_of(d: Duration) -> usize {
-    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    // Rounded up: a bucket counts what is at most its bound.
+    let ms = u64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
     BOUNDS_MS
         .iter()
         .position(|b| ms <= *b)

@@ -6,7 +6,9 @@
 //! `cargo bench --bench pipeline`; env: FARO_BENCH_N (webhooks),
 //! FARO_BENCH_CONCURRENCY (closed loop) or FARO_BENCH_RATE (open loop, per
 //! second), FARO_BENCH_WORKERS / FARO_BENCH_BATCH (ingest), FARO_BENCH_LOG,
-//! FARO_BENCH_OTLP=1 (export every span to a loopback OTLP collector).
+//! FARO_BENCH_OTLP=1 (export every span to a loopback OTLP collector),
+//! FARO_BENCH_METRICS=0 (services without metrics listeners: nothing
+//! recorded, for the cost of recording).
 //! Everything — load generator, four services, Postgres, Redis — shares this
 //! machine's cores, so the figures are a floor, not a ceiling.
 
@@ -57,6 +59,7 @@ async fn run(n: usize, concurrency: usize, rate: Option<usize>) {
     let c = cluster::Cluster::start_with(cluster::Options {
         ingest_workers: env("FARO_BENCH_WORKERS", 2),
         ingest_batch: env("FARO_BENCH_BATCH", 64),
+        metrics: env("FARO_BENCH_METRICS", 1) != 0,
         ..cluster::Options::default()
     })
     .await;

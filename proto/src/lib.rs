@@ -26,6 +26,7 @@ pub mod stream {
 pub mod account;
 pub mod client;
 pub mod dead_letters;
+pub mod diag;
 mod drain;
 pub mod metrics;
 pub mod mtls;

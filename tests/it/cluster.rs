@@ -109,6 +109,9 @@ pub struct Options {
     /// Where ingest sends agents' replies (a fake platform); default nowhere
     /// reachable.
     pub send: Option<faro_ingest::SendConfig>,
+    /// Each service with its metrics listener (recording on); false runs them
+    /// without (nothing recorded: the benchmark's "metrics off").
+    pub metrics: bool,
 }
 
 impl Default for Options {
@@ -129,6 +132,7 @@ impl Default for Options {
             rate_limits: crate::configs::rates_off(),
             pki: None,
             send: None,
+            metrics: true,
         }
     }
 }
@@ -154,6 +158,7 @@ impl Cluster {
         let (stream_m, stream_metrics) = listener().await;
         let (ingest_m, ingest_metrics) = listener().await;
         let (edge_m, edge_metrics) = listener().await;
+        let on = options.metrics;
         let metrics = MetricsAddrs {
             edge: edge_metrics,
             ingest: ingest_metrics,
@@ -180,7 +185,7 @@ impl Cluster {
         if options.conversations {
             let t = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                faro_conversations::run_with_metrics(conv_config, conv_l, Some(conv_m), t)
+                faro_conversations::run_with_metrics(conv_config, conv_l, on.then_some(conv_m), t)
                     .await
                     .expect("conversations runs");
             }));
@@ -200,7 +205,7 @@ impl Cluster {
         };
         let t = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            faro_stream::run_with_metrics(stream_config, stream_l, Some(stream_m), t)
+            faro_stream::run_with_metrics(stream_config, stream_l, on.then_some(stream_m), t)
                 .await
                 .expect("stream runs");
         }));
@@ -220,7 +225,7 @@ impl Cluster {
             config.store_deadline_ms = (options.claim_idle_ms.saturating_sub(300) / 2).min(10_000);
             let t = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                faro_ingest::run_with_metrics(config, ingest_l, Some(ingest_m), t)
+                faro_ingest::run_with_metrics(config, ingest_l, on.then_some(ingest_m), t)
                     .await
                     .expect("ingest runs");
             }));
@@ -239,7 +244,7 @@ impl Cluster {
         }
         let t = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            faro_edge::run_with_metrics(edge_config, edge_l, Some(edge_m), t)
+            faro_edge::run_with_metrics(edge_config, edge_l, on.then_some(edge_m), t)
                 .await
                 .expect("edge runs");
         }));

@@ -15,6 +15,7 @@ mod conversation_events_redelivery;
 mod crash;
 mod customers;
 mod dead_letter;
+mod diagnostics;
 mod dlq;
 mod dlq_admin;
 mod event_rules;

@@ -219,7 +219,7 @@ async fn scrape_until(
 
 /// A signed webhook whose only message names no sender: it is answered 200
 /// and its part is dead-lettered (class `partial`), nothing stored.
-fn senderless(tenant: &Tenant) -> String {
+pub(crate) fn senderless(tenant: &Tenant) -> String {
     json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [
         {"field": "messages", "value": {"metadata": {"phone_number_id": tenant.phone_number_id},
          "contacts": [{"wa_id": "16505551234"}, {"wa_id": "16505551235"}],

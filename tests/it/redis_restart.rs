@@ -25,7 +25,7 @@ pub(crate) struct OwnRedis(Child);
 
 impl OwnRedis {
     /// Without persistence: a restart loses everything.
-    async fn start(port: u16) -> Self {
+    pub(crate) async fn start(port: u16) -> Self {
         Self::start_with(port, &["--save", "", "--appendonly", "no"]).await
     }
 

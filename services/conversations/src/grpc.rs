@@ -155,15 +155,9 @@ impl ConversationsService for Service {
         }
         let started = std::time::Instant::now();
         let outcome = store::store_events(&self.pool, events, redelivered).await;
-        self.metrics
-            .store_duration
-            .observe(started.elapsed().as_secs_f64());
-        let outcome = outcome.inspect_err(|_| {
-            self.metrics.store_failures.inc();
-        })?;
-        self.metrics
-            .messages_stored
-            .inc_by(outcome.stored.len() as u64);
+        let stored = outcome.as_ref().ok().map(|o| o.stored.len());
+        self.metrics.stored(started.elapsed(), stored);
+        let outcome = outcome?;
         Ok(Response::new(pb::StoreEventsResponse {
             stored: outcome.stored,
             updated: outcome.updated,

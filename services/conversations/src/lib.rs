@@ -69,7 +69,7 @@ pub async fn run_with_metrics(
     let pool = db::connect_app(&config).await?;
     let sweeper_pool = db::sweeper_pool(&config)?;
     let mut registry = faro_proto::metrics::Registry::default();
-    let (recorded, refresh) = metrics::Metrics::new(&mut registry, &pool);
+    let (recorded, refresh) = metrics::Metrics::new(&mut registry, &pool, metrics.is_some());
     if let Some(l) = metrics {
         tokio::spawn(faro_proto::metrics::serve(
             Arc::new(registry),

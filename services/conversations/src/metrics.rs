@@ -10,6 +10,8 @@ pub(crate) struct Metrics {
     pub store_duration: Histogram,
     pub messages_stored: Counter,
     pub store_failures: Counter,
+    /// False without a metrics listener: nothing is recorded.
+    pub on: bool,
 }
 
 impl Default for Metrics {
@@ -18,6 +20,7 @@ impl Default for Metrics {
             store_duration: duration_histogram(),
             messages_stored: Counter::default(),
             store_failures: Counter::default(),
+            on: false,
         }
     }
 }
@@ -25,8 +28,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers the metrics, and the pool's connections read on each
     /// scrape; returns the hook that reads them.
-    pub(crate) fn new(registry: &mut Registry, pool: &PgPool) -> (Self, Refresh) {
-        let m = Self::default();
+    pub(crate) fn new(registry: &mut Registry, pool: &PgPool, on: bool) -> (Self, Refresh) {
+        let m = Self {
+            on,
+            ..Self::default()
+        };
         registry.register(
             "conversations_store_duration_seconds",
             "Duration of StoreEvents as conversations serves it (its transactions)",
@@ -60,5 +66,19 @@ impl Metrics {
             std::future::ready(())
         });
         (m, refresh)
+    }
+}
+
+impl Metrics {
+    /// One `StoreEvents` served in `took`: `stored` new messages, or failed.
+    pub(crate) fn stored(&self, took: std::time::Duration, stored: Option<usize>) {
+        if !self.on {
+            return;
+        }
+        self.store_duration.observe(took.as_secs_f64());
+        match stored {
+            Some(n) => self.messages_stored.inc_by(n as u64),
+            None => self.store_failures.inc(),
+        };
     }
 }

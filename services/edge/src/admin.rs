@@ -6,6 +6,8 @@
 //! - `POST /api/v1/admin/dead-letters/retry` and `.../purge`, with a body of
 //!   `{"id": ".."}`, `{"filter": {..the list parameters..}}` or `{"all": true}`
 //! - `GET /api/v1/admin/queue`
+//! - `GET /api/v1/webhooks/health`, `.../stats`, `.../recent`: diagnostics,
+//!   served by `diag`
 //!
 //! Every call is audit-logged (see [`handle`]). The credential is `FARO_ADMIN_TOKEN` (`Authorization: Bearer <token>`),
 //! not an agent JWT: an agent's token, valid for its tenant, must never drive
@@ -48,6 +50,9 @@ pub(crate) enum AdminRoute {
     Retry,
     Purge,
     Queue,
+    WebhooksHealth,
+    WebhooksStats,
+    WebhooksRecent,
 }
 
 fn not_found() -> ApiError {
@@ -117,7 +122,7 @@ pub(crate) async fn handle(
         Ok(()) => {
             let served = serve(state, route, param.clone(), req, &mut target).await;
             let response = match served {
-                Ok(body) => json_response(StatusCode::OK, &body),
+                Ok((status, body)) => json_response(status, &body),
                 Err(e) => refused(e),
             };
             ("admin_token", response)
@@ -147,9 +152,9 @@ async fn serve(
     param: Option<String>,
     req: Request<Incoming>,
     target: &mut Selected,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
     let mut ingest = state.ingest.clone();
-    Ok(match route {
+    let body = match route {
         AdminRoute::DeadLetters => {
             let request = list_request(req.uri().query().unwrap_or(""))?;
             let r = ingest.list_dead_letters(request).await;
@@ -184,7 +189,11 @@ async fn serve(
             let r = ingest.queue_stats(QueueStatsRequest {}).await;
             dl::stats_json(&r.map_err(|s| upstream(&s))?.into_inner())
         }
-    })
+        AdminRoute::WebhooksHealth => return Ok(crate::diag::health(state).await),
+        AdminRoute::WebhooksStats => crate::diag::stats(state, req.uri().query()).await?,
+        AdminRoute::WebhooksRecent => crate::diag::recent(state, req.uri().query()).await?,
+    };
+    Ok((StatusCode::OK, body))
 }
 
 fn selection_kind(s: &DeadLetterSelection) -> &'static str {

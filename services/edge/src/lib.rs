@@ -17,6 +17,8 @@
 //!   all of these (`docs/openapi.json`, checked against `router::ROUTES`).
 //! - `/api/v1/admin/...`: the dead-letter queue and queue figures, for an
 //!   operator holding `FARO_ADMIN_TOKEN` (absent without one); see `admin`.
+//! - `GET /api/v1/webhooks/{health,stats,recent}`: diagnostics, for the same
+//!   operator; see `diag`.
 //! - `GET /metrics` on a separate operator listener (`run_with_metrics`),
 //!   never on the public one; see `metrics`.
 //!
@@ -29,6 +31,7 @@ pub mod auth;
 mod client_addr;
 mod config;
 mod conn_limits;
+mod diag;
 mod error;
 mod events;
 mod inbox;
@@ -83,6 +86,10 @@ pub(crate) struct State {
     pub slots: limits::AgentSlots,
     pub shutdown: CancellationToken,
     pub metrics: metrics::Metrics,
+    /// Figures for the diagnostics, flushed to Redis (off without metrics).
+    pub diag: faro_proto::diag::Diag,
+    /// ingest, conversations and stream, for the health check.
+    pub upstreams: [tonic::transport::Channel; 3],
 }
 
 /// The first value of a query parameter, decoded.
@@ -114,8 +121,10 @@ pub async fn run(
 }
 
 /// [`run`], and `GET /metrics` (Prometheus text) on `metrics`, an operator
-/// listener apart from the public one. Without it the figures are still
-/// kept (they cost next to nothing) but not served.
+/// listener apart from the public one. Without it nothing is recorded: the
+/// Prometheus figures and the diagnostics' counts (`diag`) are both off, so
+/// that their cost can be measured (docs/BENCHMARKS.md); the diagnostics
+/// routes still read what other processes recorded.
 pub async fn run_with_metrics(
     config: Config,
     listener: TcpListener,
@@ -124,7 +133,12 @@ pub async fn run_with_metrics(
 ) -> Result<(), Error> {
     config.validate()?;
     let mut registry = faro_proto::metrics::Registry::default();
-    let recorded = metrics::Metrics::new(&mut registry);
+    let recorded = metrics::Metrics::new(&mut registry, metrics.is_some());
+    let diag = match metrics {
+        Some(_) => faro_proto::diag::Diag::start(&config.redis_url, &config.key_prefix)
+            .map_err(Error::Config)?,
+        None => faro_proto::diag::Diag::off(),
+    };
     if let Some(l) = metrics {
         tokio::spawn(faro_proto::metrics::serve(
             Arc::new(registry),
@@ -133,12 +147,12 @@ pub async fn run_with_metrics(
             shutdown.clone(),
         ));
     }
-    let conversations = faro_proto::client::conversations(channel(
-        "conversations",
-        &config.conversations_url,
-        &config,
-    )?);
-    let ingest = channel("ingest", &config.ingest_url, &config)?;
+    let upstreams = [
+        channel("ingest", &config.ingest_url, &config)?,
+        channel("conversations", &config.conversations_url, &config)?,
+        channel("stream", &config.stream_url, &config)?,
+    ];
+    let conversations = faro_proto::client::conversations(upstreams[1].clone());
     let state = Arc::new(State {
         jwt: auth::JwtKeys::with_scope(
             config.jwt_secret.as_bytes(),
@@ -147,10 +161,10 @@ pub async fn run_with_metrics(
         )?,
         conversation_locations: Arc::new(ws::ConversationLocations::new(conversations.clone())),
         conversations,
-        ingest: faro_proto::client::ingest(ingest.clone()),
-        send: faro_proto::client::send(ingest),
+        ingest: faro_proto::client::ingest(upstreams[0].clone()),
+        send: faro_proto::client::send(upstreams[0].clone()),
         live: live::Hub::new(
-            faro_proto::client::stream(channel("stream", &config.stream_url, &config)?),
+            faro_proto::client::stream(upstreams[2].clone()),
             config.ws_queue_bytes,
             recorded.clone(),
             shutdown.clone(),
@@ -165,9 +179,14 @@ pub async fn run_with_metrics(
         slots: limits::AgentSlots::new(&config.client_limits),
         shutdown: shutdown.clone(),
         metrics: recorded,
+        diag,
+        upstreams,
         config,
     });
     state.limiter.connect(shutdown.clone());
     tracing::info!(addr = ?listener.local_addr().ok(), "edge listening");
-    server::serve(state, listener, shutdown).await
+    let served = server::serve(state.clone(), listener, shutdown).await;
+    // Drained: what the last requests counted is written before the end.
+    state.diag.close().await;
+    served
 }

@@ -43,10 +43,13 @@ pub(crate) struct Metrics {
     pub delivery_latency: Histogram,
     pub websockets: Gauge,
     pub slow_consumers: Counter,
+    /// False without an operator listener: the per-request figures are not
+    /// recorded at all (see `run_with_metrics`).
+    pub on: bool,
 }
 
 impl Metrics {
-    pub(crate) fn new(registry: &mut Registry) -> Self {
+    pub(crate) fn new(registry: &mut Registry, on: bool) -> Self {
         let m = Self {
             webhook_received: Family::default(),
             webhook_duration: Family::new_with_constructor(duration_histogram),
@@ -55,6 +58,7 @@ impl Metrics {
             delivery_latency: Histogram::new(lag_buckets()),
             websockets: Gauge::default(),
             slow_consumers: Counter::default(),
+            on,
         };
         registry.register(
             "webhook_received",
@@ -103,6 +107,9 @@ impl Metrics {
         code: Option<&'static str>,
         took: Duration,
     ) {
+        if !self.on {
+            return;
+        }
         self.webhook_received
             .get_or_create(&Received { platform, status })
             .inc();
@@ -120,6 +127,9 @@ impl Metrics {
     }
 
     pub(crate) fn http_error(&self, status: u16, code: &'static str) {
+        if !self.on {
+            return;
+        }
         self.http_errors
             .get_or_create(&HttpError { status, code })
             .inc();

@@ -78,6 +78,23 @@ pub(crate) const ROUTES: &[Spec] = &[
         POST,
         Route::Webhook(Platform::YCloud),
     ),
+    // Diagnostics: operator routes (the admin token), before nothing that
+    // could match them (no template under /api/v1/webhooks/).
+    spec(
+        "/api/v1/webhooks/health",
+        GET,
+        Route::Admin(AdminRoute::WebhooksHealth),
+    ),
+    spec(
+        "/api/v1/webhooks/stats",
+        GET,
+        Route::Admin(AdminRoute::WebhooksStats),
+    ),
+    spec(
+        "/api/v1/webhooks/recent",
+        GET,
+        Route::Admin(AdminRoute::WebhooksRecent),
+    ),
     spec("/api/v1/messages/stream", GET, Route::MessageStream),
     spec("/api/v1/messages/poll", GET, Route::MessagePoll),
     spec("/api/v1/messages/events", GET, Route::MessageEvents),

@@ -105,7 +105,8 @@ async fn handle_full(
             let arrived = std::time::Instant::now();
             let ip = client_ip(&req);
             let (parts, body) = req.into_parts();
-            let answer = webhook::deliver(&state, p, ip, &parts.headers, body).await;
+            let mut attempt = crate::diag::Attempt::default();
+            let answer = webhook::deliver(&state, p, ip, &parts.headers, body, &mut attempt).await;
             let (status, code) = match &answer {
                 Ok(r) => (r.status().as_u16(), None),
                 Err(e) => (e.status.as_u16(), Some(e.code)),
@@ -113,6 +114,7 @@ async fn handle_full(
             state
                 .metrics
                 .webhook(p.name(), status, code, arrived.elapsed());
+            crate::diag::record(&state.diag, p.name(), arrived, status, code, &attempt);
             answer
         }
         (Route::MessageStream, _) => ws::handle(state.clone(), req).await,

@@ -118,7 +118,7 @@ impl IngestService for Ingest {
                 .await
                 .map_err(Error::from)?
         };
-        self.metrics.submitted.inc();
+        self.metrics.submitted();
         tracing::debug!(%job_id, defer_ms = defer.as_millis() as u64, "job queued");
         Ok(Response::new(SubmitResponse { job_id }))
     }

@@ -63,7 +63,8 @@ pub async fn run(
 }
 
 /// [`run`], and `GET /metrics` (Prometheus text) on `metrics`, an operator
-/// listener: the queue's figures are read from Redis on each scrape.
+/// listener: the queue's figures are read from Redis on each scrape. Without
+/// it nothing is recorded (Prometheus figures and diagnostics alike).
 pub async fn run_with_metrics(
     config: Config,
     listener: TcpListener,
@@ -74,7 +75,12 @@ pub async fn run_with_metrics(
     let keys = Keys::new(&config.key_prefix);
     let producer = queue::client(&config.redis_url)?;
     let mut registry = faro_proto::metrics::Registry::default();
-    let recorded = metrics::Metrics::new(&mut registry);
+    let diag = match metrics {
+        Some(_) => faro_proto::diag::Diag::start(&config.redis_url, &config.key_prefix)
+            .map_err(Error::Config)?,
+        None => faro_proto::diag::Diag::off(),
+    };
+    let recorded = metrics::Metrics::new(&mut registry, metrics.is_some(), diag);
     if let Some(l) = metrics {
         let refresh = recorded.refresh(producer.clone(), Arc::new(keys.clone()));
         tokio::spawn(faro_proto::metrics::serve(
@@ -143,7 +149,7 @@ pub async fn run_with_metrics(
         redis: producer.clone(),
         keys: Arc::new(keys),
         ready: ready.clone(),
-        metrics: recorded,
+        metrics: recorded.clone(),
         history: config.history(),
     };
     tracing::info!(addr = ?listener.local_addr().ok(), workers = config.workers, "ingest service listening");
@@ -160,6 +166,7 @@ pub async fn run_with_metrics(
     // Stage two: the gRPC server has drained; now stop the workers.
     worker_stop.cancel();
     workers.wait().await;
+    recorded.close().await;
     queue::quit(&producer).await;
     served.map_err(|e| Error::Serve(e.to_string()))
 }

@@ -3,12 +3,18 @@
 //! read from Redis on each scrape (`stats::queue_stats`, the same figures as
 //! `QueueStats`): every ingest process reports the same shared queue, so
 //! aggregate them with `max`, not `sum`.
+//!
+//! The same recording points count for the edge's diagnostics
+//! (`faro_proto::diag`: processed, failed, dead letters, the `stored`
+//! latency, by platform). Without a metrics listener neither is recorded.
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use faro_proto::{
     conversations::v1::{ChannelEvent, channel_event::Kind},
+    diag::Diag,
+    ingest::v1::Job,
     metrics::{
         Counter, Family, Gauge, Histogram, Refresh, Registry, duration_histogram, lag_buckets,
         seconds_between, size_buckets,
@@ -45,6 +51,9 @@ pub(crate) struct Metrics {
     pub dead_lettered: Family<Class, Counter>,
     pub retries: Counter,
     queue: Queue,
+    /// False without a metrics listener: nothing is recorded.
+    on: bool,
+    diag: Diag,
 }
 
 impl Default for Metrics {
@@ -58,13 +67,20 @@ impl Default for Metrics {
             dead_lettered: Family::default(),
             retries: Counter::default(),
             queue: Queue::default(),
+            on: false,
+            diag: Diag::off(),
         }
     }
 }
 
 impl Metrics {
-    pub(crate) fn new(registry: &mut Registry) -> Self {
-        let m = Self::default();
+    /// `diag` on or not, Prometheus figures are recorded only when `on`.
+    pub(crate) fn new(registry: &mut Registry, on: bool, diag: Diag) -> Self {
+        let m = Self {
+            on,
+            diag,
+            ..Self::default()
+        };
         let r = registry;
         r.register(
             "ingest_jobs_submitted",
@@ -163,6 +179,9 @@ impl Metrics {
     /// The platform-to-arrival lag of each message in a job seen for the
     /// first time (clamped at zero: the platform's clock is not ours).
     pub(crate) fn platform_lags(&self, received_at: DateTime<Utc>, events: &[ChannelEvent]) {
+        if !self.on {
+            return;
+        }
         for e in events {
             if let Some(Kind::Message(m)) = &e.kind
                 && let Some(at) = faro_proto::from_timestamp(m.timestamp.as_ref())
@@ -174,10 +193,71 @@ impl Metrics {
     }
 
     /// A job's arrival-to-stored lag, observed once it is stored.
-    pub(crate) fn stored(&self, received_at: Option<DateTime<Utc>>) {
-        if let Some(at) = received_at {
-            self.stored_lag
-                .observe(seconds_between(at, Utc::now()).max(0.0));
+    pub(crate) fn stored(&self, job: &Job, received_at: Option<DateTime<Utc>>) {
+        if let Some(at) = received_at.filter(|_| self.on) {
+            let secs = seconds_between(at, Utc::now()).max(0.0);
+            self.stored_lag.observe(secs);
+            let took = Duration::from_secs_f64(secs.min(1e9));
+            self.diag.latency(platform(Some(job)), "stored", took);
         }
     }
+
+    /// A job queued by `Submit`.
+    pub(crate) fn submitted(&self) {
+        if self.on {
+            self.submitted.inc();
+        }
+    }
+
+    /// One `StoreEvents` call of `events` events that took `took`.
+    pub(crate) fn store_call(&self, events: usize, took: Duration) {
+        if self.on {
+            self.store_batch.observe(events as f64);
+            self.store_duration.observe(took.as_secs_f64());
+        }
+    }
+
+    /// A job whose store failed, scheduled for a retry.
+    pub(crate) fn retry(&self, job: &Job) {
+        if self.on {
+            self.retries.inc();
+            self.diag.count(platform(Some(job)), "failed", "", 1);
+        }
+    }
+
+    /// A job (or part of one: `partial`) dead-lettered, of `class`.
+    pub(crate) fn dead_letter(&self, job: Option<&Job>, class: &'static str) {
+        if self.on {
+            self.dead_lettered.get_or_create(&Class { class }).inc();
+            self.diag.count(platform(job), "dead_letters", class, 1);
+        }
+    }
+
+    /// Jobs stored, announced and acknowledged, each once (an id may come
+    /// twice in a batch); `partial` when parts of it were dead-lettered with
+    /// the ack.
+    pub(crate) fn acked<'a>(&self, jobs: impl Iterator<Item = (&'a str, &'a Job, bool)>) {
+        if !self.on {
+            return;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (_, job, partial) in jobs.filter(|(id, ..)| seen.insert(*id)) {
+            self.diag.count(platform(Some(job)), "processed", "", 1);
+            if partial {
+                self.dead_letter(Some(job), "partial");
+            }
+        }
+    }
+
+    /// Flushes the diagnostics' last figures (at shutdown).
+    pub(crate) async fn close(&self) {
+        self.diag.close().await;
+    }
+}
+
+/// A job's platform as the diagnostics name it.
+fn platform(job: Option<&Job>) -> &'static str {
+    job.and_then(|j| j.submission.as_ref())
+        .and_then(|s| faro_proto::dead_letters::provider_name(s.provider()))
+        .unwrap_or("unknown")
 }

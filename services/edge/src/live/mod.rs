@@ -152,11 +152,15 @@ impl Listener {
     /// A live event was written to the client: its publication-to-write
     /// latency is observed (clamped at zero: the clocks may differ).
     pub(crate) fn delivered(&self, e: &LiveEvent) {
+        let metrics = &self._membership.hub.metrics;
+        // The clock is read only for someone: metrics, or the debug event.
+        let wanted = metrics.on || tracing::enabled!(target: "faro::event", tracing::Level::DEBUG);
         let secs = e
             .published_at
+            .filter(|_| wanted)
             .map(|at| faro_proto::metrics::seconds_between(at, chrono::Utc::now()).max(0.0));
-        if let Some(secs) = secs {
-            self._membership.hub.metrics.delivery_latency.observe(secs);
+        if let Some(secs) = secs.filter(|_| metrics.on) {
+            metrics.delivery_latency.observe(secs);
         }
         // One line per event and socket: debug, not to cost the hot path.
         tracing::debug!(

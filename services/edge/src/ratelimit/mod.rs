@@ -282,6 +282,12 @@ impl Limiter {
             })
     }
 
+    /// The edge's Redis connection, for the diagnostics' reads and health
+    /// check (the same Redis every replica shares).
+    pub(crate) fn redis(&self) -> &Client {
+        &self.client
+    }
+
     /// The default rate of verified webhooks.
     pub(crate) fn webhook_rate(&self) -> Rate {
         self.limits.webhook

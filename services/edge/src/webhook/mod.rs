@@ -26,6 +26,7 @@ pub(crate) use limit::UnverifiedLimit;
 
 use crate::{
     State,
+    diag::Attempt,
     error::{ApiError, json_response},
     signature,
 };
@@ -204,6 +205,7 @@ pub(crate) async fn deliver(
     ip: IpAddr,
     headers: &HeaderMap,
     body: Incoming,
+    attempt: &mut Attempt,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     // The root of the webhook's trace (or a child of a proxy's `traceparent`).
     let span = tracing::info_span!(
@@ -212,7 +214,7 @@ pub(crate) async fn deliver(
         otel.kind = "server"
     );
     faro_proto::trace::continue_from_headers(&span, headers);
-    deliver_traced(state, platform, ip, headers, body)
+    deliver_traced(state, platform, ip, headers, body, attempt)
         .instrument(span)
         .await
 }
@@ -223,11 +225,13 @@ async fn deliver_traced(
     ip: IpAddr,
     headers: &HeaderMap,
     body: Incoming,
+    attempt: &mut Attempt,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     state.limiter.admit_unverified(ip).await?;
     let received_at = chrono::Utc::now();
     tracing::debug!(target: "faro::event", event = "webhook.received", platform = platform.name(), "webhook received");
-    let (body, routes) = match verify(state, platform, headers, body, received_at).await {
+    let verified = verify(state, platform, headers, body, received_at, attempt).await;
+    let (body, routes) = match verified {
         Ok(verified) => verified,
         Err(e) => {
             // Refusals of the request itself; not our own 503s.
@@ -249,8 +253,17 @@ async fn deliver_traced(
         latency_ms = ms(received_at),
         "webhook verified"
     );
+    if let Some(r) = routes.first() {
+        attempt.tenant = Some(r.tenant_id.clone());
+        attempt.account = Some(r.external_account_id.clone());
+    }
+    attempt.verified_at = Some(std::time::Instant::now());
     let delay = rate::delay(state, platform, &routes).await?;
-    queue(state, platform, headers, body, routes, received_at, delay).await
+    attempt.deferred = !delay.is_zero();
+    let (response, request_id) =
+        queue(state, platform, headers, body, routes, received_at, delay).await?;
+    attempt.request_id = Some(request_id);
+    Ok(response)
 }
 
 /// Milliseconds since `t`, for the events' `latency_ms`.
@@ -268,14 +281,17 @@ async fn verify(
     headers: &HeaderMap,
     body: Incoming,
     received_at: chrono::DateTime<chrono::Utc>,
+    attempt: &mut Attempt,
 ) -> Result<(Bytes, Vec<ChannelRoute>), ApiError> {
     let presented = presented_signature(platform, headers, received_at.timestamp())?;
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
+    attempt.bytes = body.len();
     // Everything up to a verified signature is work anyone can make us do.
     let unverified = state.unverified.enter().await?;
     let limits = &state.config.client_limits;
     shape::check(&body, limits.json_max_depth, limits.json_max_elements)?;
     let ids = accounts::account_ids(platform, &body, limits)?;
+    attempt.named(&ids);
     let unknown = || {
         ApiError::unauthorized(
             "unknown_account",
@@ -321,7 +337,7 @@ async fn queue(
     routes: Vec<ChannelRoute>,
     received_at: chrono::DateTime<chrono::Utc>,
     delay: std::time::Duration,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+) -> Result<(Response<Full<Bytes>>, String), ApiError> {
     let (app_id, meta_app_id) = (routes[0].app_id.clone(), routes[0].meta_app_id.clone());
     let tenant = routes[0].tenant_id.clone();
     let routes = routes
@@ -377,10 +393,11 @@ async fn queue(
         latency_ms = ms(received_at),
         "webhook enqueued"
     );
-    Ok(json_response(
+    let response = json_response(
         StatusCode::OK,
         &json!({"status": status, "request_id": request_id}),
-    ))
+    );
+    Ok((response, request_id))
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ impl Worker {
         let delay = self.retry.delay(r.attempt);
         match retry::schedule(&self.redis, &self.keys, &r.id, &job, delay).await {
             Ok(_) => {
-                self.metrics.retries.inc();
+                self.metrics.retry(&r.job);
             }
             Err(e) => {
                 tracing::warn!(error = %e, job = %r.id, "scheduling a retry failed; job stays pending");
@@ -77,10 +77,10 @@ impl Worker {
             .collect();
         match queue::ack(&self.redis, &self.keys, &ids, &partly_dead).await {
             Ok(_) => {
-                self.metrics
-                    .dead_lettered
-                    .get_or_create(&crate::metrics::Class { class: "partial" })
-                    .inc_by(partly_dead.len() as u64);
+                let acked = jobs
+                    .iter()
+                    .map(|j| (j.id.as_str(), &j.job, !j.rejected.is_empty()));
+                self.metrics.acked(acked);
                 super::observe::processed(jobs);
             }
             Err(e) => {
@@ -98,12 +98,7 @@ impl Worker {
     ) {
         tracing::error!(job = %id, error, class, "job cannot be processed; dead-lettered");
         match queue::dead_letter(&self.redis, &self.keys, id, job, error, class).await {
-            Ok(_) => {
-                self.metrics
-                    .dead_lettered
-                    .get_or_create(&crate::metrics::Class { class })
-                    .inc();
-            }
+            Ok(_) => self.metrics.dead_letter(job, class),
             Err(e) => {
                 tracing::warn!(error = %e, job = %id, "dead-lettering failed; job stays pending")
             }

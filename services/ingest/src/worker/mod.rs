@@ -216,7 +216,7 @@ impl Worker {
             } => {
                 let stored_in = started.elapsed();
                 for r in ready.iter().filter(|r| !r.events.is_empty()) {
-                    self.metrics.stored(r.received_at);
+                    self.metrics.stored(&r.job, r.received_at);
                 }
                 self.publish_and_ack(&ready, outcome, redelivered).await;
                 tracing::debug!(
@@ -241,7 +241,7 @@ impl Worker {
                     match self.store(r.events.clone(), true, one, stop).await {
                         Stored::Done { outcome, .. } => {
                             if !r.events.is_empty() {
-                                self.metrics.stored(r.received_at);
+                                self.metrics.stored(&r.job, r.received_at);
                             }
                             self.publish_and_ack(std::slice::from_ref(r), outcome, true)
                                 .await;
@@ -372,12 +372,9 @@ impl Worker {
                     redelivered,
                 });
                 request.set_timeout(self.store_deadline);
-                self.metrics.store_batch.observe(chunk.len() as f64);
                 let call = Instant::now();
                 let answer = self.conversations.store_events(request).await;
-                self.metrics
-                    .store_duration
-                    .observe(call.elapsed().as_secs_f64());
+                self.metrics.store_call(chunk.len(), call.elapsed());
                 match answer {
                     Ok(r) => {
                         let r = r.into_inner();

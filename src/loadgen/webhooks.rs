@@ -20,10 +20,8 @@ use std::{
 };
 
 use clap::Args;
-use futures::StreamExt;
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -164,12 +162,12 @@ impl Shared {
         }
     }
 
-    fn error(&self, what: String) {
+    pub(super) fn error(&self, what: String) {
         *lock(&self.errors).entry(what).or_default() += 1;
     }
 
     /// A live frame carrying message `n` arrived.
-    fn seen(&self, n: usize, at_us: u64) {
+    pub(super) fn seen(&self, n: usize, at_us: u64) {
         let mut messages = lock(&self.messages);
         if let Some(m) = messages.get_mut(&n)
             && !m.delivered
@@ -375,30 +373,6 @@ fn plan(args: &WebhooksArgs) -> anyhow::Result<Plan> {
     })
 }
 
-/// One tenant's agent socket: every frame's `<marker>-<n>` is a delivery.
-async fn subscribe(ws: sockets::Ws, marker: String, shared: Arc<Shared>, stop: CancellationToken) {
-    let mut ws = ws;
-    loop {
-        let frame = tokio::select! {
-            () = stop.cancelled() => return,
-            frame = ws.next() => frame,
-        };
-        match frame {
-            Some(Ok(Message::Text(text))) => {
-                let at = unix_micros();
-                if let Some(n) = sockets::marked(text.as_str(), &marker) {
-                    shared.seen(n, at);
-                }
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => {
-                shared.error("websocket ended".into());
-                return;
-            }
-        }
-    }
-}
-
 pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
     let plan = Arc::new(plan(&args)?);
     let shared = Arc::new(Shared::new());
@@ -410,7 +384,7 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
             let ws = sockets::open(&target, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
                 .await
                 .map_err(|e| anyhow::anyhow!("subscriber: {e}"))?;
-            subscribers.spawn(subscribe(
+            subscribers.spawn(super::webhooks_report::subscribe(
                 ws,
                 args.marker.clone(),
                 shared.clone(),

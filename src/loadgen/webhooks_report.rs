@@ -12,10 +12,44 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use sqlx::Connection;
 
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
 use super::{
+    sockets, unix_micros,
     webhooks::{Shared, WebhooksArgs},
     write_json,
 };
+
+/// One tenant's agent socket: every frame's `<marker>-<n>` is a delivery.
+pub(super) async fn subscribe(
+    ws: sockets::Ws,
+    marker: String,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let mut ws = ws;
+    loop {
+        let frame = tokio::select! {
+            () = stop.cancelled() => return,
+            frame = ws.next() => frame,
+        };
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                let at = unix_micros();
+                if let Some(n) = sockets::marked(text.as_str(), &marker) {
+                    shared.seen(n, at);
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => {
+                shared.error("websocket ended".into());
+                return;
+            }
+        }
+    }
+}
 
 /// One line to stderr every second: a load run is watched, not waited on.
 pub(super) async fn progress(shared: Arc<Shared>) {
@@ -129,23 +163,28 @@ pub(super) async fn finish(
         "lost": if args.database_url.is_some() { json!(lost) } else { serde_json::Value::Null },
         "duplicated": if args.database_url.is_some() { json!(duplicated) } else { serde_json::Value::Null },
     });
+    let row = |name: &str, h: &serde_json::Value| {
+        let cell = |k: &str| {
+            h[k].as_f64()
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+        };
+        format!(
+            "{name:<14} {:>8} {:>8} {:>8} {:>8}",
+            cell("p50_ms"),
+            cell("p90_ms"),
+            cell("p99_ms"),
+            cell("max_ms")
+        )
+    };
     eprintln!(
-        "\n{:<14} {:>8} {:>8} {:>8} {:>8}\n{:<14} {:>8} {:>8} {:>8} {:>8}\n{:<14} {:>8} {:>8} {:>8} {:>8}",
+        "\n{:<14} {:>8} {:>8} {:>8} {:>8}\n{}\n{}",
         "latency (ms)",
         "p50",
         "p90",
         "p99",
         "max",
-        "ack",
-        ack["p50_ms"],
-        ack["p90_ms"],
-        ack["p99_ms"],
-        ack["max_ms"],
-        "end to end",
-        e2e["p50_ms"],
-        e2e["p90_ms"],
-        e2e["p99_ms"],
-        e2e["max_ms"],
+        row("ack", &ack),
+        row("end to end", &report["e2e"]),
     );
     eprintln!(
         "webhooks: {} sent, {webhooks_acked} acked ({} acks/s); messages: {} sent, {acked} acked, \

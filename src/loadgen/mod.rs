@@ -16,6 +16,7 @@
 
 mod http;
 mod payloads;
+mod provision;
 mod publish;
 mod report;
 mod sockets;

@@ -111,6 +111,8 @@ pub struct WebhooksArgs {
     /// Where the results go (JSON); standard output without it.
     #[arg(long)]
     pub(super) out: Option<PathBuf>,
+    #[command(flatten)]
+    provision: super::provision::ProvisionArgs,
 }
 
 /// One message sent: its id, when it was due, whether acked or seen live.
@@ -373,7 +375,23 @@ fn plan(args: &WebhooksArgs) -> anyhow::Result<Plan> {
     })
 }
 
-pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: WebhooksArgs) -> anyhow::Result<()> {
+    if args.provision.tenants > 0 {
+        let p = super::provision::provision(
+            &args.provision,
+            &args.app_secret,
+            args.ycloud_secret.as_deref(),
+        )
+        .await?;
+        eprintln!("loadgen: provisioned {} tenants", p.tokens.len());
+        args.whatsapp.extend(p.whatsapp);
+        args.messenger.extend(p.messenger);
+        args.instagram.extend(p.instagram);
+        args.ycloud.extend(p.ycloud);
+        if args.ws_url.is_some() {
+            args.tokens.extend(p.tokens);
+        }
+    }
     let plan = Arc::new(plan(&args)?);
     let shared = Arc::new(Shared::new());
     let stop = CancellationToken::new();

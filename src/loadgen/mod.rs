@@ -41,7 +41,7 @@ pub enum LoadgenCommand {
     Report(report::ReportArgs),
     /// Signed webhooks (WhatsApp, Messenger, Instagram, YCloud) open or closed loop; ack and
     /// end-to-end latency, throughput, errors; lost/duplicated checked in Postgres (JSON).
-    Webhooks(webhooks::WebhooksArgs),
+    Webhooks(Box<webhooks::WebhooksArgs>),
 }
 
 pub async fn run(cmd: LoadgenCommand) -> anyhow::Result<()> {
@@ -49,7 +49,7 @@ pub async fn run(cmd: LoadgenCommand) -> anyhow::Result<()> {
         LoadgenCommand::Sockets(args) => sockets::run(args).await,
         LoadgenCommand::Publish(args) => publish::run(args).await,
         LoadgenCommand::Report(args) => report::run(&args),
-        LoadgenCommand::Webhooks(args) => webhooks::run(args).await,
+        LoadgenCommand::Webhooks(args) => webhooks::run(*args).await,
     }
 }
 

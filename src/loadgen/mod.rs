@@ -10,12 +10,18 @@
 //!   the fan-out is timed) or as signed webhooks (the whole pipeline);
 //! - `report`: the merge: per event, latency percentiles over every socket.
 //!
-//! Webhook load generation (issue 15) belongs here too, as its own
-//! subcommand beside these.
+//! - `webhooks`: signed webhooks of every platform at a fixed rate or from
+//!   N workers, timed to the ack and to the agent's frame, then checked
+//!   against Postgres (lost = 0, duplicated = 0).
 
+mod http;
+mod payloads;
+mod provision;
 mod publish;
 mod report;
 mod sockets;
+mod webhooks;
+mod webhooks_report;
 
 use std::{
     path::Path,
@@ -33,6 +39,9 @@ pub enum LoadgenCommand {
     Publish(publish::PublishArgs),
     /// Merge `sockets` and `publish` results: latency percentiles per event over every socket (JSON).
     Report(report::ReportArgs),
+    /// Signed webhooks (WhatsApp, Messenger, Instagram, YCloud) open or closed loop; ack and
+    /// end-to-end latency, throughput, errors; lost/duplicated checked in Postgres (JSON).
+    Webhooks(Box<webhooks::WebhooksArgs>),
 }
 
 pub async fn run(cmd: LoadgenCommand) -> anyhow::Result<()> {
@@ -40,6 +49,7 @@ pub async fn run(cmd: LoadgenCommand) -> anyhow::Result<()> {
         LoadgenCommand::Sockets(args) => sockets::run(args).await,
         LoadgenCommand::Publish(args) => publish::run(args).await,
         LoadgenCommand::Report(args) => report::run(&args),
+        LoadgenCommand::Webhooks(args) => webhooks::run(*args).await,
     }
 }
 

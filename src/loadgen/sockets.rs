@@ -76,12 +76,12 @@ pub struct SocketsArgs {
 }
 
 /// One edge to connect to.
-struct Target {
+pub(super) struct Target {
     request: Request<()>,
     addr: SocketAddr,
 }
 
-async fn target(url: &str, token: &str) -> anyhow::Result<Target> {
+pub(super) async fn target(url: &str, token: &str) -> anyhow::Result<Target> {
     let mut request = url.into_client_request().context("--url")?;
     request.headers_mut().insert(
         AUTHORIZATION,
@@ -97,7 +97,7 @@ async fn target(url: &str, token: &str) -> anyhow::Result<Target> {
     Ok(Target { request, addr })
 }
 
-type Ws = WebSocketStream<tokio::net::TcpStream>;
+pub(super) type Ws = WebSocketStream<tokio::net::TcpStream>;
 
 /// Small buffers: tens of thousands of idle sockets live in this process.
 fn config() -> WebSocketConfig {
@@ -106,7 +106,7 @@ fn config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-async fn open(target: &Target, source: IpAddr) -> Result<Ws, String> {
+pub(super) async fn open(target: &Target, source: IpAddr) -> Result<Ws, String> {
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     socket
         .bind(SocketAddr::new(source, 0))
@@ -125,10 +125,11 @@ async fn open(target: &Target, source: IpAddr) -> Result<Ws, String> {
 
 /// The `n` of the first `<marker>-<n>` in `text`.
 pub(super) fn marked(text: &str, marker: &str) -> Option<usize> {
-    let at = text.find(marker)?;
-    let rest = text[at + marker.len()..].strip_prefix('-')?;
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    rest[..digits].parse().ok()
+    text.match_indices(marker).find_map(|(at, _)| {
+        let rest = text[at + marker.len()..].strip_prefix('-')?;
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        rest[..digits].parse().ok()
+    })
 }
 
 /// Counters the connect tasks, the sockets and the progress line share.

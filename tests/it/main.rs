@@ -34,6 +34,7 @@ mod late_commit;
 mod listing;
 mod live;
 mod loadgen;
+mod loadgen_webhooks;
 mod log_hygiene;
 mod messaging;
 mod metrics;

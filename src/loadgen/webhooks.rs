@@ -77,6 +77,10 @@ pub struct WebhooksArgs {
     /// Closed loop (without --rate): workers, each posting back to back.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Open loop: connections to the edge at most. A webhook due while all
+    /// are busy waits for one, still timed from when it was due.
+    #[arg(long = "max-connections", default_value_t = 512)]
+    max_connections: usize,
     /// Stop after this many webhooks.
     #[arg(long)]
     count: Option<usize>,
@@ -353,8 +357,8 @@ fn plan(args: &WebhooksArgs) -> anyhow::Result<Plan> {
         "give --count or --duration-secs"
     );
     anyhow::ensure!(
-        args.customers > 0 && args.batch > 0 && args.concurrency > 0,
-        "--customers, --batch and --concurrency must be at least 1"
+        args.customers > 0 && args.batch > 0 && args.concurrency > 0 && args.max_connections > 0,
+        "--customers, --batch, --concurrency and --max-connections must be at least 1"
     );
     anyhow::ensure!(
         args.rate.is_none_or(|r| r > 0.0 && r.is_finite()),
@@ -421,6 +425,7 @@ pub async fn run(mut args: WebhooksArgs) -> anyhow::Result<()> {
         // Open loop: webhook i is due at start + i / rate, sent then whatever
         // earlier ones are still waiting for, and timed from then.
         let pool: Arc<Mutex<Vec<Conn>>> = Arc::default();
+        let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections));
         let mut inflight = JoinSet::new();
         for i in 0..count {
             let offset = Duration::from_secs_f64(i as f64 / rate);
@@ -431,7 +436,9 @@ pub async fn run(mut args: WebhooksArgs) -> anyhow::Result<()> {
             tokio::time::sleep_until(due.into()).await;
             let due_us = start_us + u64::try_from(offset.as_micros()).unwrap_or(u64::MAX);
             let (plan, shared, pool) = (plan.clone(), shared.clone(), pool.clone());
+            let slots = slots.clone();
             inflight.spawn(async move {
+                let _slot = slots.acquire().await; // held until sent
                 let hook = plan.build(&shared, i, due_us);
                 let mut conn = lock(&pool).pop();
                 send(&plan, &shared, edge, &mut conn, hook, due).await;

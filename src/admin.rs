@@ -148,6 +148,17 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Re-seal every secret not under the current encryption key (the first of
+    /// conversations' FARO_ENCRYPTION_KEYS), online, a batch per transaction;
+    /// safe to repeat. Prints the rows moved and left per table; drop an old
+    /// key from the configuration only once nothing is left under it.
+    Reseal {
+        /// Rows per transaction.
+        #[arg(long = "batch-size", default_value_t = 100)]
+        batch_size: u32,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -350,6 +361,19 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             print(serde_json::Value::Array(
                 events.iter().map(account_event_json).collect(),
             ));
+        }
+        AdminCommand::Reseal { batch_size, target } => {
+            let r = client(&target)
+                .await?
+                .reseal_secrets(pb::ResealSecretsRequest { batch_size })
+                .await?
+                .into_inner();
+            let tables: serde_json::Map<_, _> = r
+                .tables
+                .iter()
+                .map(|t| (t.table.clone(), json!({"resealed": t.resealed, "failed": t.failed})))
+                .collect();
+            print(json!({"key_id": r.key_id, "tables": tables}));
         }
     }
     Ok(())

@@ -229,6 +229,15 @@ impl ConversationsService for Service {
 
 #[tonic::async_trait]
 impl AdminService for Service {
+    async fn reseal_secrets(
+        &self,
+        request: Request<pb::ResealSecretsRequest>,
+    ) -> Result<Response<pb::ResealSecretsResponse>, Status> {
+        Ok(Response::new(
+            crate::reseal::reseal(&self.pool, &self.secrets, request.into_inner()).await?,
+        ))
+    }
+
     async fn upsert_agent(
         &self,
         request: Request<pb::Agent>,

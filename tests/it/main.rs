@@ -30,6 +30,7 @@ mod inbox_paging;
 mod inbox_rest;
 mod inbox_support;
 mod isolation;
+mod key_rotation;
 mod late_commit;
 mod listing;
 mod live;

@@ -371,7 +371,12 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             let tables: serde_json::Map<_, _> = r
                 .tables
                 .iter()
-                .map(|t| (t.table.clone(), json!({"resealed": t.resealed, "failed": t.failed})))
+                .map(|t| {
+                    (
+                        t.table.clone(),
+                        json!({"resealed": t.resealed, "failed": t.failed}),
+                    )
+                })
                 .collect();
             print(json!({"key_id": r.key_id, "tables": tables}));
         }

@@ -35,7 +35,9 @@ impl Conversations {
             sweeper_database_url: None,
             tls: None,
         };
-        let listener = TcpListener::bind(addr).await.expect("conversations' address");
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("conversations' address");
         let stop = CancellationToken::new();
         let t = stop.clone();
         let task = tokio::spawn(async move {
@@ -64,7 +66,13 @@ async fn handshake(c: &Cluster, token: &str) -> u16 {
     let url = c.url(&format!(
         "/api/v1/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=7"
     ));
-    c.http.get(url).send().await.expect("answer").status().as_u16()
+    c.http
+        .get(url)
+        .send()
+        .await
+        .expect("answer")
+        .status()
+        .as_u16()
 }
 
 async fn key_ids(c: &Cluster) -> Vec<String> {
@@ -117,7 +125,11 @@ async fn secrets_move_to_a_new_key_while_webhooks_keep_verifying() {
 
     let mut admin = c.admin().await;
     let reseal = |batch_size| pb::ResealSecretsRequest { batch_size };
-    let r = admin.reseal_secrets(reseal(1)).await.expect("reseal").into_inner();
+    let r = admin
+        .reseal_secrets(reseal(1))
+        .await
+        .expect("reseal")
+        .into_inner();
     assert_eq!(r.key_id, "kb");
     let counts: Vec<_> = r
         .tables
@@ -133,10 +145,22 @@ async fn secrets_move_to_a_new_key_while_webhooks_keep_verifying() {
     assert_eq!(ids.len(), 4);
     assert!(ids.iter().all(|k| k == "kb"), "{ids:?}");
     // Idempotent: nothing left to move.
-    let again = admin.reseal_secrets(reseal(0)).await.expect("again").into_inner();
-    assert!(again.tables.iter().all(|t| t.resealed == 0 && t.failed == 0));
+    let again = admin
+        .reseal_secrets(reseal(0))
+        .await
+        .expect("again")
+        .into_inner();
+    assert!(
+        again
+            .tables
+            .iter()
+            .all(|t| t.resealed == 0 && t.failed == 0)
+    );
     assert_eq!(webhook(&c, &beta, "wamid.rot-2").await, 200);
-    let bad = admin.reseal_secrets(reseal(100_000)).await.expect_err("too big");
+    let bad = admin
+        .reseal_secrets(reseal(100_000))
+        .await
+        .expect_err("too big");
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     conv.stop().await;
 
@@ -155,7 +179,9 @@ async fn secrets_move_to_a_new_key_while_webhooks_keep_verifying() {
     let only_b = faro_conversations::SecretBox::from_specs(&[b]).expect("key b");
     let aad = format!("channel_accounts/{account}/send_credential");
     assert_eq!(
-        only_b.open(&kid, &sealed, aad.as_bytes()).expect("opens under b"),
+        only_b
+            .open(&kid, &sealed, aad.as_bytes())
+            .expect("opens under b"),
         b"send-token-alpha"
     );
     c.drained().await;

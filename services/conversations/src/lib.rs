@@ -11,7 +11,6 @@
 
 mod account_events;
 mod admin;
-mod reseal;
 mod config;
 mod conv_events;
 mod crypto;
@@ -23,6 +22,7 @@ mod grpc;
 mod inbox;
 mod metrics;
 mod replies;
+mod reseal;
 mod rows;
 mod store;
 

@@ -6,7 +6,9 @@
 -- transaction. The service role cannot read the sealed columns of meta_apps
 -- (nor any tenant's channel accounts without its tenant set), so these
 -- narrow functions do it, owned by a role of their own that can read and
--- write only the sealed columns.
+-- write those two tables and nothing else (table grants: the send-credential
+-- columns only appear in 0016). The service role may call them; it already
+-- holds the keys, so they give it no secret it could not open anyway.
 --
 -- plpgsql: the bodies are checked when first run, so this file (numbered
 -- before 0016, which adds channel_accounts.send_key_id) applies to a fresh

@@ -5,6 +5,7 @@
 mod abuse;
 mod account_events;
 mod account_events_cli;
+mod admin_accounts;
 mod cli;
 mod client_limits;
 mod clients;

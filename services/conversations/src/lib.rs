@@ -11,6 +11,7 @@
 
 mod account_events;
 mod admin;
+mod channel_accounts;
 mod config;
 mod conv_events;
 mod crypto;

@@ -1,4 +1,5 @@
--- Online re-sealing of secrets under the current encryption key (issue 13).
+-- Operator administration (issue 13): online re-sealing of secrets under
+-- the current encryption key, and disabling channel accounts.
 --
 -- Secrets are sealed by the service, one key id per row. After an operator
 -- puts a new key first in FARO_ENCRYPTION_KEYS, `faro admin reseal` moves
@@ -79,3 +80,39 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO faro_app', f);
     END LOOP;
 END $$;
+
+-- A disabled channel account stays (its conversations keep their account) but
+-- no longer routes: webhooks naming it are refused as from an unknown account,
+-- and it no longer lets its app's verify token pass Meta's handshake.
+ALTER TABLE channel_accounts ADD COLUMN disabled_at timestamptz;
+
+CREATE OR REPLACE FUNCTION faro_resolve_channel_accounts(p_channel text, p_external_ids text[])
+    RETURNS TABLE (external_account_id text, tenant_id uuid, location_id uuid, channel_account_id uuid,
+                   app_id uuid, meta_app_id text, key_id text, app_secret_enc bytea,
+                   webhook_per_minute integer, webhook_burst integer)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public
+    AS $$
+        SELECT ca.external_account_id, ca.tenant_id, ca.location_id, ca.id,
+               a.id, a.meta_app_id, a.key_id, a.app_secret_enc,
+               t.webhook_per_minute, t.webhook_burst
+        FROM channel_accounts ca
+        JOIN meta_apps a ON a.id = ca.app_id
+        JOIN tenants t ON t.id = ca.tenant_id
+        WHERE ca.channel = p_channel AND ca.external_account_id = ANY (p_external_ids)
+          AND ca.disabled_at IS NULL
+    $$;
+
+CREATE OR REPLACE FUNCTION faro_apps_by_verify_token(p_hash bytea, p_channel text)
+    RETURNS TABLE (app_id uuid, key_id text, verify_token_enc bytea)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public
+    AS $$
+        SELECT a.id, a.key_id, a.verify_token_enc
+        FROM meta_apps a
+        WHERE a.verify_token_hash = p_hash
+          AND EXISTS (SELECT 1 FROM channel_accounts ca
+                      WHERE ca.app_id = a.id AND ca.channel = p_channel
+                        AND ca.disabled_at IS NULL)
+          AND NOT EXISTS (SELECT 1 FROM channel_accounts ca
+                          WHERE ca.app_id = a.id AND ca.channel = 'whatsapp'
+                            AND ca.external_account_id LIKE '+%')
+    $$;

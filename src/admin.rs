@@ -148,6 +148,11 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// List a tenant's channel accounts (never their credentials).
+    ListAccounts(crate::admin_accounts::ListArgs),
+    /// Disable a channel account (`--enable` undoes it): its webhooks are
+    /// refused as from an unknown account, on edges within their route cache.
+    DisableAccount(crate::admin_accounts::DisableArgs),
     /// Re-seal every secret not under the current encryption key (the first of
     /// conversations' FARO_ENCRYPTION_KEYS), online, a batch per transaction;
     /// safe to repeat. Prints the rows moved and left per table; drop an old
@@ -193,7 +198,9 @@ pub(crate) async fn channel(
     .await
 }
 
-async fn client(target: &Target) -> anyhow::Result<AdminServiceClient<faro_proto::client::Traced>> {
+pub(crate) async fn client(
+    target: &Target,
+) -> anyhow::Result<AdminServiceClient<faro_proto::client::Traced>> {
     Ok(faro_proto::client::admin(
         channel(&target.conversations_url, &target.tls).await?,
     ))
@@ -362,6 +369,8 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 events.iter().map(account_event_json).collect(),
             ));
         }
+        AdminCommand::ListAccounts(args) => crate::admin_accounts::list(args).await?,
+        AdminCommand::DisableAccount(args) => crate::admin_accounts::disable(args).await?,
         AdminCommand::Reseal { batch_size, target } => {
             let r = client(&target)
                 .await?

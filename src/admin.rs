@@ -148,6 +148,22 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// List a tenant's channel accounts (never their credentials).
+    ListAccounts(crate::admin_accounts::ListArgs),
+    /// Disable a channel account (`--enable` undoes it): its webhooks are
+    /// refused as from an unknown account, on edges within their route cache.
+    DisableAccount(crate::admin_accounts::DisableArgs),
+    /// Re-seal every secret not under the current encryption key (the first of
+    /// conversations' FARO_ENCRYPTION_KEYS), online, a batch per transaction;
+    /// safe to repeat. Prints the rows moved and left per table; drop an old
+    /// key from the configuration only once nothing is left under it.
+    Reseal {
+        /// Rows per transaction.
+        #[arg(long = "batch-size", default_value_t = 100)]
+        batch_size: u32,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -182,7 +198,9 @@ pub(crate) async fn channel(
     .await
 }
 
-async fn client(target: &Target) -> anyhow::Result<AdminServiceClient<faro_proto::client::Traced>> {
+pub(crate) async fn client(
+    target: &Target,
+) -> anyhow::Result<AdminServiceClient<faro_proto::client::Traced>> {
     Ok(faro_proto::client::admin(
         channel(&target.conversations_url, &target.tls).await?,
     ))
@@ -350,6 +368,26 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             print(serde_json::Value::Array(
                 events.iter().map(account_event_json).collect(),
             ));
+        }
+        AdminCommand::ListAccounts(args) => crate::admin_accounts::list(args).await?,
+        AdminCommand::DisableAccount(args) => crate::admin_accounts::disable(args).await?,
+        AdminCommand::Reseal { batch_size, target } => {
+            let r = client(&target)
+                .await?
+                .reseal_secrets(pb::ResealSecretsRequest { batch_size })
+                .await?
+                .into_inner();
+            let tables: serde_json::Map<_, _> = r
+                .tables
+                .iter()
+                .map(|t| {
+                    (
+                        t.table.clone(),
+                        json!({"resealed": t.resealed, "failed": t.failed}),
+                    )
+                })
+                .collect();
+            print(json!({"key_id": r.key_id, "tables": tables}));
         }
     }
     Ok(())

@@ -8,6 +8,7 @@
 //! that print JSON.
 
 mod admin;
+mod admin_accounts;
 mod dev;
 mod dlq;
 mod limits;

@@ -5,6 +5,7 @@
 mod abuse;
 mod account_events;
 mod account_events_cli;
+mod admin_accounts;
 mod cli;
 mod client_limits;
 mod clients;
@@ -30,6 +31,7 @@ mod inbox_paging;
 mod inbox_rest;
 mod inbox_support;
 mod isolation;
+mod key_rotation;
 mod late_commit;
 mod listing;
 mod live;

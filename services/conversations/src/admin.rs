@@ -176,6 +176,7 @@ pub(crate) async fn connect_channel(
             display_name: req.display_name,
             kind: "waba".into(),
             waba_id: String::new(),
+            disabled: false,
         });
     };
     require_text("external_account_id", number, 100)?;
@@ -217,6 +218,7 @@ pub(crate) async fn connect_channel(
         display_name: req.display_name,
         kind: "messaging".into(),
         waba_id: req.waba_id,
+        disabled: false,
     })
 }
 

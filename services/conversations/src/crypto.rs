@@ -64,6 +64,11 @@ impl SecretBox {
         Ok(Self { active, keys })
     }
 
+    /// The id of the key that seals new values (the first one configured).
+    pub fn sealing_key_id(&self) -> &str {
+        &self.active
+    }
+
     /// Returns the sealing key's id and `nonce || ciphertext`.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<(String, Vec<u8>), Error> {
         let cipher = &self.keys[&self.active];

@@ -229,6 +229,33 @@ impl ConversationsService for Service {
 
 #[tonic::async_trait]
 impl AdminService for Service {
+    async fn list_channel_accounts(
+        &self,
+        request: Request<pb::ListChannelAccountsRequest>,
+    ) -> Result<Response<pb::ListChannelAccountsResponse>, Status> {
+        Ok(Response::new(
+            crate::channel_accounts::list(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn set_channel_account_disabled(
+        &self,
+        request: Request<pb::SetChannelAccountDisabledRequest>,
+    ) -> Result<Response<pb::ChannelAccount>, Status> {
+        Ok(Response::new(
+            crate::channel_accounts::set_disabled(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn reseal_secrets(
+        &self,
+        request: Request<pb::ResealSecretsRequest>,
+    ) -> Result<Response<pb::ResealSecretsResponse>, Status> {
+        Ok(Response::new(
+            crate::reseal::reseal(&self.pool, &self.secrets, request.into_inner()).await?,
+        ))
+    }
+
     async fn upsert_agent(
         &self,
         request: Request<pb::Agent>,

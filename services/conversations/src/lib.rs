@@ -11,6 +11,7 @@
 
 mod account_events;
 mod admin;
+mod channel_accounts;
 mod config;
 mod conv_events;
 mod crypto;
@@ -22,6 +23,7 @@ mod grpc;
 mod inbox;
 mod metrics;
 mod replies;
+mod reseal;
 mod rows;
 mod store;
 

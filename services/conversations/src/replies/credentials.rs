@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// The associated data binding a sealed credential to its account.
-pub(super) fn aad(account: Uuid) -> Vec<u8> {
+pub(crate) fn aad(account: Uuid) -> Vec<u8> {
     format!("channel_accounts/{account}/send_credential").into_bytes()
 }
 

@@ -4,7 +4,7 @@
 //! given the platform's id or error by ingest's reply workers ([`delivery`]).
 //! Send credentials are sealed like app secrets ([`credentials`]).
 
-mod credentials;
+pub(crate) mod credentials;
 mod delivery;
 pub(crate) mod rules;
 mod service;

@@ -21,12 +21,15 @@ mod cluster;
 #[allow(dead_code)]
 #[path = "../tests/it/configs.rs"]
 mod configs;
+#[path = "support/figures.rs"]
+mod figures;
 #[path = "support/otlp_sink.rs"]
 mod otlp_sink;
 #[allow(dead_code)]
 #[path = "../tests/it/test_db.rs"]
 mod test_db;
 
+use figures::{env, report};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -35,24 +38,6 @@ use std::{
 
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn report(name: &str, h: &Histogram<u64>) {
-    println!(
-        "{name:<22} n={:<6} p50={:>7.2} ms  p90={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms",
-        h.len(),
-        h.value_at_quantile(0.50) as f64 / 1000.0,
-        h.value_at_quantile(0.90) as f64 / 1000.0,
-        h.value_at_quantile(0.99) as f64 / 1000.0,
-        h.max() as f64 / 1000.0,
-    );
-}
 
 async fn run(n: usize, concurrency: usize, rate: Option<usize>) {
     // Production defaults (faro's --ingest-workers, --ingest-batch) unless told otherwise.

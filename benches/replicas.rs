@@ -21,6 +21,8 @@ mod cluster;
 #[allow(dead_code)]
 #[path = "../tests/it/configs.rs"]
 mod configs;
+#[path = "support/figures.rs"]
+mod figures;
 #[allow(dead_code)]
 #[path = "../tests/it/process.rs"]
 mod process;
@@ -31,6 +33,7 @@ mod replica_set;
 #[path = "../tests/it/test_db.rs"]
 mod test_db;
 
+use figures::env;
 use std::{
     collections::BTreeMap,
     path::Path,
@@ -39,13 +42,6 @@ use std::{
 };
 
 use futures::StreamExt;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// utime + stime of `pid`, in seconds (clock ticks of 1/100 s).
 fn cpu_seconds(pid: u32) -> f64 {

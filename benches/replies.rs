@@ -20,6 +20,8 @@ mod configs;
 #[allow(dead_code)]
 #[path = "../tests/it/fake_platform.rs"]
 mod fake_platform;
+#[path = "support/figures.rs"]
+mod figures;
 #[allow(dead_code)]
 #[path = "../tests/it/replies_support.rs"]
 mod replies_support;
@@ -27,29 +29,12 @@ mod replies_support;
 #[path = "../tests/it/test_db.rs"]
 mod test_db;
 
+use figures::{env, report};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn report(name: &str, h: &Histogram<u64>) {
-    println!(
-        "{name:<26} n={:<6} p50={:>7.2} ms  p90={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms",
-        h.len(),
-        h.value_at_quantile(0.50) as f64 / 1000.0,
-        h.value_at_quantile(0.90) as f64 / 1000.0,
-        h.value_at_quantile(0.99) as f64 / 1000.0,
-        h.max() as f64 / 1000.0,
-    );
-}
 
 async fn run(n: usize, rate: usize, threads: usize) {
     let s = replies_support::start().await;

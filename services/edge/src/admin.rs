@@ -116,7 +116,7 @@ pub(crate) async fn handle(
     let mut target = Selected::default();
     let (credential, response) = match authorized(req.headers(), token) {
         Err(e) => (e.code, refused(e)),
-        Ok(()) if !spec.methods.contains(&method.as_str()) => {
+        Ok(()) if spec.route_for(method.as_str()).is_none() => {
             ("admin_token", router::method_not_allowed(spec))
         }
         Ok(()) => {

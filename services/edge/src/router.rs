@@ -1,6 +1,6 @@
-//! The edge's route table: every path it serves and the methods each takes,
-//! in one list that routing, the 405 answers (with `Allow`) and the tests
-//! against `docs/openapi.json` all read. A route missing from this table is
+//! The edge's route table: every path it serves and, per method, what it
+//! serves there, in one list that routing, the 405 answers (with `Allow`) and
+//! the tests against `docs/openapi.json` all read. A route missing from this table is
 //! unreachable, and one missing from the OpenAPI description fails the
 //! tests: the description cannot fall behind the code.
 
@@ -18,125 +18,130 @@ pub(crate) const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json")
 pub(crate) enum Route {
     Health,
     OpenApi,
+    /// Meta's `hub.challenge` verification (GET).
+    Handshake(Platform),
+    /// A signed webhook (POST).
     Webhook(Platform),
     MessageStream,
     MessagePoll,
     MessageEvents,
     Admin(AdminRoute),
     Inbox(InboxRoute),
+    /// An agent's reply in a thread (`replies`).
+    Reply,
 }
 
-/// A path template (`{name}` matches one non-empty segment), its methods and
-/// what it serves.
+/// A path template (`{name}` matches one non-empty segment) and, for each
+/// method it takes, what it serves.
 #[derive(Debug)]
 pub(crate) struct Spec {
     pub path: &'static str,
-    pub methods: &'static [&'static str],
-    pub route: Route,
+    pub routes: &'static [(&'static str, Route)],
 }
 
-const fn spec(path: &'static str, methods: &'static [&'static str], route: Route) -> Spec {
-    Spec {
-        path,
-        methods,
-        route,
+impl Spec {
+    /// The methods the path takes, in table order (the `Allow` header).
+    pub(crate) fn methods(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.routes.iter().map(|(m, _)| *m)
+    }
+
+    /// What `method` serves on this path; `None` is a 405.
+    pub(crate) fn route_for(&self, method: &str) -> Option<Route> {
+        self.routes
+            .iter()
+            .find_map(|(m, r)| (*m == method).then_some(*r))
+    }
+
+    /// The admin route of an operator path: such paths authenticate before
+    /// anything else, so a wrong method is told only to the operator.
+    pub(crate) fn admin(&self) -> Option<AdminRoute> {
+        self.routes.iter().find_map(|(_, r)| match r {
+            Route::Admin(a) => Some(*a),
+            _ => None,
+        })
     }
 }
 
-const GET: &[&str] = &["GET"];
-const POST: &[&str] = &["POST"];
-const GET_POST: &[&str] = &["GET", "POST"];
-const GET_PATCH: &[&str] = &["GET", "PATCH"];
+const fn spec(path: &'static str, routes: &'static [(&'static str, Route)]) -> Spec {
+    Spec { path, routes }
+}
 
 /// Every route. Literal paths come before templates that would match them.
 pub(crate) const ROUTES: &[Spec] = &[
-    spec("/healthz", GET, Route::Health),
-    spec("/api/v1/openapi.json", GET, Route::OpenApi),
-    spec(
-        "/api/v1/webhooks/whatsapp",
-        GET_POST,
-        Route::Webhook(Platform::WhatsApp),
-    ),
-    spec(
-        "/api/v1/webhooks/facebook",
-        GET_POST,
-        Route::Webhook(Platform::Messenger),
-    ),
-    spec(
-        "/api/v1/webhooks/messenger",
-        GET_POST,
-        Route::Webhook(Platform::Messenger),
-    ),
-    spec(
-        "/api/v1/webhooks/instagram",
-        GET_POST,
-        Route::Webhook(Platform::Instagram),
-    ),
+    spec("/healthz", &[("GET", Route::Health)]),
+    spec("/api/v1/openapi.json", &[("GET", Route::OpenApi)]),
+    spec("/api/v1/webhooks/whatsapp", &webhook(Platform::WhatsApp)),
+    spec("/api/v1/webhooks/facebook", &webhook(Platform::Messenger)),
+    spec("/api/v1/webhooks/messenger", &webhook(Platform::Messenger)),
+    spec("/api/v1/webhooks/instagram", &webhook(Platform::Instagram)),
     // YCloud has no verification handshake.
     spec(
         "/api/v1/webhooks/ycloud",
-        POST,
-        Route::Webhook(Platform::YCloud),
+        &[("POST", Route::Webhook(Platform::YCloud))],
     ),
     // Diagnostics: operator routes (the admin token), before nothing that
     // could match them (no template under /api/v1/webhooks/).
     spec(
         "/api/v1/webhooks/health",
-        GET,
-        Route::Admin(AdminRoute::WebhooksHealth),
+        &[("GET", Route::Admin(AdminRoute::WebhooksHealth))],
     ),
     spec(
         "/api/v1/webhooks/stats",
-        GET,
-        Route::Admin(AdminRoute::WebhooksStats),
+        &[("GET", Route::Admin(AdminRoute::WebhooksStats))],
     ),
     spec(
         "/api/v1/webhooks/recent",
-        GET,
-        Route::Admin(AdminRoute::WebhooksRecent),
+        &[("GET", Route::Admin(AdminRoute::WebhooksRecent))],
     ),
-    spec("/api/v1/messages/stream", GET, Route::MessageStream),
-    spec("/api/v1/messages/poll", GET, Route::MessagePoll),
-    spec("/api/v1/messages/events", GET, Route::MessageEvents),
+    spec("/api/v1/messages/stream", &[("GET", Route::MessageStream)]),
+    spec("/api/v1/messages/poll", &[("GET", Route::MessagePoll)]),
+    spec("/api/v1/messages/events", &[("GET", Route::MessageEvents)]),
     spec(
         "/api/v1/admin/dead-letters",
-        GET,
-        Route::Admin(AdminRoute::DeadLetters),
+        &[("GET", Route::Admin(AdminRoute::DeadLetters))],
     ),
     spec(
         "/api/v1/admin/dead-letters/retry",
-        POST,
-        Route::Admin(AdminRoute::Retry),
+        &[("POST", Route::Admin(AdminRoute::Retry))],
     ),
     spec(
         "/api/v1/admin/dead-letters/purge",
-        POST,
-        Route::Admin(AdminRoute::Purge),
+        &[("POST", Route::Admin(AdminRoute::Purge))],
     ),
     spec(
         "/api/v1/admin/dead-letters/{id}",
-        GET,
-        Route::Admin(AdminRoute::DeadLetter),
+        &[("GET", Route::Admin(AdminRoute::DeadLetter))],
     ),
-    spec("/api/v1/admin/queue", GET, Route::Admin(AdminRoute::Queue)),
-    spec("/api/v1/conversations", GET, Route::Inbox(InboxRoute::List)),
+    spec(
+        "/api/v1/admin/queue",
+        &[("GET", Route::Admin(AdminRoute::Queue))],
+    ),
+    spec(
+        "/api/v1/conversations",
+        &[("GET", Route::Inbox(InboxRoute::List))],
+    ),
     spec(
         "/api/v1/conversations/{id}",
-        GET_PATCH,
-        Route::Inbox(InboxRoute::One),
+        &[
+            ("GET", Route::Inbox(InboxRoute::One)),
+            ("PATCH", Route::Inbox(InboxRoute::One)),
+        ],
     ),
     // GET pages through a thread (`inbox`); POST is an agent's reply (`replies`).
     spec(
         "/api/v1/conversations/{id}/messages",
-        GET_POST,
-        Route::Inbox(InboxRoute::Messages),
+        &[("GET", Route::Inbox(InboxRoute::Messages)), ("POST", Route::Reply)],
     ),
     spec(
         "/api/v1/conversations/{id}/read",
-        POST,
-        Route::Inbox(InboxRoute::Read),
+        &[("POST", Route::Inbox(InboxRoute::Read))],
     ),
 ];
+
+/// A Meta webhook path: the verification handshake and the signed POST.
+const fn webhook(p: Platform) -> [(&'static str, Route); 2] {
+    [("GET", Route::Handshake(p)), ("POST", Route::Webhook(p))]
+}
 
 /// A request's route, and the value of the template's `{..}` segment if any.
 #[derive(Debug)]
@@ -167,7 +172,7 @@ pub(crate) fn route(path: &str) -> Option<Matched> {
 
 /// 405 naming the methods the path takes, in `Allow` too (RFC 9110).
 pub(crate) fn method_not_allowed(spec: &Spec) -> Response<Full<Bytes>> {
-    let allowed = spec.methods.join(", ");
+    let allowed = spec.methods().collect::<Vec<_>>().join(", ");
     let mut response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

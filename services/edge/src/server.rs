@@ -3,7 +3,7 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -19,7 +19,7 @@ use crate::{
     Error, State, admin,
     conn_limits::{ConnLimits, TOO_MANY_CONNECTIONS},
     error::{ApiError, ErrorCode, json_response},
-    inbox::{self, InboxRoute},
+    inbox,
     limits::{HTTP1_MAX_HEAD_BYTES, HTTP1_MAX_HEADERS, headers_too_large},
     live::{self, http::Body},
     replies,
@@ -52,20 +52,17 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         )));
     };
     let spec = matched.spec;
-    // Admin routes authenticate before anything else, methods included.
-    if let Route::Admin(r) = spec.route {
+    if let Some(r) = spec.admin() {
         return boxed(admin::handle(&state, spec, r, matched.param, req).await);
     }
-    if !spec.methods.contains(&req.method().as_str()) {
+    let Some(route) = spec.route_for(req.method().as_str()) else {
         return boxed(router::method_not_allowed(spec));
-    }
-    let result = match spec.route {
+    };
+    let result = match route {
         Route::MessagePoll => live::http::poll(&state, req.headers(), req.uri().query()).await,
         Route::MessageEvents => live::http::sse(&state, req.headers(), req.uri().query()).await,
-        Route::Inbox(InboxRoute::Messages) if req.method() == Method::POST => {
-            replies::handle(&state, matched.param, req).await.map(boxed)
-        }
-        r => handle_full(state, r, req).await.map(boxed),
+        Route::Reply => replies::handle(&state, matched.param, req).await.map(boxed),
+        r => handle_full(state, r, matched.param, req).await.map(boxed),
     };
     result.unwrap_or_else(|e| boxed(refused(e)))
 }
@@ -80,15 +77,16 @@ pub(crate) fn refused(e: ApiError) -> Response<Full<Bytes>> {
     e.into_response()
 }
 
-/// The routes whose answers are whole bodies; the method is one the route takes.
+/// The routes whose answers are whole bodies.
 async fn handle_full(
     state: Arc<State>,
     route: Route,
+    param: Option<String>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    match (route, req.method()) {
-        (Route::Health, _) => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
-        (Route::OpenApi, _) => {
+    match route {
+        Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        Route::OpenApi => {
             let mut r = Response::new(Full::new(Bytes::from_static(
                 router::OPENAPI_JSON.as_bytes(),
             )));
@@ -98,10 +96,10 @@ async fn handle_full(
             );
             Ok(r)
         }
-        (Route::Webhook(p), &Method::GET) => {
+        Route::Handshake(p) => {
             webhook::handshake(&state, p, client_ip(&req), req.uri().query()).await
         }
-        (Route::Webhook(p), _) => {
+        Route::Webhook(p) => {
             let arrived = std::time::Instant::now();
             let ip = client_ip(&req);
             let (parts, body) = req.into_parts();
@@ -117,12 +115,9 @@ async fn handle_full(
             crate::diag::record(&state.diag, p.name(), arrived, status, code, &attempt);
             answer
         }
-        (Route::MessageStream, _) => ws::handle(state.clone(), req).await,
-        (Route::Inbox(r), _) => {
-            let id = router::route(req.uri().path()).and_then(|m| m.param);
-            inbox::handle(&state, r, id, req).await
-        }
-        (Route::MessagePoll | Route::MessageEvents | Route::Admin(_), _) => Err(ApiError::new(
+        Route::MessageStream => ws::handle(state.clone(), req).await,
+        Route::Inbox(r) => inbox::handle(&state, r, param, req).await,
+        Route::MessagePoll | Route::MessageEvents | Route::Admin(_) | Route::Reply => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "no such route",

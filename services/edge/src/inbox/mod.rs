@@ -72,11 +72,7 @@ impl Agent {
 
 async fn agent(state: &State, headers: &HeaderMap, q: Option<&str>) -> Result<Agent, ApiError> {
     let presented = presented_token(headers, q)?;
-    let claims = state.jwt.validate(&presented.token)?;
-    state
-        .limiter
-        .agent(&claims.tenant_id.to_string(), &claims.sub)
-        .await?;
+    let claims = state.agent_claims(&presented.token).await?;
     Ok(Agent { claims })
 }
 

@@ -32,6 +32,9 @@ pub struct Page {
     output: Format,
 }
 
+// The variants are the subcommands' names (`list-tenants`, …), flattened into
+// `faro admin`: the shared prefix is the point.
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand)]
 pub enum ListCommand {
     /// Every tenant (operator only: spans tenants).
@@ -68,6 +71,7 @@ pub enum ListCommand {
     },
 }
 
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand)]
 pub enum DisableCommand {
     /// Disable a tenant: its webhooks are refused and its agents' JWTs get

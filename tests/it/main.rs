@@ -46,6 +46,7 @@ mod monitoring;
 mod mtls;
 mod openapi;
 mod operator_role;
+mod outbox;
 mod positions;
 mod postgres_restart;
 mod process;

@@ -229,6 +229,24 @@ impl ConversationsService for Service {
         Ok(Response::new(pb::ListConversationEventsResponse { events }))
     }
 
+    async fn claim_outbox(
+        &self,
+        request: Request<pb::ClaimOutboxRequest>,
+    ) -> Result<Response<pb::ClaimOutboxResponse>, Status> {
+        Ok(Response::new(
+            crate::outbox::claim(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn ack_outbox(
+        &self,
+        request: Request<pb::AckOutboxRequest>,
+    ) -> Result<Response<pb::AckOutboxResponse>, Status> {
+        Ok(Response::new(
+            crate::outbox::done(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
     async fn check_agent_access(
         &self,
         request: Request<pb::CheckAgentAccessRequest>,

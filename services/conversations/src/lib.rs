@@ -25,6 +25,7 @@ mod events;
 mod grpc;
 mod inbox;
 mod metrics;
+mod outbox;
 mod replies;
 mod reseal;
 mod rows;

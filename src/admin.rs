@@ -153,6 +153,10 @@ pub enum AdminCommand {
     /// Disable a channel account (`--enable` undoes it): its webhooks are
     /// refused as from an unknown account, on edges within their route cache.
     DisableAccount(crate::admin_accounts::DisableArgs),
+    #[command(flatten)]
+    List(crate::admin_directory::ListCommand),
+    #[command(flatten)]
+    Disable(crate::admin_directory::DisableCommand),
     /// Re-seal every secret not under the current encryption key (the first of
     /// conversations' FARO_ENCRYPTION_KEYS), online, a batch per transaction;
     /// safe to repeat. Prints the rows moved and left per table; drop an old
@@ -210,8 +214,37 @@ fn print(v: serde_json::Value) {
     println!("{v:#}");
 }
 
+/// Runs an admin command; a refusal by the service is reported as its code
+/// and message alone (`not found: tenant …`), never with its metadata.
 pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
+    run_command(cmd)
+        .await
+        .map_err(|e| match e.downcast::<tonic::Status>() {
+            Ok(s) => anyhow::anyhow!("{}: {}", code_name(s.code()), s.message()),
+            Err(e) => e,
+        })
+}
+
+fn code_name(code: tonic::Code) -> String {
+    format!("{code:?}")
+        .chars()
+        .flat_map(|c| {
+            let lower = c.to_ascii_lowercase();
+            if c.is_ascii_uppercase() {
+                vec![' ', lower]
+            } else {
+                vec![c]
+            }
+        })
+        .collect::<String>()
+        .trim_start()
+        .to_owned()
+}
+
+async fn run_command(cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
+        AdminCommand::List(cmd) => crate::admin_directory::list(cmd).await?,
+        AdminCommand::Disable(cmd) => crate::admin_directory::disable(cmd).await?,
         AdminCommand::CreateTenant { name, target } => {
             let t = client(&target)
                 .await?

@@ -9,6 +9,7 @@
 
 mod admin;
 mod admin_accounts;
+mod admin_directory;
 mod dev;
 mod dlq;
 mod limits;

@@ -129,6 +129,15 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub sweeper_database_url: Option<String>,
+    /// Postgres URL of operator RPCs that span tenants (role faro_operator:
+    /// listing and disabling tenants and apps, re-sealing secrets); default
+    /// DATABASE_URL with that user.
+    #[arg(
+        long = "operator-database-url",
+        env = "FARO_OPERATOR_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub operator_database_url: Option<String>,
 
     #[arg(
         long = "redis-url",
@@ -377,6 +386,7 @@ impl ServeArgs {
                 self.pending_ttl_hours.saturating_mul(3600),
             ),
             sweeper_database_url: self.sweeper_database_url.clone(),
+            operator_database_url: self.operator_database_url.clone(),
             tls: self.tls.load()?,
         };
         faro_conversations::SecretBox::from_specs(&config.encryption_keys)

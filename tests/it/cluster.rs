@@ -180,6 +180,7 @@ impl Cluster {
             db_max_connections: 8,
             pending_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
             sweeper_database_url: None,
+            operator_database_url: None,
             tls: tls(Identity::Conversations),
         };
         if options.conversations {

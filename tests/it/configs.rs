@@ -17,6 +17,8 @@ pub struct EdgeLimits {
     pub ws_typing_window_ms: u64,
     /// What one client may hold (tests' agents share one `sub`: generous).
     pub client: faro_edge::ClientLimits,
+    /// How long the edge trusts a route or an agent's access it looked up.
+    pub route_cache_ms: u64,
 }
 
 impl Default for EdgeLimits {
@@ -30,6 +32,7 @@ impl Default for EdgeLimits {
             ws_ping_ms: 30_000,
             ws_typing_max: 10,
             ws_typing_window_ms: 5_000,
+            route_cache_ms: 30_000,
             client: faro_edge::ClientLimits {
                 ws_per_agent: 1_000,
                 rest_per_agent: 1_000,
@@ -53,7 +56,7 @@ pub fn edge_config(
         jwt_secret: JWT_SECRET.into(),
         max_body_bytes: 64 * 1024,
         drain_ms: 2_000,
-        route_cache_ms: 30_000,
+        route_cache_ms: limits.route_cache_ms,
         ws_write_timeout_ms: limits.ws_write_timeout_ms,
         ws_queue_bytes: limits.ws_queue_bytes,
         max_connections: limits.max_connections,

@@ -357,6 +357,7 @@ async fn conversations_refuses_to_run_as_a_role_that_bypasses_rls() {
         db_max_connections: 1,
         pending_ttl: std::time::Duration::from_secs(3600),
         sweeper_database_url: None,
+        operator_database_url: None,
         tls: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -33,6 +33,7 @@ impl Conversations {
             db_max_connections: 4,
             pending_ttl: std::time::Duration::from_secs(3600),
             sweeper_database_url: None,
+            operator_database_url: None,
             tls: None,
         };
         let listener = TcpListener::bind(addr)

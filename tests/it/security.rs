@@ -139,6 +139,7 @@ async fn only_the_sweeper_role_can_expire_pending_events() {
         db_max_connections: 2,
         pending_ttl: std::time::Duration::from_secs(24 * 3600),
         sweeper_database_url: None,
+        operator_database_url: None,
         tls: None,
     };
     let service = tokio::spawn(faro_conversations::run(config, conversations, stop.clone()));

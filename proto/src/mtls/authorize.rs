@@ -37,6 +37,11 @@ const RULES: &[(&str, &str, &[Identity])] = &[
     // Agents' edits and read markers, through the edge (issue 13).
     (CONV, "UpdateConversation", &[Edge, Operator]),
     (CONV, "MarkRead", &[Edge, Operator]),
+    // The edge asks whether an agent's tenant and the agent are enabled.
+    (CONV, "CheckAgentAccess", &[Edge, Operator]),
+    // ingest publishes agents' edits from the outbox and deletes them.
+    (CONV, "ClaimOutbox", &[Ingest]),
+    (CONV, "AckOutbox", &[Ingest]),
     ("faro.conversations.v1.AdminService", "*", &[Operator]),
     // Send credentials are set by operators only; the reply path (store,
     // fetch with the credential, record the outcome) is ingest's alone.

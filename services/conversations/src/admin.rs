@@ -40,6 +40,7 @@ pub(crate) async fn create_tenant(pool: &PgPool, name: &str) -> Result<pb::Tenan
     Ok(pb::Tenant {
         id: id.to_string(),
         name: name.to_owned(),
+        disabled: false,
     })
 }
 
@@ -97,6 +98,7 @@ pub(crate) async fn create_location(
         id: id.to_string(),
         tenant_id: tenant.to_string(),
         name: req.name,
+        disabled: false,
     })
 }
 
@@ -141,6 +143,7 @@ pub(crate) async fn create_meta_app(
         meta_app_id: req.meta_app_id,
         name: req.name,
         owner_tenant_id: owner.map(|o| o.to_string()).unwrap_or_default(),
+        disabled: false,
     })
 }
 

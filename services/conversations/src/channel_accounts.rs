@@ -50,6 +50,7 @@ pub(crate) async fn list(
 ) -> Result<pb::ListChannelAccountsResponse, Error> {
     let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
     let mut tx = tenant_tx(pool, tenant).await?;
+    crate::directory::require_tenant(&mut tx, tenant).await?;
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM channel_accounts WHERE tenant_id = $1 ORDER BY id"
     ))

@@ -24,6 +24,10 @@ pub struct Config {
     /// one role allowed to delete across tenants, and allowed nothing else.
     /// Default: DATABASE_URL as faro_sweeper.
     pub sweeper_database_url: Option<String>,
+    /// Postgres URL operator RPCs that span tenants connect with (listing and
+    /// disabling tenants and apps, re-sealing secrets): a role that may call
+    /// those functions and nothing else. Default: DATABASE_URL as faro_operator.
+    pub operator_database_url: Option<String>,
     /// mTLS material for serving and for calling the other services;
     /// `None` is plaintext, which the `faro` binary allows only when told to.
     pub tls: Option<faro_proto::mtls::Tls>,
@@ -57,6 +61,10 @@ impl std::fmt::Debug for Config {
                 "sweeper_database_url",
                 &self.sweeper_database_url.as_deref().map(redact),
             )
+            .field(
+                "operator_database_url",
+                &self.operator_database_url.as_deref().map(redact),
+            )
             .field("tls", &self.tls)
             .finish()
     }
@@ -75,6 +83,7 @@ mod tests {
             db_max_connections: 4,
             pending_ttl: std::time::Duration::from_secs(3600),
             sweeper_database_url: Some("postgres://faro_sweeper:pw2@db/faro".into()),
+            operator_database_url: Some("postgres://faro_operator:pw3@db/faro".into()),
             tls: Some(
                 faro_proto::mtls::certs::DevPki::generate(&[])
                     .expect("pki")
@@ -85,6 +94,7 @@ mod tests {
         assert!(
             !shown.contains("hunter2")
                 && !shown.contains("pw2")
+                && !shown.contains("pw3")
                 && !shown.contains("c2VjcmV0")
                 && !shown.contains("PRIVATE KEY"),
             "{shown}"

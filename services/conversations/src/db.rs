@@ -16,6 +16,9 @@ pub const APP_ROLE: &str = "faro_app";
 /// The role that expires pending events across tenants. Created by migration 0006.
 pub const SWEEPER_ROLE: &str = "faro_sweeper";
 
+/// The role of operator RPCs that span tenants. Created by migration 0017.
+pub const OPERATOR_ROLE: &str = "faro_operator";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs the embedded migrations as the database owner.
@@ -67,6 +70,33 @@ pub(crate) fn sweeper_pool(config: &Config) -> Result<PgPool, Error> {
     let options = sweeper_connect_options(config)?.application_name("faro-sweeper");
     Ok(PgPoolOptions::new()
         .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options))
+}
+
+/// The options operator RPCs that span tenants connect with: the explicit
+/// operator URL, or the owner URL with the user replaced by [`OPERATOR_ROLE`].
+pub fn operator_connect_options(config: &Config) -> Result<PgConnectOptions, Error> {
+    match &config.operator_database_url {
+        Some(url) => PgConnectOptions::from_str(url).map_err(|e| {
+            Error::Config(format!(
+                "FARO_OPERATOR_DATABASE_URL is not a valid Postgres URL: {e}"
+            ))
+        }),
+        None => PgConnectOptions::from_str(&config.database_url)
+            .map(|o| o.username(OPERATOR_ROLE).password(""))
+            .map_err(|e| Error::Config(format!("DATABASE_URL is not a valid Postgres URL: {e}"))),
+    }
+}
+
+/// At most two lazily opened connections for operator RPCs: rare calls, and
+/// the service serves agents and webhooks even while this role cannot log in
+/// (each operator call then reports the error).
+pub(crate) fn operator_pool(config: &Config) -> Result<PgPool, Error> {
+    let options = operator_connect_options(config)?.application_name("faro-operator");
+    Ok(PgPoolOptions::new()
+        .max_connections(2)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(options))

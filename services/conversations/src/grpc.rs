@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    Error, SecretBox, account_events, admin, conv_events, db::parse_uuid, inbox,
+    Error, SecretBox, account_events, admin, conv_events, db::parse_uuid, directory, inbox,
     rows::require_channel, store,
 };
 
@@ -22,6 +22,9 @@ const MAX_BATCH: usize = 5000;
 #[derive(Clone)]
 pub(crate) struct Service {
     pub pool: PgPool,
+    /// Connected as `faro_operator`: the only role that may list or disable
+    /// across tenants and re-seal secrets.
+    pub operator: PgPool,
     pub secrets: Arc<SecretBox>,
     pub metrics: crate::metrics::Metrics,
 }
@@ -225,10 +228,100 @@ impl ConversationsService for Service {
         let events = conv_events::list(&self.pool, tenant, conversation, limit).await?;
         Ok(Response::new(pb::ListConversationEventsResponse { events }))
     }
+
+    async fn claim_outbox(
+        &self,
+        request: Request<pb::ClaimOutboxRequest>,
+    ) -> Result<Response<pb::ClaimOutboxResponse>, Status> {
+        Ok(Response::new(
+            crate::outbox::claim(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn ack_outbox(
+        &self,
+        request: Request<pb::AckOutboxRequest>,
+    ) -> Result<Response<pb::AckOutboxResponse>, Status> {
+        Ok(Response::new(
+            crate::outbox::done(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn check_agent_access(
+        &self,
+        request: Request<pb::CheckAgentAccessRequest>,
+    ) -> Result<Response<pb::CheckAgentAccessResponse>, Status> {
+        Ok(Response::new(
+            directory::check_agent_access(&self.pool, request.into_inner()).await?,
+        ))
+    }
 }
 
 #[tonic::async_trait]
 impl AdminService for Service {
+    async fn list_tenants(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        Ok(Response::new(
+            directory::list_tenants(&self.operator, request.into_inner()).await?,
+        ))
+    }
+
+    async fn set_tenant_disabled(
+        &self,
+        request: Request<pb::SetTenantDisabledRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        Ok(Response::new(
+            directory::set_tenant_disabled(&self.operator, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_locations(
+        &self,
+        request: Request<pb::ListLocationsRequest>,
+    ) -> Result<Response<pb::ListLocationsResponse>, Status> {
+        Ok(Response::new(
+            directory::list_locations(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn set_location_disabled(
+        &self,
+        request: Request<pb::SetLocationDisabledRequest>,
+    ) -> Result<Response<pb::Location>, Status> {
+        Ok(Response::new(
+            directory::set_location_disabled(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_meta_apps(
+        &self,
+        request: Request<pb::ListMetaAppsRequest>,
+    ) -> Result<Response<pb::ListMetaAppsResponse>, Status> {
+        Ok(Response::new(
+            directory::list_apps(&self.operator, request.into_inner()).await?,
+        ))
+    }
+
+    async fn set_meta_app_disabled(
+        &self,
+        request: Request<pb::SetMetaAppDisabledRequest>,
+    ) -> Result<Response<pb::MetaApp>, Status> {
+        Ok(Response::new(
+            directory::set_app_disabled(&self.operator, request.into_inner()).await?,
+        ))
+    }
+
+    async fn set_agent_disabled(
+        &self,
+        request: Request<pb::SetAgentDisabledRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        Ok(Response::new(
+            directory::set_agent_disabled(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
     async fn list_channel_accounts(
         &self,
         request: Request<pb::ListChannelAccountsRequest>,
@@ -252,7 +345,7 @@ impl AdminService for Service {
         request: Request<pb::ResealSecretsRequest>,
     ) -> Result<Response<pb::ResealSecretsResponse>, Status> {
         Ok(Response::new(
-            crate::reseal::reseal(&self.pool, &self.secrets, request.into_inner()).await?,
+            crate::reseal::reseal(&self.operator, &self.secrets, request.into_inner()).await?,
         ))
     }
 

@@ -7,7 +7,9 @@
 //! the tables nor bypasses row-level security, with the tenant set per
 //! transaction (see [`db::tenant_tx`]); the routing lookups go through two
 //! narrow `SECURITY DEFINER` functions instead. Expiring events that waited too
-//! long runs across tenants too, so it has a role of its own (`faro_sweeper`).
+//! long runs across tenants too, so it has a role of its own (`faro_sweeper`),
+//! and so do operator RPCs that span tenants (`faro_operator`: listing and
+//! disabling tenants and apps, re-sealing secrets).
 
 mod account_events;
 mod admin;
@@ -17,11 +19,13 @@ mod conv_events;
 mod crypto;
 mod customers;
 mod db;
+mod directory;
 mod error;
 mod events;
 mod grpc;
 mod inbox;
 mod metrics;
+mod outbox;
 mod replies;
 mod reseal;
 mod rows;
@@ -43,7 +47,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use crypto::SecretBox;
 pub use db::{
-    APP_ROLE, SWEEPER_ROLE, app_connect_options, expire_pending, migrate, sweeper_connect_options,
+    APP_ROLE, OPERATOR_ROLE, SWEEPER_ROLE, app_connect_options, expire_pending, migrate,
+    operator_connect_options, sweeper_connect_options,
 };
 pub use error::Error;
 
@@ -70,6 +75,7 @@ pub async fn run_with_metrics(
     let secrets = SecretBox::from_specs(&config.encryption_keys)?;
     let pool = db::connect_app(&config).await?;
     let sweeper_pool = db::sweeper_pool(&config)?;
+    let operator_pool = db::operator_pool(&config)?;
     let mut registry = faro_proto::metrics::Registry::default();
     let (recorded, refresh) = metrics::Metrics::new(&mut registry, &pool, metrics.is_some());
     if let Some(l) = metrics {
@@ -82,6 +88,7 @@ pub async fn run_with_metrics(
     }
     let service = grpc::Service {
         pool: pool.clone(),
+        operator: operator_pool.clone(),
         secrets: Arc::new(secrets),
         metrics: recorded,
     };
@@ -104,6 +111,7 @@ pub async fn run_with_metrics(
     shutdown.cancel();
     let _ = sweeper.await;
     sweeper_pool.close().await;
+    operator_pool.close().await;
     pool.close().await;
     served.map_err(|e| Error::Serve(e.to_string()))
 }

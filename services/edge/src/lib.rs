@@ -26,6 +26,7 @@
 //! queueing from ingest and live events from stream, all over gRPC. Its one
 //! direct use of Redis is the rate limits every replica shares (`ratelimit`).
 
+mod access;
 mod admin;
 pub mod auth;
 mod client_addr;
@@ -78,6 +79,8 @@ pub(crate) struct State {
     /// Where conversations are, for agents' typing indicators.
     pub conversation_locations: Arc<ws::ConversationLocations>,
     pub routes: routes::RouteCache,
+    /// Whether agents' tenants and agents are enabled, cached like the routes.
+    pub access: access::AccessCache,
     /// Bounds the work done for webhooks whose signature is not verified yet.
     pub unverified: webhook::UnverifiedLimit,
     /// Rate limits shared with the other replicas through Redis.
@@ -90,6 +93,19 @@ pub(crate) struct State {
     pub diag: faro_proto::diag::Diag,
     /// ingest, conversations and stream, for the health check.
     pub upstreams: [tonic::transport::Channel; 3],
+}
+
+impl State {
+    /// An agent's JWT, validated, its tenant and agent enabled (within the
+    /// access cache's TTL), and one of its requests spent.
+    pub(crate) async fn agent_claims(&self, token: &str) -> Result<auth::Claims, error::ApiError> {
+        let claims = self.jwt.validate(token)?;
+        self.access.check(&self.conversations, &claims).await?;
+        self.limiter
+            .agent(&claims.tenant_id.to_string(), &claims.sub)
+            .await?;
+        Ok(claims)
+    }
 }
 
 /// The first value of a query parameter, decoded.
@@ -170,6 +186,7 @@ pub async fn run_with_metrics(
             shutdown.clone(),
         ),
         routes: routes::RouteCache::new(config.route_cache_ttl()),
+        access: access::AccessCache::new(config.route_cache_ttl()),
         unverified: webhook::UnverifiedLimit::default(),
         limiter: ratelimit::Limiter::new(
             &config.redis_url,

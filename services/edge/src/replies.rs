@@ -229,11 +229,7 @@ pub(crate) async fn handle(
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let (parts, body) = req.into_parts();
     let presented = presented_token(&parts.headers, None)?;
-    let claims = state.jwt.validate(&presented.token)?;
-    state
-        .limiter
-        .agent(&claims.tenant_id.to_string(), &claims.sub)
-        .await?;
+    let claims = state.agent_claims(&presented.token).await?;
     let key = header_key(&parts.headers)?;
     let bytes = Limited::new(body, MAX_BODY_BYTES)
         .collect()

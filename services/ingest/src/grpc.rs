@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use faro_proto::conversations::v1::OutboxKey;
 use faro_proto::ingest::v1::{
     GetDeadLetterRequest, GetDeadLetterResponse, Job, ListDeadLettersRequest,
     ListDeadLettersResponse, Provider, PurgeDeadLettersRequest, PurgeDeadLettersResponse,
@@ -27,6 +28,8 @@ pub(crate) struct Ingest {
     pub metrics: crate::metrics::Metrics,
     /// The workers' history bounds: announced changes share the tenant's history.
     pub history: crate::publish::HistoryBounds,
+    /// Deletes announced events from conversations' outbox once published.
+    pub conversations: crate::ConversationsClient,
 }
 
 /// Events one Announce may carry.
@@ -172,12 +175,25 @@ impl IngestService for Ingest {
         self.redis_ready()?;
         let req = request.into_inner();
         validate_announced(&req)?;
+        let keys: Vec<OutboxKey> = req
+            .events
+            .iter()
+            .map(|e| OutboxKey {
+                tenant_id: e.tenant_id.clone(),
+                id: e.id.clone(),
+            })
+            .collect();
         crate::publish::publish_all(&self.redis, &self.keys, self.history, req.events)
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "announcing agents' changes failed");
                 Status::unavailable("live events unavailable; retry")
             })?;
+        // Published: the outbox relay need not. If this fails, it publishes
+        // them again later (same ids).
+        if let Err(e) = crate::outbox::ack(&self.conversations, keys).await {
+            tracing::warn!(error = %e, "outbox rows of announced events left for the relay");
+        }
         Ok(Response::new(AnnounceResponse {}))
     }
 

@@ -17,6 +17,7 @@ mod dlq;
 mod error;
 mod grpc;
 mod metrics;
+mod outbox;
 pub mod parse;
 mod publish;
 mod queue;
@@ -90,15 +91,7 @@ pub async fn run_with_metrics(
             shutdown.clone(),
         ));
     }
-    let conversations = faro_proto::client::conversations(
-        faro_proto::client::channel(
-            "conversations",
-            &config.conversations_url,
-            config.store_deadline(),
-            config.tls.as_ref(),
-        )
-        .map_err(Error::Config)?,
-    );
+    let conversations = conversations_client(&config)?;
     let replies = faro_proto::client::replies(
         faro_proto::client::channel(
             "conversations",
@@ -146,6 +139,7 @@ pub async fn run_with_metrics(
         ready: ready.clone(),
     };
     let service = grpc::Ingest {
+        conversations: conversations_client(&config)?,
         redis: producer.clone(),
         keys: Arc::new(keys),
         ready: ready.clone(),
@@ -169,6 +163,19 @@ pub async fn run_with_metrics(
     recorded.close().await;
     queue::quit(&producer).await;
     served.map_err(|e| Error::Serve(e.to_string()))
+}
+
+/// A client of conversations with the store deadline on every call.
+fn conversations_client(config: &Config) -> Result<ConversationsClient, Error> {
+    Ok(faro_proto::client::conversations(
+        faro_proto::client::channel(
+            "conversations",
+            &config.conversations_url,
+            config.store_deadline(),
+            config.tls.as_ref(),
+        )
+        .map_err(Error::Config)?,
+    ))
 }
 
 /// What starting the workers needs once Redis answers.
@@ -205,6 +212,14 @@ async fn start_workers(s: Startup, stop: CancellationToken) {
     redis_check::warn_if_lossy(&s.producer).await;
     tracing::info!("redis reached; taking jobs");
     s.ready.send_replace(true);
+    let relay = outbox::Relay {
+        conversations: s.conversations.clone(),
+        redis: s.producer.clone(),
+        keys: Arc::new(s.keys.clone()),
+        history: s.config.history(),
+        every: outbox::POLL,
+    };
+    s.workers.spawn(relay.run(stop.clone()));
     if queue::connect(&s.sender, &stop).await {
         let r = replies::ReplyWorker {
             redis: s.sender,

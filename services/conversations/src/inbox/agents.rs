@@ -76,15 +76,58 @@ pub(crate) async fn list_agents(
     req: pb::ListAgentsRequest,
 ) -> Result<pb::ListAgentsResponse, Error> {
     let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
+    let limit = match req.limit {
+        0 => 100,
+        n @ 1..=1000 => i64::from(n),
+        _ => return Err(Error::invalid("limit must be 0..=1000")),
+    };
+    if req.after.len() > 200 {
+        return Err(Error::invalid("after must be at most 200 bytes"));
+    }
     let mut tx = tenant_tx(pool, tenant).await?;
+    let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if known.is_none() {
+        return Err(Error::NotFound(format!("tenant {tenant}")));
+    }
     let rows: Vec<AgentRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM agents WHERE tenant_id = $1 ORDER BY id"
+        "SELECT {COLUMNS} FROM agents WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
     ))
     .bind(tenant)
+    .bind(&req.after)
+    .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
+    let next_after = match rows.last() {
+        Some(last) if i64::try_from(rows.len()).unwrap_or(i64::MAX) >= limit => last.id.clone(),
+        _ => String::new(),
+    };
     Ok(pb::ListAgentsResponse {
         agents: rows.into_iter().map(Into::into).collect(),
+        next_after,
     })
+}
+
+/// Disables (or enables) an existing agent in the caller's tenant
+/// transaction; `None` when the tenant has no such agent.
+pub(crate) async fn set_agent_disabled(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    tenant: Uuid,
+    agent: &str,
+    disabled: bool,
+) -> Result<Option<pb::Agent>, Error> {
+    let row: Option<AgentRow> = sqlx::query_as(&format!(
+        "UPDATE agents SET disabled_at = CASE WHEN $3 THEN COALESCE(disabled_at, now()) END,
+             updated_at = now()
+         WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(agent)
+    .bind(disabled)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(Into::into))
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::{Error, db::parse_uuid};
 
-pub(crate) use agents::{list_agents, upsert_agent};
+pub(crate) use agents::{list_agents, set_agent_disabled, upsert_agent};
 pub(crate) use list::{get, list};
 pub(crate) use messages::list_messages;
 pub(crate) use update::{mark_read, update};
@@ -42,8 +42,10 @@ impl Caller {
         })
     }
 
-    /// `AND` the location limit on the thread aliased `c`.
+    /// `AND` the location limit on the thread aliased `c`: the caller's
+    /// locations, and never a disabled location's threads (migration 0017).
     pub(crate) fn push_location_limit(&self, q: &mut QueryBuilder<'_, Postgres>) {
+        q.push(ENABLED_LOCATION);
         if !self.locations.is_empty() {
             q.push(" AND c.location_id = ANY(");
             q.push_bind(self.locations.clone());
@@ -51,6 +53,10 @@ impl Caller {
         }
     }
 }
+
+/// A thread `c` whose location is disabled is hidden, as another tenant's.
+pub(crate) const ENABLED_LOCATION: &str = " AND NOT EXISTS (SELECT 1 FROM locations dl \
+     WHERE dl.tenant_id = c.tenant_id AND dl.id = c.location_id AND dl.disabled_at IS NOT NULL)";
 
 pub(crate) fn parse_uuids(field: &str, values: &[String]) -> Result<Vec<Uuid>, Error> {
     if values.len() > 1000 {

@@ -232,11 +232,27 @@ pub(crate) async fn update(
         .await?;
     }
     let conversation = get_in(&mut tx, &caller, id).await?;
+    let changed: Vec<String> = changed.into_iter().map(str::to_owned).collect();
+    let announcement = if changed.is_empty() {
+        Vec::new()
+    } else {
+        let (tenant, agent) = (caller.tenant, caller.agent.as_str());
+        crate::outbox::record(
+            &mut tx,
+            tenant,
+            &conversation,
+            agent,
+            changed.clone(),
+            String::new(),
+        )
+        .await?
+    };
     tx.commit().await?;
     Ok(pb::UpdateConversationResponse {
         conversation: Some(conversation),
         changed: !changed.is_empty(),
-        changed_fields: changed.into_iter().map(str::to_owned).collect(),
+        changed_fields: changed,
+        announcement,
     })
 }
 
@@ -295,9 +311,25 @@ pub(crate) async fn mark_read(
         }
     };
     let conversation = get_in(&mut tx, &caller, id).await?;
+    let announcement = if changed {
+        let marker = conversation.last_read_message_id.clone();
+        let read = vec!["read".to_owned()];
+        crate::outbox::record(
+            &mut tx,
+            caller.tenant,
+            &conversation,
+            &caller.agent,
+            read,
+            marker,
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
     tx.commit().await?;
     Ok(pb::MarkReadResponse {
         conversation: Some(conversation),
         changed,
+        announcement,
     })
 }

@@ -73,7 +73,8 @@ async fn conversation(
     locations: &[Uuid],
 ) -> Result<ConversationRow, Error> {
     let sql = format!(
-        "SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.tenant_id = $1 AND c.id = $2"
+        "SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.tenant_id = $1 AND c.id = $2{}",
+        crate::inbox::ENABLED_LOCATION
     );
     let row: Option<ConversationRow> = sqlx::query_as(&sql)
         .bind(tenant)

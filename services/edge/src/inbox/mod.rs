@@ -10,7 +10,8 @@
 //! - `POST /api/v1/conversations/{id}/read`: the agent's read marker
 //!
 //! Edits and read markers are announced as `conversation.updated` live
-//! events through ingest's publisher (positions and history as for messages).
+//! events through ingest's publisher (positions and history as for messages),
+//! at least once: conversations keeps each in an outbox until published.
 
 mod json;
 mod patch;
@@ -19,12 +20,12 @@ mod query;
 use bytes::Bytes;
 use faro_proto::{
     conversations::v1::{Conversation, GetConversationRequest, ListMessagesRequest},
-    stream::v1::{ConversationUpdated, Event, event::Kind},
-    to_timestamp,
+    stream::v1::Event,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use prost::Message;
 use serde_json::json;
 use tonic::Code;
 
@@ -72,11 +73,7 @@ impl Agent {
 
 async fn agent(state: &State, headers: &HeaderMap, q: Option<&str>) -> Result<Agent, ApiError> {
     let presented = presented_token(headers, q)?;
-    let claims = state.jwt.validate(&presented.token)?;
-    state
-        .limiter
-        .agent(&claims.tenant_id.to_string(), &claims.sub)
-        .await?;
+    let claims = state.agent_claims(&presented.token).await?;
     Ok(Agent { claims })
 }
 
@@ -117,40 +114,25 @@ fn with_etag(c: &Conversation) -> Response<Full<Bytes>> {
     r
 }
 
-/// Tells the tenant's agents what changed, through ingest's publisher. The
-/// change is committed already: a failure is logged and the answer stands
-/// (agents see it on their next list), never a second edit.
-pub(crate) async fn announce(
-    state: &State,
-    agent: &Agent,
-    conversation: &Conversation,
-    changed: Vec<String>,
-    last_read_message_id: String,
-) {
-    let mut c = conversation.clone();
-    c.unread_count = 0;
-    c.last_read_message_id = String::new();
-    let event = Event {
-        id: uuid::Uuid::now_v7().to_string(),
-        tenant_id: c.tenant_id.clone(),
-        location_id: c.location_id.clone(),
-        published_at: Some(to_timestamp(chrono::Utc::now())),
-        offset: 0,
-        epoch: String::new(),
-        // Set by ingest's publish when traces are exported.
-        traceparent: String::new(),
-        kind: Some(Kind::ConversationUpdated(ConversationUpdated {
-            conversation: Some(c),
-            agent_id: agent.claims.sub.clone(),
-            changed,
-            last_read_message_id,
-        })),
+/// Tells the tenant's agents what changed: hands the event conversations
+/// wrote to its outbox in the edit's transaction (`announcement`) to ingest's
+/// publisher at once. The change is committed already: a failure is logged
+/// and the answer stands; ingest's outbox relay publishes the event a few
+/// seconds later (same event id, so a client that got both drops one).
+pub(crate) async fn announce(state: &State, announcement: &[u8]) {
+    let event = match Event::decode(announcement) {
+        Ok(e) if e.kind.is_some() => e,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable announcement from conversations");
+            return;
+        }
     };
     let request = faro_proto::ingest::v1::AnnounceRequest {
         events: vec![event],
     };
     if let Err(e) = state.ingest.clone().announce(request).await {
-        tracing::warn!(code = ?e.code(), "announcing a conversation change failed");
+        tracing::warn!(code = ?e.code(), "announcing a conversation change failed; the outbox relay will");
     }
 }
 

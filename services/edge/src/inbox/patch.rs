@@ -183,14 +183,7 @@ pub(crate) async fn patch(
     };
     let conversation = updated.conversation.unwrap_or_default();
     if updated.changed {
-        announce(
-            state,
-            agent,
-            &conversation,
-            updated.changed_fields,
-            String::new(),
-        )
-        .await;
+        announce(state, &updated.announcement).await;
     }
     Ok(with_etag(&conversation))
 }
@@ -218,8 +211,7 @@ pub(crate) async fn mark_read(
         .into_inner();
     let conversation = read.conversation.unwrap_or_default();
     if read.changed {
-        let marker = conversation.last_read_message_id.clone();
-        announce(state, agent, &conversation, vec!["read".into()], marker).await;
+        announce(state, &read.announcement).await;
     }
     Ok(with_etag(&conversation))
 }

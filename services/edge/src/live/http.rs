@@ -50,11 +50,7 @@ async fn client(
     query: Option<&str>,
 ) -> Result<Client, ApiError> {
     let presented = presented_token(headers, query)?;
-    let claims = state.jwt.validate(&presented.token)?;
-    state
-        .limiter
-        .agent(&claims.tenant_id.to_string(), &claims.sub)
-        .await?;
+    let claims = state.agent_claims(&presented.token).await?;
     let since = query_param(query, "since")
         .or_else(|| {
             headers

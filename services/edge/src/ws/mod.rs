@@ -54,11 +54,7 @@ pub(crate) async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let presented = presented_token(req.headers(), req.uri().query())?;
-    let claims = state.jwt.validate(&presented.token)?;
-    state
-        .limiter
-        .agent(&claims.tenant_id.to_string(), &claims.sub)
-        .await?;
+    let claims = state.agent_claims(&presented.token).await?;
     if !upgrade::is_upgrade_request(&req) {
         return Err(ApiError::new(
             StatusCode::UPGRADE_REQUIRED,

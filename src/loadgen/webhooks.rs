@@ -296,6 +296,7 @@ fn plan(args: &WebhooksArgs) -> anyhow::Result<Plan> {
 }
 
 pub async fn run(mut args: WebhooksArgs) -> anyhow::Result<()> {
+    check_marker(&args.marker)?; // before provisioning anything
     if args.provision.tenants > 0 {
         let p = super::provision::provision(
             &args.provision,

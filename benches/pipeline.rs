@@ -59,10 +59,8 @@ async fn run(n: usize, concurrency: usize, rate: Option<usize>) {
     })
     .await;
     let tenant = c.tenant("bench").await;
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "pipeline-{}.json",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("pipeline-{}.json", uuid::Uuid::new_v4().simple()));
     let (edge, ws) = (
         c.edge.to_string(),
         format!("ws://{}/api/v1/messages/stream", c.edge),
@@ -78,7 +76,14 @@ async fn run(n: usize, concurrency: usize, rate: Option<usize>) {
         .args(["loadgen", "webhooks", "--edge", &edge, "--whatsapp"])
         .arg(&tenant.phone_number_id)
         // Many customers, as in a real inbox; a hot thread would serialize on its row lock.
-        .args(["--customers", "1000", "--count", &n_arg, "--media-every", &media])
+        .args([
+            "--customers",
+            "1000",
+            "--count",
+            &n_arg,
+            "--media-every",
+            &media,
+        ])
         .args(&mode)
         .args(["--ws-url", &ws, "--marker", "bench", "--drain-secs", "300"])
         .arg("--out")
@@ -113,8 +118,14 @@ async fn run(n: usize, concurrency: usize, rate: Option<usize>) {
         status.success(),
         "faro loadgen webhooks failed (lost or duplicated messages, or errors): {report}"
     );
-    assert_eq!(report["webhooks_acked"], n, "every webhook acknowledged: {report}");
-    assert_eq!(report["delivered"], n, "every message reached the agent: {report}");
+    assert_eq!(
+        report["webhooks_acked"], n,
+        "every webhook acknowledged: {report}"
+    );
+    assert_eq!(
+        report["delivered"], n,
+        "every message reached the agent: {report}"
+    );
     assert_eq!(c.count("SELECT count(*) FROM messages").await, n as i64);
     c.stop().await;
 }

@@ -93,7 +93,9 @@ fn customer_id(customer: usize) -> String {
 
 /// A WhatsApp media id as Meta gives them (digits), distinct per message.
 fn media_id(m: &Msg<'_>) -> String {
-    let n: u64 = m.id.bytes().fold(17, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let n: u64 =
+        m.id.bytes()
+            .fold(17, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     format!("{}", 1_000_000_000_000_000 + n % 1_000_000_000_000_000)
 }
 
@@ -110,7 +112,9 @@ fn wa_content(m: &Msg<'_>, link: bool) -> (&'static str, serde_json::Value) {
                                   "sha256": "3bXq0mR2m8Qy0d4nH6v1Wk0sJ5fE7tL9pA2cZ8uYb1M="}),
     };
     if link {
-        content["link"] = json!(format!("https://api.ycloud.com/v2/whatsapp/media/download/{id}"));
+        content["link"] = json!(format!(
+            "https://api.ycloud.com/v2/whatsapp/media/download/{id}"
+        ));
     }
     match m.media {
         Media::Document => ("document", content),
@@ -174,7 +178,9 @@ pub fn messaging(platform: Platform, m: &Msg<'_>) -> String {
     };
     let message = match m.media {
         Media::None => json!({"mid": m.id, "text": m.text}),
-        Media::Image => json!({"mid": m.id, "attachments": attachment("image", ".jpg?stp=dst-jpg")}),
+        Media::Image => {
+            json!({"mid": m.id, "attachments": attachment("image", ".jpg?stp=dst-jpg")})
+        }
         Media::Document => json!({"mid": m.id, "attachments": attachment("file", ".pdf?dl=1")}),
     };
     json!({"object": object, "entry": [{"id": m.account, "time": m.unix_ms, "messaging": [{
@@ -266,7 +272,10 @@ mod tests {
             serde_json::from_str(&whatsapp(std::slice::from_ref(&image))).expect("JSON");
         let wa = &v["entry"][0]["changes"][0]["value"]["messages"][0];
         assert_eq!(wa["type"], "image", "{v}");
-        assert!(wa["image"]["id"].as_str().is_some_and(|id| id.len() == 16), "{v}");
+        assert!(
+            wa["image"]["id"].as_str().is_some_and(|id| id.len() == 16),
+            "{v}"
+        );
         let v: serde_json::Value = serde_json::from_str(&ycloud(&doc)).expect("JSON");
         let y = &v["whatsappInboundMessage"];
         assert_eq!(y["type"], "document", "{v}");

@@ -31,7 +31,6 @@ use super::{
 
 pub use super::webhooks_args::WebhooksArgs;
 
-
 /// One message sent: its id, when it was due, whether acked or seen live.
 pub(super) struct Sent {
     pub id: String,

@@ -136,8 +136,10 @@ async fn loadgen_webhooks_reports_every_message_acked_delivered_and_stored_once(
     }
     // Messages 4, 9, 14, … of each run are media: 45 of 228, then 40 of 202.
     assert_eq!(
-        c.count("SELECT count(*) FROM messages WHERE message_type IN ('image', 'document', 'file')")
-            .await,
+        c.count(
+            "SELECT count(*) FROM messages WHERE message_type IN ('image', 'document', 'file')"
+        )
+        .await,
         45 + 40,
         "every fifth message was stored as an image, a document or a file"
     );

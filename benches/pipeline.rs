@@ -1,11 +1,16 @@
 //! The whole pipeline under load: signed WhatsApp webhooks posted to the real
-//! edge by many concurrent clients, through ingest, conversations and stream,
-//! to an agent's WebSocket. Measures the edge's answer (ack) latency, the
-//! webhook → WebSocket latency and the throughput of both.
+//! edge, through ingest, conversations and stream, to an agent's WebSocket.
+//! The load comes from `faro loadgen webhooks` (the binary built beside this
+//! bench, run as a child process: the one load generator, also the tool
+//! operators use), pointed at a cluster started here in-process with a
+//! tenant of its own; its JSON gives the ack latency, the webhook →
+//! WebSocket latency, the throughput of both and the Postgres check (every
+//! acknowledged message stored exactly once, else the bench fails).
 //!
 //! `cargo bench --bench pipeline`; env: FARO_BENCH_N (webhooks),
 //! FARO_BENCH_CONCURRENCY (closed loop) or FARO_BENCH_RATE (open loop, per
-//! second), FARO_BENCH_WORKERS / FARO_BENCH_BATCH (ingest), FARO_BENCH_LOG,
+//! second), FARO_BENCH_MEDIA_EVERY (every Nth message an image or document),
+//! FARO_BENCH_WORKERS / FARO_BENCH_BATCH (ingest), FARO_BENCH_LOG,
 //! FARO_BENCH_OTLP=1 (export every span to a loopback OTLP collector),
 //! FARO_BENCH_METRICS=0 (services without metrics listeners: nothing
 //! recorded, for the cost of recording).
@@ -29,15 +34,20 @@ mod otlp_sink;
 #[path = "../tests/it/test_db.rs"]
 mod test_db;
 
-use figures::{env, report};
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use figures::env;
 
-use futures::StreamExt;
-use hdrhistogram::Histogram;
+/// One latency line from the loadgen's JSON summary (milliseconds).
+fn line(name: &str, h: &serde_json::Value) {
+    let ms = |k: &str| h[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{name:<26} n={:<6} p50={:>7.2} ms  p90={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms",
+        h["count"],
+        ms("p50_ms"),
+        ms("p90_ms"),
+        ms("p99_ms"),
+        ms("max_ms"),
+    );
+}
 
 async fn run(n: usize, concurrency: usize, rate: Option<usize>) {
     // Production defaults (faro's --ingest-workers, --ingest-batch) unless told otherwise.
@@ -49,114 +59,72 @@ async fn run(n: usize, concurrency: usize, rate: Option<usize>) {
     })
     .await;
     let tenant = c.tenant("bench").await;
-    let mut ws = c.websocket(&c.token(&tenant.id, 3600)).await;
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-
-    // The agent: records when each message arrives.
-    let expected = n;
-    let sent_rx = sent.clone();
-    let agent = tokio::spawn(async move {
-        let mut e2e = Histogram::<u64>::new(3).expect("histogram");
-        let mut seen = 0;
-        while seen < expected {
-            let event = ws.next_event().await;
-            let id = event["message"]["channel_message_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            if let Some(t0) = sent_rx.lock().expect("lock").get(&id) {
-                e2e.record(t0.elapsed().as_micros() as u64).ok();
-                seen += 1;
-            }
-        }
-        (e2e, Instant::now())
-    });
-
-    let bodies: Vec<(String, String)> = (0..n)
-        .map(|i| {
-            let id = format!("wamid.BENCH{i:08}");
-            // Many customers, as in a real inbox; a hot thread would serialize on its row lock.
-            let customer = format!("52155500{:05}", i % 1000);
-            let body = cluster::whatsapp_text(
-                &tenant,
-                &id,
-                &customer,
-                "¿Hay mesa para 4 a las 21h? 🍷",
-                1_700_000_000 + i as i64,
-            );
-            (id, body)
-        })
-        .collect();
-    let post = |(id, body): (String, String)| {
-        let (c, sent, secret) = (&c, sent.clone(), tenant.app_secret.clone());
-        async move {
-            let sig = faro_edge::sign_meta_payload(secret.as_bytes(), body.as_bytes());
-            let t0 = Instant::now();
-            sent.lock().expect("lock").insert(id, t0);
-            let (status, _) = c.post_webhook(body.as_bytes(), Some(&sig)).await;
-            assert_eq!(status, 200);
-            t0.elapsed()
-        }
-    };
-    let start = Instant::now();
-    let acks: Vec<Duration> = match rate {
-        // Closed loop: `concurrency` clients posting as fast as answers come.
-        None => {
-            futures::stream::iter(bodies)
-                .map(post)
-                .buffer_unordered(concurrency)
-                .collect()
-                .await
-        }
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("pipeline-{}.json", uuid::Uuid::new_v4().simple()));
+    let (edge, ws) = (
+        c.edge.to_string(),
+        format!("ws://{}/api/v1/messages/stream", c.edge),
+    );
+    let (n_arg, media) = (n.to_string(), env("FARO_BENCH_MEDIA_EVERY", 0).to_string());
+    let mode = match rate {
         // Open loop: a fixed arrival rate, whatever the latency, as Meta sends.
-        Some(rate) => {
-            let mut pending = futures::stream::FuturesUnordered::new();
-            let mut bodies = bodies.into_iter();
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            let mut acks = Vec::with_capacity(n);
-            let mut due = 0.0_f64;
-            'send: loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        due += rate as f64 / 1000.0;
-                        while due >= 1.0 {
-                            due -= 1.0;
-                            match bodies.next() {
-                                Some(b) => pending.push(post(b)),
-                                None => break 'send,
-                            }
-                        }
-                    }
-                    Some(d) = pending.next(), if !pending.is_empty() => acks.push(d),
-                }
-            }
-            while let Some(d) = pending.next().await {
-                acks.push(d);
-            }
-            acks
-        }
+        Some(r) => ["--rate".to_owned(), r.to_string()],
+        // Closed loop: `concurrency` clients posting as fast as answers come.
+        None => ["--concurrency".to_owned(), concurrency.to_string()],
     };
-    let acked = start.elapsed();
-    let (e2e, last) = tokio::time::timeout(Duration::from_secs(300), agent)
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_faro"))
+        .args(["loadgen", "webhooks", "--edge", &edge, "--whatsapp"])
+        .arg(&tenant.phone_number_id)
+        // Many customers, as in a real inbox; a hot thread would serialize on its row lock.
+        .args([
+            "--customers",
+            "1000",
+            "--count",
+            &n_arg,
+            "--media-every",
+            &media,
+        ])
+        .args(&mode)
+        .args(["--ws-url", &ws, "--marker", "bench", "--drain-secs", "300"])
+        .arg("--out")
+        .arg(&out)
+        .env("FARO_LOADGEN_APP_SECRET", &tenant.app_secret)
+        .env("FARO_TOKEN", c.token(&tenant.id, 3600))
+        .env("FARO_LOADGEN_DATABASE_URL", &c.db.owner_url)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .status()
         .await
-        .expect("every message reaches the agent")
-        .expect("agent task");
-    let delivered = last - start;
-
-    let mut ack = Histogram::<u64>::new(3).expect("histogram");
-    for d in acks {
-        ack.record(d.as_micros() as u64).ok();
-    }
+        .expect("faro loadgen webhooks starts");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("the loadgen wrote its JSON"))
+            .expect("JSON");
+    let _ = std::fs::remove_file(&out);
     match rate {
         None => println!("\npipeline: {n} signed webhooks, {concurrency} concurrent clients"),
         Some(r) => println!("\npipeline: {n} signed webhooks at a fixed {r}/s"),
     }
-    report("ack (HTTP 200)", &ack);
-    report("webhook -> websocket", &e2e);
+    line("ack (HTTP 200)", &report["ack"]);
+    line("webhook -> websocket", &report["e2e"]);
     println!(
-        "throughput: {:.0} acks/s, {:.0} delivered/s",
-        n as f64 / acked.as_secs_f64(),
-        n as f64 / delivered.as_secs_f64()
+        "throughput: {} acks/s, {} delivered/s; errors {}; lost {}, duplicated {}",
+        report["acks_per_s"],
+        report["delivered_per_s"],
+        report["errors"],
+        report["lost"],
+        report["duplicated"]
+    );
+    assert!(
+        status.success(),
+        "faro loadgen webhooks failed (lost or duplicated messages, or errors): {report}"
+    );
+    assert_eq!(
+        report["webhooks_acked"], n,
+        "every webhook acknowledged: {report}"
+    );
+    assert_eq!(
+        report["delivered"], n,
+        "every message reached the agent: {report}"
     );
     assert_eq!(c.count("SELECT count(*) FROM messages").await, n as i64);
     c.stop().await;

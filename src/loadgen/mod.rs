@@ -12,8 +12,11 @@
 //!
 //! - `webhooks`: signed webhooks of every platform at a fixed rate or from
 //!   N workers, timed to the ack and to the agent's frame, then checked
-//!   against Postgres (lost = 0, duplicated = 0).
+//!   against Postgres (lost = 0, duplicated = 0);
+//! - `bare-server`: hyper and an HMAC check, nothing else: the ceiling
+//!   `scripts/bench-limits` sets FARO's edge against.
 
+mod bare;
 mod http;
 mod payloads;
 mod provision;
@@ -21,6 +24,7 @@ mod publish;
 mod report;
 mod sockets;
 mod webhooks;
+mod webhooks_args;
 mod webhooks_report;
 
 use std::{
@@ -42,6 +46,9 @@ pub enum LoadgenCommand {
     /// Signed webhooks (WhatsApp, Messenger, Instagram, YCloud) open or closed loop; ack and
     /// end-to-end latency, throughput, errors; lost/duplicated checked in Postgres (JSON).
     Webhooks(Box<webhooks::WebhooksArgs>),
+    /// A bare hyper server that checks each POST's HMAC and answers 200: the
+    /// ceiling `scripts/bench-limits` compares FARO's edge with.
+    BareServer(bare::BareServerArgs),
 }
 
 pub async fn run(cmd: LoadgenCommand) -> anyhow::Result<()> {
@@ -50,6 +57,7 @@ pub async fn run(cmd: LoadgenCommand) -> anyhow::Result<()> {
         LoadgenCommand::Publish(args) => publish::run(args).await,
         LoadgenCommand::Report(args) => report::run(&args),
         LoadgenCommand::Webhooks(args) => webhooks::run(*args).await,
+        LoadgenCommand::BareServer(args) => bare::run(args).await,
     }
 }
 

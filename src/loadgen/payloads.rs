@@ -4,7 +4,8 @@
 //! shapes stay in one place when a platform changes.
 //!
 //! A message's id and text both carry `<marker>-<n>`, so whichever of the
-//! two a live frame shows, the subscriber finds the message's number.
+//! two a live frame shows, the subscriber finds the message's number (a
+//! Messenger or Instagram attachment has no text: its id carries it).
 
 use serde_json::json;
 
@@ -38,6 +39,33 @@ impl Platform {
     }
 }
 
+/// What a message carries besides text: customers send photos and
+/// documents (a quote, a receipt) as often as words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Media {
+    None,
+    /// WhatsApp `image` with a media id and caption; Messenger/Instagram
+    /// `image` attachment with a CDN URL.
+    Image,
+    /// WhatsApp `document` (PDF, media id, file name, caption);
+    /// Messenger/Instagram `file` attachment.
+    Document,
+}
+
+impl Media {
+    /// `--media-every N`: message `n` is media when `n % N == N - 1`,
+    /// images and documents in turn; 0 means text only.
+    pub fn nth(n: usize, every: usize) -> Self {
+        if every == 0 || n % every != every - 1 {
+            Self::None
+        } else if (n / every) % 2 == 0 {
+            Self::Image
+        } else {
+            Self::Document
+        }
+    }
+}
+
 /// One inbound message: the account it is sent to, who sends it, its id.
 pub struct Msg<'a> {
     pub account: &'a str,
@@ -45,6 +73,7 @@ pub struct Msg<'a> {
     pub id: String,
     pub text: String,
     pub unix_ms: i64,
+    pub media: Media,
 }
 
 /// The message id for message `n`: unique per run through `marker`.
@@ -62,9 +91,43 @@ fn customer_id(customer: usize) -> String {
     format!("52155{customer:08}")
 }
 
+/// A WhatsApp media id as Meta gives them (digits), distinct per message.
+fn media_id(m: &Msg<'_>) -> String {
+    let n: u64 =
+        m.id.bytes()
+            .fold(17, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    format!("{}", 1_000_000_000_000_000 + n % 1_000_000_000_000_000)
+}
+
+/// The `type` and its object of a WhatsApp (Cloud or YCloud) message;
+/// YCloud adds a download `link` to media.
+fn wa_content(m: &Msg<'_>, link: bool) -> (&'static str, serde_json::Value) {
+    let id = media_id(m);
+    let mut content = match m.media {
+        Media::None => return ("text", json!({"body": m.text})),
+        Media::Image => json!({"caption": m.text, "mime_type": "image/jpeg", "id": id,
+                               "sha256": "kYa8V9IqUe9yZ1o3hq5iFv3Fh2nkBh6R8Q1nXyG0r0E="}),
+        Media::Document => json!({"caption": m.text, "filename": format!("cotizacion-{id}.pdf"),
+                                  "mime_type": "application/pdf", "id": id,
+                                  "sha256": "3bXq0mR2m8Qy0d4nH6v1Wk0sJ5fE7tL9pA2cZ8uYb1M="}),
+    };
+    if link {
+        content["link"] = json!(format!(
+            "https://api.ycloud.com/v2/whatsapp/media/download/{id}"
+        ));
+    }
+    match m.media {
+        Media::Document => ("document", content),
+        _ => ("image", content),
+    }
+}
+
 fn wa_message(m: &Msg<'_>) -> serde_json::Value {
-    json!({"from": customer_id(m.customer), "id": m.id, "timestamp": (m.unix_ms / 1000).to_string(),
-           "type": "text", "text": {"body": m.text}})
+    let (kind, content) = wa_content(m, false);
+    let mut message = json!({"from": customer_id(m.customer), "id": m.id,
+                             "timestamp": (m.unix_ms / 1000).to_string(), "type": kind});
+    message[kind] = content;
+    message
 }
 
 /// A WhatsApp Cloud API webhook: one entry per account's messages (Meta
@@ -99,16 +162,30 @@ pub fn whatsapp_status(account: &str, status_id: &str, customer: usize, unix_ms:
     .to_string()
 }
 
-/// A Messenger (`object: page`) or Instagram (`object: instagram`) text.
+/// A Messenger (`object: page`) or Instagram (`object: instagram`) text,
+/// or an attachment (image or file on a CDN URL, no text).
 pub fn messaging(platform: Platform, m: &Msg<'_>) -> String {
-    let object = if platform == Platform::Instagram {
-        "instagram"
+    let instagram = platform == Platform::Instagram;
+    let object = if instagram { "instagram" } else { "page" };
+    let cdn = if instagram {
+        "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id="
     } else {
-        "page"
+        "https://scontent.xx.fbcdn.net/v/t1.15752-9/"
+    };
+    let attachment = |kind: &str, name: &str| {
+        json!([{"type": kind, "payload": {"url": format!("{cdn}{}{name}&oh=00_AfD1&oe=6790A1B2",
+                                                         m.id.replace('.', "_"))}}])
+    };
+    let message = match m.media {
+        Media::None => json!({"mid": m.id, "text": m.text}),
+        Media::Image => {
+            json!({"mid": m.id, "attachments": attachment("image", ".jpg?stp=dst-jpg")})
+        }
+        Media::Document => json!({"mid": m.id, "attachments": attachment("file", ".pdf?dl=1")}),
     };
     json!({"object": object, "entry": [{"id": m.account, "time": m.unix_ms, "messaging": [{
         "sender": {"id": customer_id(m.customer)}, "recipient": {"id": m.account},
-        "timestamp": m.unix_ms, "message": {"mid": m.id, "text": m.text}}]}]})
+        "timestamp": m.unix_ms, "message": message}]}]})
     .to_string()
 }
 
@@ -117,12 +194,15 @@ pub fn ycloud(m: &Msg<'_>) -> String {
     let at = chrono::DateTime::from_timestamp_millis(m.unix_ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (kind, content) = wa_content(m, true);
+    let mut message = json!({
+        "id": format!("lg{}", m.id), "wamid": m.id, "wabaId": "102290129340398",
+        "from": format!("+{}", customer_id(m.customer)),
+        "customerProfile": {"name": format!("Cliente {}", m.customer)},
+        "to": m.account, "sendTime": at, "type": kind});
+    message[kind] = content;
     json!({"id": format!("evt_{}", m.id), "type": "whatsapp.inbound_message.received",
-           "apiVersion": "v2", "createTime": at, "whatsappInboundMessage": {
-               "id": format!("lg{}", m.id), "wamid": m.id, "wabaId": "102290129340398",
-               "from": format!("+{}", customer_id(m.customer)),
-               "customerProfile": {"name": format!("Cliente {}", m.customer)},
-               "to": m.account, "sendTime": at, "type": "text", "text": {"body": m.text}}})
+           "apiVersion": "v2", "createTime": at, "whatsappInboundMessage": message})
     .to_string()
 }
 
@@ -155,22 +235,58 @@ mod tests {
 
     #[test]
     fn every_body_carries_the_marked_id_and_is_json() {
-        let m = Msg {
-            account: "acc",
-            customer: 3,
-            id: message_id(Platform::Messenger, "lg", 7),
-            text: "lg-7".into(),
-            unix_ms: 1_749_416_383_000,
-        };
-        for body in [
-            whatsapp(std::slice::from_ref(&m)),
-            messaging(Platform::Messenger, &m),
-            messaging(Platform::Instagram, &m),
-            ycloud(&m),
-        ] {
-            let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-            assert!(body.contains("m_LG.lg-7"), "{v}");
-            assert_eq!(super::super::sockets::marked(&body, "lg"), Some(7));
+        for media in [Media::None, Media::Image, Media::Document] {
+            let m = Msg {
+                account: "acc",
+                customer: 3,
+                id: message_id(Platform::Messenger, "lg", 7),
+                text: "lg-7".into(),
+                unix_ms: 1_749_416_383_000,
+                media,
+            };
+            for body in [
+                whatsapp(std::slice::from_ref(&m)),
+                messaging(Platform::Messenger, &m),
+                messaging(Platform::Instagram, &m),
+                ycloud(&m),
+            ] {
+                let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+                assert!(body.contains("m_LG.lg-7"), "{v}");
+                assert_eq!(super::super::sockets::marked(&body, "lg"), Some(7));
+            }
         }
+    }
+
+    #[test]
+    fn media_bodies_name_their_kind_and_media_id() {
+        let m = |media| Msg {
+            account: "acc",
+            customer: 1,
+            id: message_id(Platform::WhatsApp, "lg", 9),
+            text: "lg-9".into(),
+            unix_ms: 1_749_416_383_000,
+            media,
+        };
+        let (image, doc) = (m(Media::Image), m(Media::Document));
+        let v: serde_json::Value =
+            serde_json::from_str(&whatsapp(std::slice::from_ref(&image))).expect("JSON");
+        let wa = &v["entry"][0]["changes"][0]["value"]["messages"][0];
+        assert_eq!(wa["type"], "image", "{v}");
+        assert!(
+            wa["image"]["id"].as_str().is_some_and(|id| id.len() == 16),
+            "{v}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&ycloud(&doc)).expect("JSON");
+        let y = &v["whatsappInboundMessage"];
+        assert_eq!(y["type"], "document", "{v}");
+        assert!(y["document"]["link"].as_str().is_some(), "{v}");
+        let v: serde_json::Value =
+            serde_json::from_str(&messaging(Platform::Instagram, &doc)).expect("JSON");
+        let a = &v["entry"][0]["messaging"][0]["message"]["attachments"][0];
+        assert_eq!(a["type"], "file", "{v}");
+        assert_eq!(Media::nth(3, 4), Media::Image);
+        assert_eq!(Media::nth(7, 4), Media::Document);
+        assert_eq!(Media::nth(5, 4), Media::None);
+        assert_eq!(Media::nth(5, 0), Media::None);
     }
 }

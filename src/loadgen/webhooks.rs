@@ -11,7 +11,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -19,7 +18,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clap::Args;
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,97 +25,11 @@ use tokio_util::sync::CancellationToken;
 use super::{
     check_marker,
     http::Conn,
-    payloads::{self, Msg, Platform},
+    payloads::{self, Media, Msg, Platform},
     sockets, unix_micros,
 };
 
-#[derive(Args)]
-pub struct WebhooksArgs {
-    /// The edge's address (host:port, plain HTTP).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub(super) edge: SocketAddr,
-    /// The Meta app's secret (WhatsApp, Messenger and Instagram bodies).
-    #[arg(
-        long = "app-secret",
-        env = "FARO_LOADGEN_APP_SECRET",
-        hide_env_values = true
-    )]
-    app_secret: String,
-    /// The YCloud endpoint's secret (YCloud bodies).
-    #[arg(
-        long = "ycloud-secret",
-        env = "FARO_LOADGEN_YCLOUD_SECRET",
-        hide_env_values = true
-    )]
-    ycloud_secret: Option<String>,
-    /// WhatsApp phone number ids to send to (comma separated or repeated).
-    #[arg(long, value_delimiter = ',')]
-    whatsapp: Vec<String>,
-    /// Messenger page ids.
-    #[arg(long, value_delimiter = ',')]
-    messenger: Vec<String>,
-    /// Instagram account ids.
-    #[arg(long, value_delimiter = ',')]
-    instagram: Vec<String>,
-    /// YCloud business numbers (as YCloud writes them, e.g. +15550783881).
-    #[arg(long, value_delimiter = ',')]
-    ycloud: Vec<String>,
-    /// Distinct customers per account (each is its own conversation).
-    #[arg(long, default_value_t = 100)]
-    customers: usize,
-    /// WhatsApp messages per webhook (Meta batches entries in one POST).
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
-    /// Every Nth WhatsApp webhook is a delivery status instead (0: none).
-    #[arg(long = "status-every", default_value_t = 0)]
-    status_every: usize,
-    /// Open loop: webhooks per second, on schedule whatever the answers take.
-    #[arg(long)]
-    rate: Option<f64>,
-    /// Closed loop (without --rate): workers, each posting back to back.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Open loop: connections to the edge at most. A webhook due while all
-    /// are busy waits for one, still timed from when it was due.
-    #[arg(long = "max-connections", default_value_t = 512)]
-    max_connections: usize,
-    /// Stop after this many webhooks.
-    #[arg(long)]
-    count: Option<usize>,
-    /// Stop after this long.
-    #[arg(long = "duration-secs")]
-    duration_secs: Option<f64>,
-    /// WebSocket URL of an edge's live stream, for the end-to-end times.
-    #[arg(long = "ws-url")]
-    ws_url: Option<String>,
-    /// Agent JWTs, one per tenant sent to: one subscriber each.
-    #[arg(
-        long = "token",
-        env = "FARO_TOKEN",
-        hide_env_values = true,
-        value_delimiter = ','
-    )]
-    tokens: Vec<String>,
-    /// Postgres, as a role that sees every tenant: checks lost = 0 and
-    /// duplicated = 0 after the run.
-    #[arg(
-        long = "database-url",
-        env = "FARO_LOADGEN_DATABASE_URL",
-        hide_env_values = true
-    )]
-    pub(super) database_url: Option<String>,
-    /// After the load, wait this long at most for frames and stored rows.
-    #[arg(long = "drain-secs", default_value_t = 30)]
-    pub(super) drain_secs: u64,
-    /// Ids and texts carry `<marker>-<n>`: make it unique per run.
-    #[arg(long, default_value = "lg")]
-    marker: String,
-    /// Where the results go (JSON); standard output without it.
-    #[arg(long)]
-    pub(super) out: Option<PathBuf>,
-    #[command(flatten)]
-    provision: super::provision::ProvisionArgs,
-}
+pub use super::webhooks_args::WebhooksArgs;
 
 /// One message sent: its id, when it was due, whether acked or seen live.
 pub(super) struct Sent {
@@ -200,6 +112,7 @@ struct Plan {
     customers: usize,
     batch: usize,
     status_every: usize,
+    media_every: usize,
     meta_secret: String,
     ycloud_secret: String,
 }
@@ -236,6 +149,7 @@ impl Plan {
                 id: payloads::message_id(*platform, &self.marker, n),
                 text: format!("Hola, ¿tienen disponibilidad? {}-{n}", self.marker),
                 unix_ms,
+                media: Media::nth(n, self.media_every),
             })
             .collect();
         let body = match platform {
@@ -374,12 +288,14 @@ fn plan(args: &WebhooksArgs) -> anyhow::Result<Plan> {
         customers: args.customers,
         batch: args.batch,
         status_every: args.status_every,
+        media_every: args.media_every,
         meta_secret: args.app_secret.clone(),
         ycloud_secret: args.ycloud_secret.clone().unwrap_or_default(),
     })
 }
 
 pub async fn run(mut args: WebhooksArgs) -> anyhow::Result<()> {
+    check_marker(&args.marker)?; // before provisioning anything
     if args.provision.tenants > 0 {
         let p = super::provision::provision(
             &args.provision,
@@ -439,6 +355,13 @@ pub async fn run(mut args: WebhooksArgs) -> anyhow::Result<()> {
             let slots = slots.clone();
             inflight.spawn(async move {
                 let _slot = slots.acquire().await; // held until sent
+                // A server far behind would keep the run going for minutes
+                // after its duration: what is still unsent 2 s past it is
+                // counted, not sent.
+                if deadline.is_some_and(|d| Instant::now() > d + Duration::from_secs(2)) {
+                    shared.error("unsent: the server fell behind".into());
+                    return;
+                }
                 let hook = plan.build(&shared, i, due_us);
                 let mut conn = lock(&pool).pop();
                 send(&plan, &shared, edge, &mut conn, hook, due).await;

@@ -123,6 +123,7 @@ pub(super) async fn finish(
     let ids = super::webhooks::acked_ids(shared);
     let mut check = serde_json::Value::Null;
     let (mut lost, mut duplicated) = (0, 0);
+    let mut stored_secs = None;
     if let Some(url) = &args.database_url {
         loop {
             let (found, extra) = stored(url, &ids).await?;
@@ -132,6 +133,9 @@ pub(super) async fn finish(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // When the check first found them all: after the last frame when
+        // subscribed (so a floor of the store rate), else within 0.1 s.
+        stored_secs = Some(load_secs + started.elapsed().as_secs_f64());
         check = json!({"stored": ids.len() - lost, "lost": lost, "duplicated": duplicated});
     }
     let (ack, e2e) = (
@@ -157,6 +161,11 @@ pub(super) async fn finish(
         "delivered": if subscribed { json!(delivered) } else { serde_json::Value::Null },
         "acks_per_s": per_s(webhooks_acked, load_secs),
         "delivered_per_s": per_s(delivered, delivered_secs),
+        "stored_per_s": stored_secs.map(|secs| per_s(ids.len() - lost, secs)),
+        "rate": args.rate,
+        "concurrency": (!args.rate_given()).then_some(args.concurrency),
+        "media_every": args.media_every,
+        "batch": args.batch,
         "ack": ack, "e2e": if subscribed { e2e.clone() } else { serde_json::Value::Null },
         "errors": errors,
         "database": check,

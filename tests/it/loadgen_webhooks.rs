@@ -1,6 +1,7 @@
 //! `faro loadgen webhooks` as a real process against a cluster: a few
 //! hundred signed webhooks of every platform (WhatsApp batched entries and
-//! statuses, Messenger, Instagram, YCloud) for two tenants, open and closed
+//! statuses, Messenger, Instagram, YCloud; every fifth message an image or
+//! document, or an attachment) for two tenants, open and closed
 //! loop (the second with tenants it provisions itself); its report must say every message was acknowledged, reached its
 //! tenant's agent socket, and is stored exactly once. A load tool that
 //! miscounted would publish false figures; this keeps it honest. No timing
@@ -59,6 +60,8 @@ async fn loadgen_webhooks_reports_every_message_acked_delivered_and_stored_once(
         "3",
         "--status-every",
         "4",
+        "--media-every",
+        "5",
         "--count",
         "150",
         "--ws-url",
@@ -131,6 +134,15 @@ async fn loadgen_webhooks_reports_every_message_acked_delivered_and_stored_once(
             "{r}"
         );
     }
+    // Messages 4, 9, 14, … of each run are media: 45 of 228, then 40 of 202.
+    assert_eq!(
+        c.count(
+            "SELECT count(*) FROM messages WHERE message_type IN ('image', 'document', 'file')"
+        )
+        .await,
+        45 + 40,
+        "every fifth message was stored as an image, a document or a file"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     c.stop().await;
 }

@@ -151,14 +151,6 @@ pub struct ServeArgs {
     pub ingest_workers: usize,
     #[arg(long = "ingest-batch", env = "FARO_INGEST_BATCH", default_value_t = 64)]
     pub ingest_batch: usize,
-    /// The most concurrent webhooks whose `XADD`s ingest sends to Redis as one
-    /// pipeline (each still answered only once Redis has it); 0: one at a time.
-    #[arg(
-        long = "submit-batch",
-        env = "FARO_SUBMIT_BATCH",
-        default_value_t = 256
-    )]
-    pub submit_batch: usize,
     /// A pending job idle this long (ms) is reclaimed from its (presumed dead) worker.
     #[arg(
         long = "claim-idle-ms",
@@ -356,7 +348,6 @@ impl ServeArgs {
             conversations_url: self.conversations_url.clone(),
             workers: self.ingest_workers,
             batch_size: self.ingest_batch,
-            submit_batch: self.submit_batch,
             claim_idle_ms: self.claim_idle_ms,
             consumer_name: self.consumer_name.clone(),
             history_max_events: self.history_max_events,

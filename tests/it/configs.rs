@@ -97,7 +97,6 @@ pub fn ingest_config(prefix: &str, conversations_url: &str) -> faro_ingest::Conf
         conversations_url: conversations_url.to_owned(),
         workers: 2,
         batch_size: 32,
-        submit_batch: 256,
         claim_idle_ms: 30_000,
         consumer_name: None,
         history_max_events: 10_000,

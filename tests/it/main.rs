@@ -65,7 +65,6 @@ mod security;
 mod shutdown;
 mod slow_clients;
 mod stream_reconnect;
-mod submit_batching;
 mod test_db;
 mod traces;
 mod typing;

@@ -19,10 +19,6 @@ pub struct Config {
     /// Jobs read per batch; their messages are stored in one call.
     pub batch_size: usize,
 
-    /// The most concurrent `Submit`s whose `XADD`s go to Redis as one
-    /// pipeline; 0 sends each on its own, as before batching.
-    pub submit_batch: usize,
-
     /// A pending job idle this long (milliseconds) is presumed abandoned by a dead
     /// worker and reclaimed. Must exceed the longest time a batch can take.
     pub claim_idle_ms: u64,
@@ -65,12 +61,6 @@ impl Config {
         }
         if !(1..=1000).contains(&self.batch_size) {
             return Err(Error::Config("ingest-batch must be 1..=1000".into()));
-        }
-        if self.submit_batch > crate::submitter::MAX_BATCH {
-            return Err(Error::Config(format!(
-                "submit-batch must be 0..={}",
-                crate::submitter::MAX_BATCH
-            )));
         }
         if self.claim_idle_ms < 1000 {
             return Err(Error::Config(
@@ -157,7 +147,6 @@ mod tests {
             conversations_url: "http://127.0.0.1:1".into(),
             workers: 1,
             batch_size: 64,
-            submit_batch: 256,
             claim_idle_ms: 30_000,
             consumer_name: None,
             history_max_events: 10_000,

@@ -11,10 +11,9 @@ use faro_proto::{
     stream::v1::event::Kind,
 };
 use fred::clients::Client;
-use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::{Error, dlq, queue, stats, submitter::Submitter};
+use crate::{Error, dlq, queue, stats};
 
 /// Largest payload accepted; the edge enforces the same or a smaller limit.
 const MAX_PAYLOAD: usize = faro_proto::MAX_WEBHOOK_BYTES;
@@ -22,8 +21,6 @@ const MAX_PAYLOAD: usize = faro_proto::MAX_WEBHOOK_BYTES;
 pub(crate) struct Ingest {
     pub redis: Client,
     pub keys: Arc<queue::Keys>,
-    /// Coalesces concurrent submits into pipelined `XADD`s; `None`: one each.
-    pub submitter: Option<Submitter>,
     /// False until Redis was first reached: answer at once rather than queue
     /// the command behind a connection that does not exist.
     pub ready: tokio::sync::watch::Receiver<bool>,
@@ -114,14 +111,12 @@ impl IngestService for Ingest {
             submission: Some(submission),
             ..Job::default()
         };
-        let job_id = if !defer.is_zero() {
+        let job_id = if defer.is_zero() {
+            queue::enqueue(&self.redis, &self.keys, &job).await?
+        } else {
             crate::retry::defer(&self.redis, &self.keys, &job, defer)
                 .await
                 .map_err(Error::from)?
-        } else if let Some(s) = &self.submitter {
-            s.enqueue(bytes::Bytes::from(job.encode_to_vec())).await?
-        } else {
-            queue::enqueue(&self.redis, &self.keys, &job).await?
         };
         self.metrics.submitted();
         tracing::debug!(%job_id, defer_ms = defer.as_millis() as u64, "job queued");

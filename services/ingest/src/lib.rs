@@ -24,7 +24,6 @@ mod redis_check;
 mod replies;
 mod retry;
 mod stats;
-mod submitter;
 mod worker;
 
 use std::sync::Arc;
@@ -146,13 +145,9 @@ pub async fn run_with_metrics(
         history: config.history(),
         ready: ready.clone(),
     };
-    let keys = Arc::new(keys);
-    let submitter = (config.submit_batch > 0)
-        .then(|| submitter::Submitter::spawn(producer.clone(), keys.clone(), config.submit_batch));
     let service = grpc::Ingest {
         redis: producer.clone(),
-        keys,
-        submitter,
+        keys: Arc::new(keys),
         ready: ready.clone(),
         metrics: recorded.clone(),
         history: config.history(),

@@ -19,7 +19,7 @@ pub(crate) fn time(t: Option<&Timestamp>) -> Value {
     })
 }
 
-fn channel(raw: i32) -> &'static str {
+pub(crate) fn channel(raw: i32) -> &'static str {
     Channel::try_from(raw)
         .ok()
         .and_then(channel_name)
@@ -89,7 +89,7 @@ fn conversation_event(e: &ConversationEvent) -> Value {
 }
 
 /// Raw platform JSON carried as a string, embedded as JSON (null if absent).
-fn raw(s: &str) -> Value {
+pub(crate) fn raw(s: &str) -> Value {
     if s.is_empty() {
         return Value::Null;
     }
@@ -125,8 +125,26 @@ fn account_event(a: &AccountEvent) -> Value {
 }
 
 /// The JSON frame for one event and its `type`; `None` for kinds this edge
-/// does not know.
+/// does not know. Messages, the frames of nearly every event, are written
+/// straight from the protobuf (`message_frame.rs`); the rest through a `Value`.
 pub(crate) fn render(e: &Event) -> Option<(&'static str, String)> {
+    match e.kind.as_ref()? {
+        Kind::MessageCreated(mc) => {
+            let kind = "message.created";
+            let (m, c) = (mc.message.as_ref(), mc.conversation.as_ref());
+            Some((kind, crate::message_frame::render(e, kind, m, c)))
+        }
+        Kind::MessageUpdated(mu) => {
+            let kind = "message.updated";
+            let (m, c) = (mu.message.as_ref(), mu.conversation.as_ref());
+            Some((kind, crate::message_frame::render(e, kind, m, c)))
+        }
+        _ => render_as_value(e),
+    }
+}
+
+/// [`render`] through a `serde_json::Value`, for every kind.
+pub(crate) fn render_as_value(e: &Event) -> Option<(&'static str, String)> {
     let (kind, body) = match e.kind.as_ref()? {
         Kind::MessageCreated(mc) => (
             "message.created",

@@ -38,6 +38,7 @@ mod events;
 mod inbox;
 mod limits;
 mod live;
+mod message_frame;
 mod metrics;
 mod ratelimit;
 mod replies;

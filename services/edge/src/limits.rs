@@ -61,12 +61,17 @@ impl Default for ClientLimits {
     }
 }
 
-/// hyper's own bounds on an HTTP/1 request head, set so that any head within
-/// them reaches [`headers_too_large`] and gets a JSON 431: the buffer a head
-/// must fit in, and as many header slots as such a head can hold (a header
-/// line takes at least 4 bytes). Past them hyper answers a bare 431.
+/// hyper's own bounds on an HTTP/1 request head: the buffer a head must fit
+/// in, and the header slots. A head within both reaches [`headers_too_large`]
+/// and gets a JSON 431; past them hyper answers a bare 431 (and closes).
+///
+/// hyper allocates and fills all the slots for every request it parses, so
+/// their number is a cost per webhook: 16,384 slots (once chosen so that any
+/// head the buffer holds got the JSON answer) were a quarter of the edge's
+/// instructions per webhook (docs/BENCHMARKS.md). 512 is five times the
+/// default `max-headers`; a client sending more gets the bare 431.
 pub(crate) const HTTP1_MAX_HEAD_BYTES: usize = 256 * 1024;
-pub(crate) const HTTP1_MAX_HEADERS: usize = 16 * 1024;
+pub(crate) const HTTP1_MAX_HEADERS: usize = 512;
 
 /// ingest parses verified bodies with serde_json, which refuses nesting
 /// deeper than 128: the edge must refuse first, with a status Meta sees.

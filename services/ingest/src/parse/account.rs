@@ -65,7 +65,8 @@ pub(crate) fn whatsapp_change(
     out: &mut Parsed,
 ) {
     let (waba, by_waba) = ctx.account(entry.get("id"));
-    let (number, by_number) = ctx.account(change.pointer("/value/metadata/phone_number_id"));
+    let (number, by_number) =
+        ctx.account(crate::parse::at(change, "/value/metadata/phone_number_id"));
     let routed = by_waba
         .map(|r| (waba.as_deref(), r))
         .or_else(|| by_number.map(|r| (number.as_deref(), r)));
@@ -115,7 +116,7 @@ pub(crate) fn ycloud_event(
 ) -> bool {
     let named: Vec<(Option<String>, Option<&Route>)> = YCLOUD_ACCOUNTS
         .iter()
-        .map(|p| ctx.account(root.pointer(p)))
+        .map(|p| ctx.account(crate::parse::at(root, p)))
         .filter(|(id, _)| id.is_some())
         .collect();
     let Some(first) = named.first() else {

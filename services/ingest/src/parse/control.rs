@@ -57,7 +57,7 @@ pub(crate) fn kind(item: &Value) -> Option<ConversationEventKind> {
 }
 
 pub(super) fn id_at(v: &Value, pointer: &str) -> String {
-    match v.pointer(pointer) {
+    match crate::parse::at(v, pointer) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         _ => String::new(),

@@ -150,7 +150,8 @@ pub(crate) fn history(waba: &Value, value: &Value, ctx: &Context<'_>, out: &mut 
         out.reject("`history` has no chunks", value);
         return;
     }
-    let (phone_number_id, route) = ctx.account(value.pointer("/metadata/phone_number_id"));
+    let (phone_number_id, route) =
+        ctx.account(crate::parse::at(value, "/metadata/phone_number_id"));
     let Some(route) = route else {
         out.reject_unverified(phone_number_id.as_deref(), chunks);
         return;

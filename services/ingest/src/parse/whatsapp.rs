@@ -111,7 +111,7 @@ pub(crate) fn body(m: &Value) -> Body {
     };
     let forwarded = ["/context/forwarded", "/context/frequently_forwarded"]
         .iter()
-        .any(|p| m.pointer(p).and_then(Value::as_bool) == Some(true));
+        .any(|p| crate::parse::at(m, p).and_then(Value::as_bool) == Some(true));
     Body {
         message_type: if KNOWN.contains(&kind) {
             kind
@@ -172,7 +172,7 @@ pub(crate) fn message_event(
         }
         Some("edit") => {
             if let Some(target) = str_at(m, "/edit/original_message_id") {
-                let edited = m.pointer("/edit/message").map(body);
+                let edited = crate::parse::at(m, "/edit/message").map(body);
                 out.push(Kind::Edit(MessageEdit {
                     scope: scope(route),
                     target_channel_message_id: target.to_owned(),
@@ -317,7 +317,8 @@ fn messages(
     }
     let messages = items(value, key);
     let statuses = items(value, "statuses");
-    let (phone_number_id, route) = ctx.account(value.pointer("/metadata/phone_number_id"));
+    let (phone_number_id, route) =
+        ctx.account(crate::parse::at(value, "/metadata/phone_number_id"));
     let Some(route) = route else {
         out.reject_unverified(phone_number_id.as_deref(), messages);
         out.reject_unverified(phone_number_id.as_deref(), statuses);

@@ -57,7 +57,7 @@ pub(super) fn message(
             ..Default::default()
         })
         .collect();
-    let story = m.pointer("/reply_to/story");
+    let story = crate::parse::at(m, "/reply_to/story");
     if let Some(s) = story {
         media.push(MediaRef {
             kind: "story".into(),

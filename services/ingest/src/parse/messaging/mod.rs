@@ -121,7 +121,7 @@ fn item_events(
     // whatever id the business sends under (Instagram echoes may carry an id
     // other than `entry.id`). Otherwise the customer is whoever is not the
     // business account.
-    let echo = item.pointer("/message/is_echo").and_then(Value::as_bool) == Some(true);
+    let echo = crate::parse::at(item, "/message/is_echo").and_then(Value::as_bool) == Some(true);
     let customer = if echo || sender == account {
         recipient.clone()
     } else {

@@ -58,7 +58,7 @@ impl Media {
     pub fn nth(n: usize, every: usize) -> Self {
         if every == 0 || n % every != every - 1 {
             Self::None
-        } else if (n / every) % 2 == 0 {
+        } else if (n / every).is_multiple_of(2) {
             Self::Image
         } else {
             Self::Document

@@ -59,12 +59,11 @@ fn cpu_ms(pid: &str) -> f64 {
 
 /// (this process, the bench database's Postgres backends) CPU so far.
 async fn cpu_now(db: &sqlx::PgPool) -> (f64, f64) {
-    let pids: Vec<i32> = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()",
-    )
-    .fetch_all(db)
-    .await
-    .unwrap_or_default();
+    let pids: Vec<i32> =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            .fetch_all(db)
+            .await
+            .unwrap_or_default();
     let pg = pids.iter().map(|p| cpu_ms(&p.to_string())).sum();
     (cpu_ms("self"), pg)
 }

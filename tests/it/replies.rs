@@ -116,16 +116,19 @@ async fn requests_racing_with_one_idempotency_key_store_and_send_one_reply() {
     let t = s
         .thread(Platform::WhatsApp, false, Duration::hours(2))
         .await;
-    let answers = futures::future::join_all(
-        (0..8).map(|_| s.reply(&t, "raced-key", json!({"text": "one"}))),
-    )
-    .await;
+    let answers =
+        futures::future::join_all((0..8).map(|_| s.reply(&t, "raced-key", json!({"text": "one"}))))
+            .await;
     let mut ids = std::collections::HashSet::new();
     for (status, body) in &answers {
         assert!([200, 202].contains(status), "{status} {body}");
         ids.insert(body["message"]["id"].clone());
     }
-    assert_eq!(ids.len(), 1, "every answer names the one reply: {answers:?}");
+    assert_eq!(
+        ids.len(),
+        1,
+        "every answer names the one reply: {answers:?}"
+    );
     assert_eq!(
         answers.iter().filter(|a| a.0 == 202).count(),
         1,

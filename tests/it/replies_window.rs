@@ -10,7 +10,10 @@ async fn conversation(s: &crate::replies_support::Setup, t: &Thread) -> Value {
     let r = s
         .cluster
         .http
-        .get(s.cluster.url(&format!("/api/v1/conversations/{}", t.conversation)))
+        .get(
+            s.cluster
+                .url(&format!("/api/v1/conversations/{}", t.conversation)),
+        )
         .bearer_auth(&t.token)
         .send()
         .await
@@ -37,7 +40,9 @@ fn instants(w: &Value) -> (String, String) {
 async fn the_window_is_shown_and_a_new_customer_message_moves_it_live() {
     let s = start().await;
     let opened = Utc::now() - Duration::hours(30);
-    let t = s.thread(Platform::WhatsApp, false, Duration::hours(30)).await;
+    let t = s
+        .thread(Platform::WhatsApp, false, Duration::hours(30))
+        .await;
     let before = conversation(&s, &t).await;
     let (last, closes) = instants(&before["window"]);
     let last = chrono::DateTime::parse_from_rfc3339(&last).expect("rfc3339");

@@ -184,10 +184,8 @@ pub(crate) async fn claim_batch(
         }
         tx.commit().await?;
     }
-    let mut out: Vec<pb::ReplyDelivery> = keys
-        .iter()
-        .map(|_| pb::ReplyDelivery::default())
-        .collect();
+    let mut out: Vec<pb::ReplyDelivery> =
+        keys.iter().map(|_| pb::ReplyDelivery::default()).collect();
     for c in claimed {
         let at = keys
             .iter()

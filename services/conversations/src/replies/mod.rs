@@ -181,7 +181,8 @@ pub(crate) async fn create_reply(
 ) -> Result<pb::CreateReplyResponse, Error> {
     match create_once(pool, &req).await {
         Err(Error::Database(e))
-            if e.as_database_error().and_then(|d| d.constraint()) == Some("reply_requests_pkey") =>
+            if e.as_database_error().and_then(|d| d.constraint())
+                == Some("reply_requests_pkey") =>
         {
             create_once(pool, &req).await
         }
@@ -283,7 +284,8 @@ async fn create_once(
     let now = Utc::now();
 
     let mut tx = tenant_tx(pool, tenant).await?;
-    let (thread, first) = thread_and_first(&mut tx, tenant, conversation_id, key, &locations).await?;
+    let (thread, first) =
+        thread_and_first(&mut tx, tenant, conversation_id, key, &locations).await?;
     if let Some((id, first_hash)) = first {
         if first_hash != hash {
             return Err(rules::broken(

@@ -32,9 +32,7 @@ struct TenantResults {
     failed: Vec<(Uuid, Value)>,
 }
 
-fn parse(
-    req: &pb::RecordReplyResultRequest,
-) -> Result<(Uuid, Uuid, Result<String, Value>), Error> {
+fn parse(req: &pb::RecordReplyResultRequest) -> Result<(Uuid, Uuid, Result<String, Value>), Error> {
     let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
     let id = parse_uuid("message_id", &req.message_id)?;
     let platform_id = req.platform_message_id.as_str();

@@ -202,7 +202,12 @@ impl ReplyWorker {
             }
         };
         let mut out = Vec::with_capacity(jobs.len());
-        for ((id, job), delivery) in jobs.into_iter().zip(deliveries.into_iter().map(Some).chain(std::iter::repeat(None))) {
+        for ((id, job), delivery) in jobs.into_iter().zip(
+            deliveries
+                .into_iter()
+                .map(Some)
+                .chain(std::iter::repeat(None)),
+        ) {
             match delivery {
                 Some(d) if d.claimed => out.push((id, job, d)),
                 _ => {

@@ -68,6 +68,7 @@ pub(super) async fn upsert_threads(
                                     $10::timestamptz[]) AS u
          ON CONFLICT (tenant_id, location_id, channel, customer_id) DO UPDATE SET
              last_message_at = GREATEST(c.last_message_at, EXCLUDED.last_message_at),
+             last_inbound_at = GREATEST(c.last_inbound_at, EXCLUDED.last_inbound_at),
              customer_name = COALESCE(EXCLUDED.customer_name, c.customer_name),
              -- A thread's ids are learnt, never replaced (customers.rs).
              customer_phone = COALESCE(c.customer_phone, EXCLUDED.customer_phone),

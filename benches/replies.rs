@@ -7,6 +7,12 @@
 //! default 100), FARO_BENCH_N (replies, default 10 s worth), FARO_BENCH_THREADS
 //! (conversations the replies spread over, default 50). Everything shares
 //! this machine's cores, so the figures are a floor, not a ceiling.
+//!
+//! It also prints the CPU each reply cost, which load on the machine
+//! barely changes (unlike latency): this process (edge, ingest,
+//! conversations, stream, the load generator and the fake platform, all
+//! in-process) and the Postgres backends serving this bench's database, from
+//! /proc between the first POST and the last send received.
 
 #[allow(dead_code)]
 #[path = "../tests/it/clients.rs"]
@@ -36,6 +42,32 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+/// CPU time (user + system) of a process so far, in milliseconds.
+fn cpu_ms(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // After the command name (which may hold spaces): fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|r| r.1).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks * 10.0 // USER_HZ is 100 on Linux
+}
+
+/// (this process, the bench database's Postgres backends) CPU so far.
+async fn cpu_now(db: &sqlx::PgPool) -> (f64, f64) {
+    let pids: Vec<i32> =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            .fetch_all(db)
+            .await
+            .unwrap_or_default();
+    let pg = pids.iter().map(|p| cpu_ms(&p.to_string())).sum();
+    (cpu_ms("self"), pg)
+}
+
 async fn run(n: usize, rate: usize, threads: usize) {
     let s = replies_support::start().await;
     let mut open = Vec::new();
@@ -63,6 +95,7 @@ async fn run(n: usize, rate: usize, threads: usize) {
             (i, t0, t0.elapsed(), status)
         }
     };
+    let cpu_before = cpu_now(&s.cluster.db.owner).await;
     let start = Instant::now();
     let mut pending = futures::stream::FuturesUnordered::new();
     let mut next = 0;
@@ -90,6 +123,7 @@ async fn run(n: usize, rate: usize, threads: usize) {
         .wait_requests_for(n - refused, Duration::from_secs(300))
         .await;
     let elapsed = start.elapsed();
+    let cpu_after = cpu_now(&s.cluster.db.owner).await;
     let mut sent_at = vec![None; n];
     for (i, t0, _, _) in &posted {
         sent_at[*i] = Some(*t0);
@@ -114,6 +148,11 @@ async fn run(n: usize, rate: usize, threads: usize) {
     report("POST answer (202)", &answer);
     report("POST -> platform receives", &e2e);
     println!("throughput: {:.0} sent/s", n as f64 / elapsed.as_secs_f64());
+    println!(
+        "cpu per reply: {:.2} ms this process, {:.2} ms postgres (this database's backends, summed at each end)",
+        (cpu_after.0 - cpu_before.0) / n as f64,
+        (cpu_after.1 - cpu_before.1).max(0.0) / n as f64,
+    );
     s.cluster.stop().await;
 }
 

@@ -258,7 +258,14 @@ impl Cluster {
             ingest,
             stream,
             metrics,
-            http: reqwest::Client::new(),
+            // Below the edge's 10 s header-read timeout: hyper answers an
+            // idle keep-alive connection 408 and closes it, and a client
+            // reusing it then fails (`UnexpectedMessage`), as the replies
+            // bench did after a slow setup on a loaded machine.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .expect("http client"),
             pki: options.pki.clone(),
             shutdown,
             tasks,

@@ -15,7 +15,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, Semaphore},
+};
 
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -34,6 +37,17 @@ struct Inner {
     requests: Vec<Recorded>,
     script: VecDeque<(u16, Value)>,
     sent: u64,
+    /// While set and not opened, answers wait (requests are recorded at once).
+    gate: Option<Arc<Semaphore>>,
+}
+
+/// Held answers: [`Gate::open`] lets them (and every later one) go.
+pub struct Gate(Arc<Semaphore>);
+
+impl Gate {
+    pub fn open(&self) {
+        self.0.close();
+    }
 }
 
 pub struct FakePlatform {
@@ -102,6 +116,15 @@ impl FakePlatform {
         self.inner.lock().expect("lock").script.extend(answers);
     }
 
+    /// Holds every answer until the gate is opened: the platform has the
+    /// send but the sender does not know it yet (an echo webhook can win).
+    #[allow(dead_code)]
+    pub fn hold_answers(&self) -> Gate {
+        let gate = Arc::new(Semaphore::new(0));
+        self.inner.lock().expect("lock").gate = Some(gate.clone());
+        Gate(gate)
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.inner.lock().expect("lock").requests.clone()
     }
@@ -151,7 +174,7 @@ async fn answer(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let (status, reply) = {
+    let (status, reply, gate) = {
         let mut i = inner.lock().expect("lock");
         i.sent += 1;
         let n = i.sent;
@@ -163,9 +186,14 @@ async fn answer(
             body: body.clone(),
             at,
         });
-        scripted.unwrap_or_else(|| (200, success(&path, &body, n)))
+        let (status, reply) = scripted.unwrap_or_else(|| (200, success(&path, &body, n)));
+        (status, reply, i.gate.clone())
     };
     arrived.notify_waiters();
+    if let Some(gate) = gate {
+        // Closed when opened: every waiter goes on.
+        let _ = gate.acquire().await;
+    }
     let mut r = Response::new(Full::new(Bytes::from(reply.to_string())));
     *r.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
     r.headers_mut()

@@ -111,6 +111,36 @@ async fn the_same_idempotency_key_twice_sends_once_and_answers_the_first_reply()
 }
 
 #[tokio::test]
+async fn requests_racing_with_one_idempotency_key_store_and_send_one_reply() {
+    let s = start().await;
+    let t = s
+        .thread(Platform::WhatsApp, false, Duration::hours(2))
+        .await;
+    let answers =
+        futures::future::join_all((0..8).map(|_| s.reply(&t, "raced-key", json!({"text": "one"}))))
+            .await;
+    let mut ids = std::collections::HashSet::new();
+    for (status, body) in &answers {
+        assert!([200, 202].contains(status), "{status} {body}");
+        ids.insert(body["message"]["id"].clone());
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "every answer names the one reply: {answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|a| a.0 == 202).count(),
+        1,
+        "one request created it"
+    );
+    s.replies_drained().await;
+    assert_eq!(s.fake.requests().len(), 1, "sent once");
+    assert_eq!(s.count_messages(&t).await, 2);
+    s.cluster.stop().await;
+}
+
+#[tokio::test]
 async fn another_tenants_or_locations_conversation_is_404_and_nothing_is_sent() {
     let s = start().await;
     let a = s

@@ -139,3 +139,51 @@ async fn a_status_webhook_moves_a_sent_reply_and_echoes_are_not_second_messages(
     }
     s.cluster.stop().await;
 }
+
+#[tokio::test]
+async fn an_echo_that_beats_the_platforms_answer_is_merged_into_the_reply() {
+    let s = start().await;
+    let t = s
+        .thread(Platform::Instagram, false, Duration::hours(1))
+        .await;
+    let mut ws = s.cluster.websocket(&t.token).await;
+    // Instagram has the reply (and echoes it) before FARO learns its id.
+    let gate = s.fake.hold_answers();
+    let (status, body) = s.reply(&t, "k", json!({"text": "on its way"})).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["message"]["id"].as_str().expect("id").to_owned();
+    s.fake.wait_requests(1).await;
+    let ms = chrono::Utc::now().timestamp_millis();
+    let echo = json!({"object": "instagram", "entry": [{"id": t.account, "time": ms, "messaging": [{
+        "sender": {"id": t.account}, "recipient": {"id": t.customer}, "timestamp": ms,
+        "message": {"mid": "m_fake1", "text": "on its way", "is_echo": true}}]}]});
+    let code = s
+        .cluster
+        .post_meta("instagram", echo.to_string().as_bytes(), &t.secret)
+        .await;
+    assert_eq!(code, 200);
+    s.cluster.drained().await;
+    let stored_echo = loop {
+        let e = ws.next_event().await;
+        if e["type"] == "message.created" && e["message"]["channel_message_id"] == "m_fake1" {
+            break e["message"]["id"].as_str().expect("echo id").to_owned();
+        }
+    };
+    assert_eq!(s.count_messages(&t).await, 3, "the echo is stored first");
+    gate.open();
+    let (_, _, mid) = s.wait_status(&id, "sent").await;
+    assert_eq!(mid, "m_fake1", "the reply holds the platform's id");
+    assert_eq!(
+        s.count_messages(&t).await,
+        2,
+        "the inbound message and the reply: the echo is merged"
+    );
+    // Agents are told: the echo is gone, the reply is sent.
+    let gone = event_for(&mut ws, "message.updated", &stored_echo).await;
+    assert!(gone["message"]["deleted_at"].is_string(), "{gone}");
+    let sent = event_for(&mut ws, "message.updated", &id).await;
+    assert_eq!(sent["message"]["channel_message_id"], "m_fake1", "{sent}");
+    s.replies_drained().await;
+    assert_eq!(s.fake.requests().len(), 1, "sent once");
+    s.cluster.stop().await;
+}

@@ -21,9 +21,9 @@ pub(crate) fn require_channel(raw: i32) -> Result<&'static str, Error> {
 pub(crate) const CONVERSATION_COLUMNS: &str = "c.id, c.tenant_id, c.location_id, c.channel, \
     c.customer_id, c.customer_name, c.customer_phone, c.customer_email, c.channel_conversation_id, \
     c.source_type, c.status, c.assigned_to_user_id, c.lead_status, c.tags, c.last_message_at, \
-    c.created_at, c.updated_at, c.customer_user_id, c.version";
+    c.created_at, c.updated_at, c.customer_user_id, c.version, c.last_inbound_at";
 
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub(crate) struct ConversationRow {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -44,6 +44,7 @@ pub(crate) struct ConversationRow {
     pub updated_at: DateTime<Utc>,
     pub customer_user_id: Option<String>,
     pub version: i64,
+    pub last_inbound_at: Option<DateTime<Utc>>,
 }
 
 impl From<ConversationRow> for pb::Conversation {
@@ -68,6 +69,11 @@ impl From<ConversationRow> for pb::Conversation {
             updated_at: Some(to_timestamp(r.updated_at)),
             customer_user_id: r.customer_user_id.unwrap_or_default(),
             version: r.version,
+            last_inbound_at: r.last_inbound_at.map(to_timestamp),
+            window_closes_at: r
+                .last_inbound_at
+                .filter(|_| crate::replies::rules::has_window(&r.channel))
+                .map(|t| to_timestamp(t + crate::replies::rules::STANDARD_WINDOW)),
             ..Default::default()
         }
     }
@@ -94,7 +100,7 @@ pub(crate) const RETURNED_MESSAGE_COLUMNS: &str = concat!(
     message_fields!()
 );
 
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub(crate) struct MessageRow {
     pub id: Uuid,
     pub conversation_id: Uuid,

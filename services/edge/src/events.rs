@@ -96,6 +96,21 @@ pub(crate) fn raw(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
 }
 
+/// A thread's customer-service window (issue 14) as agents see it: when
+/// the customer last wrote, when the 24-hour window closes and the seconds
+/// left then; null when the customer never wrote or the channel has none.
+pub(crate) fn window(c: &Conversation) -> Value {
+    let Some(closes) = c.window_closes_at.as_ref() else {
+        return Value::Null;
+    };
+    let left = closes.seconds - chrono::Utc::now().timestamp();
+    json!({
+        "last_inbound_at": time(c.last_inbound_at.as_ref()),
+        "closes_at": time(Some(closes)),
+        "seconds_left": left.max(0),
+    })
+}
+
 fn conversation(c: &Conversation) -> Value {
     json!({
         "id": c.id,
@@ -107,6 +122,7 @@ fn conversation(c: &Conversation) -> Value {
         "customer_user_id": c.customer_user_id,
         "status": c.status,
         "last_message_at": time(c.last_message_at.as_ref()),
+        "window": window(c),
     })
 }
 

@@ -1,11 +1,13 @@
 //! Replies (issue 14): an agent's answer is checked against its platform's
 //! rules ([`rules`]), stored at once as an outbound `pending` message under a
 //! placeholder id (`faro:<message id>`) with its idempotency key, and later
-//! given the platform's id or error by ingest's reply workers ([`delivery`]).
+//! given the platform's id or error by ingest's reply workers, a worker's
+//! read at a time ([`delivery`] claims, [`record`] records).
 //! Send credentials are sealed like app secrets ([`credentials`]).
 
 pub(crate) mod credentials;
 mod delivery;
+mod record;
 pub(crate) mod rules;
 mod service;
 
@@ -17,7 +19,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 pub(crate) use credentials::set_credential;
-pub(crate) use delivery::{get_delivery, record_result};
+pub(crate) use delivery::{claim_batch, get_delivery};
+pub(crate) use record::{record_batch, record_result};
 use rules::Content;
 
 use crate::{
@@ -66,26 +69,6 @@ fn request_hash(conversation: Uuid, content: &Value, reply_to: &str) -> Vec<u8> 
     h.finalize().to_vec()
 }
 
-async fn conversation(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: Uuid,
-    id: Uuid,
-    locations: &[Uuid],
-) -> Result<ConversationRow, Error> {
-    let sql = format!(
-        "SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.tenant_id = $1 AND c.id = $2{}",
-        crate::inbox::ENABLED_LOCATION
-    );
-    let row: Option<ConversationRow> = sqlx::query_as(&sql)
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    // Another location's thread is as absent as another tenant's.
-    row.filter(|c| locations.is_empty() || locations.contains(&c.location_id))
-        .ok_or_else(|| Error::NotFound("no such conversation".into()))
-}
-
 pub(crate) async fn message(
     tx: &mut Transaction<'static, Postgres>,
     tenant: Uuid,
@@ -104,24 +87,6 @@ pub(crate) async fn message(
         .ok_or_else(|| Error::NotFound("no such message".into()))
 }
 
-/// The customer's last inbound message: its platform time and the business
-/// account it was sent to.
-async fn last_inbound(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: Uuid,
-    conversation: Uuid,
-) -> Result<Option<(DateTime<Utc>, Option<String>)>, Error> {
-    Ok(sqlx::query_as(
-        "SELECT \"timestamp\", recipient_id FROM messages
-         WHERE tenant_id = $1 AND conversation_id = $2 AND direction = 'inbound'
-         ORDER BY \"timestamp\" DESC LIMIT 1",
-    )
-    .bind(tenant)
-    .bind(conversation)
-    .fetch_optional(&mut **tx)
-    .await?)
-}
-
 #[derive(sqlx::FromRow)]
 struct Account {
     id: Uuid,
@@ -135,18 +100,22 @@ struct Account {
 async fn account(
     tx: &mut Transaction<'static, Postgres>,
     c: &ConversationRow,
-    business: Option<&str>,
 ) -> Result<Account, Error> {
     let found: Option<Account> = sqlx::query_as(
         "SELECT id, external_account_id, human_agent, send_credential_enc IS NOT NULL AS has_credential
          FROM channel_accounts
          WHERE tenant_id = $1 AND location_id = $2 AND channel = $3 AND kind = 'messaging'
-         ORDER BY (external_account_id = $4) DESC NULLS LAST, created_at, id LIMIT 1",
+         ORDER BY (external_account_id = (
+                      SELECT recipient_id FROM messages
+                      WHERE tenant_id = $1 AND conversation_id = $4 AND direction = 'inbound'
+                      ORDER BY \"timestamp\" DESC LIMIT 1)) DESC NULLS LAST,
+                  created_at, id
+         LIMIT 1",
     )
     .bind(c.tenant_id)
     .bind(c.location_id)
     .bind(&c.channel)
-    .bind(business)
+    .bind(c.id)
     .fetch_optional(&mut **tx)
     .await?;
     let a = found.ok_or_else(|| {
@@ -203,10 +172,96 @@ fn stored(m: MessageRow, c: ConversationRow, inserted: bool) -> pb::StoredMessag
     }
 }
 
-/// Checks and stores one reply, once per (tenant, idempotency key).
+/// Checks and stores one reply, once per (tenant, idempotency key). Two
+/// requests racing with one key: the second's insert waits on the key's
+/// unique index for the first, then fails; it runs again and finds it.
 pub(crate) async fn create_reply(
     pool: &PgPool,
     req: pb::CreateReplyRequest,
+) -> Result<pb::CreateReplyResponse, Error> {
+    match create_once(pool, &req).await {
+        Err(Error::Database(e))
+            if e.as_database_error().and_then(|d| d.constraint())
+                == Some("reply_requests_pkey") =>
+        {
+            create_once(pool, &req).await
+        }
+        other => other,
+    }
+}
+
+/// The thread (within the agent's locations) and the key's first use, in
+/// one statement.
+async fn thread_and_first(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    id: Uuid,
+    key: &str,
+    locations: &[Uuid],
+) -> Result<(ConversationRow, Option<(Uuid, Vec<u8>)>), Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        thread: ConversationRow,
+        first_id: Option<Uuid>,
+        first_hash: Option<Vec<u8>>,
+    }
+    let sql = format!(
+        "SELECT {CONVERSATION_COLUMNS}, r.message_id AS first_id, r.request_hash AS first_hash
+         FROM conversations c
+         LEFT JOIN reply_requests r ON r.tenant_id = c.tenant_id AND r.idempotency_key = $3
+         WHERE c.tenant_id = $1 AND c.id = $2{}",
+        crate::inbox::ENABLED_LOCATION
+    );
+    let row: Option<Row> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(id)
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+    // Another location's thread is as absent as another tenant's.
+    let row = row
+        .filter(|r| locations.is_empty() || locations.contains(&r.thread.location_id))
+        .ok_or_else(|| Error::NotFound("no such conversation".into()))?;
+    Ok((row.thread, row.first_id.zip(row.first_hash)))
+}
+
+/// The first answer again, as the reply is now.
+async fn replay(
+    mut tx: Transaction<'static, Postgres>,
+    thread: ConversationRow,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<pb::CreateReplyResponse, Error> {
+    let tenant = thread.tenant_id;
+    let m = message(&mut tx, tenant, id).await?;
+    let human_agent: Option<bool> = sqlx::query_scalar(
+        "SELECT ca.human_agent FROM messages m
+         JOIN channel_accounts ca
+           ON ca.tenant_id = m.tenant_id AND ca.id = (m.metadata #>> '{reply,account}')::uuid
+         WHERE m.tenant_id = $1 AND m.id = $2",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let window = rules::window(
+        &thread.channel,
+        thread.last_inbound_at,
+        human_agent.unwrap_or(false),
+        now,
+    );
+    Ok(pb::CreateReplyResponse {
+        stored: Some(stored(m, thread, false)),
+        window: Some(window),
+        created: false,
+    })
+}
+
+async fn create_once(
+    pool: &PgPool,
+    req: &pb::CreateReplyRequest,
 ) -> Result<pb::CreateReplyResponse, Error> {
     let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
     let conversation_id = parse_uuid("conversation_id", &req.conversation_id)?;
@@ -230,20 +285,8 @@ pub(crate) async fn create_reply(
     let now = Utc::now();
 
     let mut tx = tenant_tx(pool, tenant).await?;
-    let thread = conversation(&mut tx, tenant, conversation_id, &locations).await?;
-    // Requests with one key run one at a time: the second sees the first's reply.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 14))")
-        .bind(format!("reply:{tenant}:{key}"))
-        .execute(&mut *tx)
-        .await?;
-    let last = last_inbound(&mut tx, tenant, conversation_id).await?;
-    let first: Option<(Uuid, Vec<u8>)> = sqlx::query_as(
-        "SELECT message_id, request_hash FROM reply_requests WHERE tenant_id = $1 AND idempotency_key = $2",
-    )
-    .bind(tenant)
-    .bind(key)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let (thread, first) =
+        thread_and_first(&mut tx, tenant, conversation_id, key, &locations).await?;
     if let Some((id, first_hash)) = first {
         if first_hash != hash {
             return Err(rules::broken(
@@ -251,29 +294,10 @@ pub(crate) async fn create_reply(
                 "this Idempotency-Key was used for another request",
             ));
         }
-        let m = message(&mut tx, tenant, id).await?;
-        let human_agent: Option<bool> = sqlx::query_scalar(
-            "SELECT ca.human_agent FROM messages m
-             JOIN channel_accounts ca
-               ON ca.tenant_id = m.tenant_id AND ca.id = (m.metadata #>> '{reply,account}')::uuid
-             WHERE m.tenant_id = $1 AND m.id = $2",
-        )
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let human_agent = human_agent.unwrap_or(false);
-        tx.commit().await?;
-        let window = rules::window(&thread.channel, last.map(|l| l.0), human_agent, now);
-        return Ok(pb::CreateReplyResponse {
-            stored: Some(stored(m, thread, false)),
-            window: Some(window),
-            created: false,
-        });
+        return replay(tx, thread, id, now).await;
     }
-
-    let account = account(&mut tx, &thread, last.as_ref().and_then(|l| l.1.as_deref())).await?;
-    let last_at = last.as_ref().map(|l| l.0);
+    let account = account(&mut tx, &thread).await?;
+    let last_at = thread.last_inbound_at;
     let tag = rules::check(&thread.channel, &content, last_at, account.human_agent, now)?;
     let reply_to = reply_to(
         &mut tx,
@@ -297,15 +321,32 @@ pub(crate) async fn create_reply(
         "tag": tag,
         "content": content_value,
     }});
+    #[derive(sqlx::FromRow)]
+    struct Inserted {
+        #[sqlx(flatten)]
+        message: MessageRow,
+        thread_last_message_at: Option<DateTime<Utc>>,
+        thread_updated_at: DateTime<Utc>,
+    }
+    // The message, its key and the thread's activity in one statement.
     let sql = format!(
-        "INSERT INTO messages AS m (tenant_id, id, conversation_id, sender_type, text, media_urls,
-                                    direction, channel, channel_message_id, message_type, sender_id,
-                                    recipient_id, \"timestamp\", status, reply_to_channel_message_id,
-                                    metadata)
-         VALUES ($1, $2, $3, 'agent', $4, $5, 'outbound', $6, $7, $8, $9, $10, $11, 'pending', $12, $13)
-         RETURNING {RETURNED_MESSAGE_COLUMNS}"
+        "WITH m AS (
+             INSERT INTO messages AS m (tenant_id, id, conversation_id, sender_type, text, media_urls,
+                                        direction, channel, channel_message_id, message_type, sender_id,
+                                        recipient_id, \"timestamp\", status, reply_to_channel_message_id,
+                                        metadata)
+             VALUES ($1, $2, $3, 'agent', $4, $5, 'outbound', $6, $7, $8, $9, $10, $11, 'pending', $12, $13)
+             RETURNING {RETURNED_MESSAGE_COLUMNS}),
+         k AS (
+             INSERT INTO reply_requests (tenant_id, idempotency_key, request_hash, message_id)
+             SELECT $1, $14, $15, m.id FROM m),
+         t AS (
+             UPDATE conversations c SET last_message_at = GREATEST(c.last_message_at, $11), updated_at = now()
+             WHERE c.tenant_id = $1 AND c.id = $3 RETURNING c.last_message_at, c.updated_at)
+         SELECT m.*, t.last_message_at AS thread_last_message_at, t.updated_at AS thread_updated_at
+         FROM m, t"
     );
-    let row: MessageRow = sqlx::query_as(&sql)
+    let inserted: Inserted = sqlx::query_as(&sql)
         .bind(tenant)
         .bind(id)
         .bind(conversation_id)
@@ -319,29 +360,14 @@ pub(crate) async fn create_reply(
         .bind(now)
         .bind(reply_to)
         .bind(&metadata)
-        .fetch_one(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO reply_requests (tenant_id, idempotency_key, request_hash, message_id)
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(tenant)
-    .bind(key)
-    .bind(&hash)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    let sql = format!(
-        "UPDATE conversations c SET last_message_at = GREATEST(c.last_message_at, $3), updated_at = now()
-         WHERE c.tenant_id = $1 AND c.id = $2 RETURNING {CONVERSATION_COLUMNS}"
-    );
-    let thread: ConversationRow = sqlx::query_as(&sql)
-        .bind(tenant)
-        .bind(conversation_id)
-        .bind(now)
+        .bind(key)
+        .bind(&hash)
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
+    let mut thread = thread;
+    thread.last_message_at = inserted.thread_last_message_at;
+    thread.updated_at = inserted.thread_updated_at;
     Ok(pb::CreateReplyResponse {
         window: Some(rules::window(
             &thread.channel,
@@ -349,7 +375,7 @@ pub(crate) async fn create_reply(
             account.human_agent,
             now,
         )),
-        stored: Some(stored(row, thread, true)),
+        stored: Some(stored(inserted.message, thread, true)),
         created: true,
     })
 }

@@ -124,6 +124,11 @@ pub(crate) fn broken(code: &'static str, message: impl Into<String>) -> Error {
 }
 
 /// The thread's window as the API shows it.
+/// Whether replies on `channel` are bound by a customer-service window.
+pub(crate) fn has_window(channel: &str) -> bool {
+    matches!(channel, "whatsapp" | "facebook_messenger" | "instagram_dm")
+}
+
 pub(crate) fn window(
     channel: &str,
     last_inbound: Option<DateTime<Utc>>,

@@ -35,6 +35,24 @@ impl RepliesService for Service {
         ))
     }
 
+    async fn claim_replies(
+        &self,
+        request: Request<pb::ClaimRepliesRequest>,
+    ) -> Result<Response<pb::ClaimRepliesResponse>, Status> {
+        let deliveries =
+            super::claim_batch(&self.pool, &self.secrets, request.into_inner().claims).await?;
+        Ok(Response::new(pb::ClaimRepliesResponse { deliveries }))
+    }
+
+    async fn record_reply_results(
+        &self,
+        request: Request<pb::RecordReplyResultsRequest>,
+    ) -> Result<Response<pb::RecordReplyResultsResponse>, Status> {
+        Ok(Response::new(
+            super::record_batch(&self.pool, request.into_inner().results).await?,
+        ))
+    }
+
     async fn set_channel_credential(
         &self,
         request: Request<pb::SetChannelCredentialRequest>,

@@ -20,7 +20,15 @@ pub(super) async fn upsert_threads(
     messages: &[Inbound],
 ) -> Result<HashMap<(Uuid, String, String), ConversationRow>, Error> {
     let mut threads: BTreeMap<ThreadKey, ThreadUpdate> = BTreeMap::new();
+    // The customer's latest words per thread: the reply window's start.
+    let mut inbound: HashMap<ThreadKey, DateTime<Utc>> = HashMap::new();
     for m in messages {
+        if m.direction == "inbound" {
+            let at = inbound
+                .entry((m.location, m.channel, m.customer_id.clone()))
+                .or_insert(m.timestamp);
+            *at = (*at).max(m.timestamp);
+        }
         let t = threads
             .entry((m.location, m.channel, m.customer_id.clone()))
             .or_insert((m.timestamp, None, None, None));
@@ -37,9 +45,11 @@ pub(super) async fn upsert_threads(
     }
     let mut ids = Vec::with_capacity(threads.len());
     let (mut locs, mut chans, mut custs) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut names, mut phones, mut users, mut lasts) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((loc, chan, cust), (last, name, phone, user)) in &threads {
+    let (mut names, mut phones, mut users, mut lasts, mut inbounds) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (key, (last, name, phone, user)) in &threads {
+        let (loc, chan, cust) = key;
+        inbounds.push(inbound.get(key).copied());
         ids.push(Uuid::now_v7());
         locs.push(*loc);
         chans.push(*chan);
@@ -52,11 +62,13 @@ pub(super) async fn upsert_threads(
     let upsert = format!(
         "INSERT INTO conversations AS c (tenant_id, id, location_id, channel, customer_id,
                                          customer_name, customer_phone, customer_user_id,
-                                         last_message_at)
+                                         last_message_at, last_inbound_at)
          SELECT $1, u.* FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
-                                    $7::text[], $8::text[], $9::timestamptz[]) AS u
+                                    $7::text[], $8::text[], $9::timestamptz[],
+                                    $10::timestamptz[]) AS u
          ON CONFLICT (tenant_id, location_id, channel, customer_id) DO UPDATE SET
              last_message_at = GREATEST(c.last_message_at, EXCLUDED.last_message_at),
+             last_inbound_at = GREATEST(c.last_inbound_at, EXCLUDED.last_inbound_at),
              customer_name = COALESCE(EXCLUDED.customer_name, c.customer_name),
              -- A thread's ids are learnt, never replaced (customers.rs).
              customer_phone = COALESCE(c.customer_phone, EXCLUDED.customer_phone),
@@ -74,6 +86,7 @@ pub(super) async fn upsert_threads(
         .bind(&phones)
         .bind(&users)
         .bind(&lasts)
+        .bind(&inbounds)
         .fetch_all(&mut **tx)
         .await?;
     Ok(rows

@@ -50,6 +50,7 @@ pub(crate) fn conversation(c: &Conversation, reader: bool) -> Value {
         "created_at": time(c.created_at.as_ref()),
         "updated_at": time(c.updated_at.as_ref()),
         "version": c.version,
+        "window": crate::events::window(c),
     });
     if reader && let Value::Object(o) = &mut v {
         o.insert("unread_count".into(), c.unread_count.into());

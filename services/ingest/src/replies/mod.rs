@@ -9,6 +9,7 @@
 mod config;
 mod platform;
 mod queue;
+mod record;
 mod worker;
 
 use std::sync::Arc;

@@ -125,11 +125,16 @@ pub(crate) async fn claim_stale(
         .unwrap_or_default())
 }
 
-/// Done: acknowledged and deleted together.
-pub(crate) async fn ack(client: &Client, keys: &Keys, id: &str) -> Result<(), fred::error::Error> {
+/// Done: acknowledged and deleted together, many in one transaction.
+pub(crate) async fn ack_all(
+    client: &Client,
+    keys: &Keys,
+    ids: &[String],
+) -> Result<(), fred::error::Error> {
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let trx = client.multi();
-    let _: Value = trx.xack(&keys.replies, GROUP, id).await?;
-    let _: Value = trx.xdel(&keys.replies, id).await?;
+    let _: Value = trx.xack(&keys.replies, GROUP, ids.clone()).await?;
+    let _: Value = trx.xdel(&keys.replies, ids).await?;
     let _: Value = trx.exec(true).await?;
     Ok(())
 }

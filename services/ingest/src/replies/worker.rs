@@ -1,30 +1,39 @@
-//! A reply worker: reads the reply stream, and for each reply (many at once,
-//! up to `concurrency`) claims it, sends it with retries, records the outcome
-//! and announces it, then acknowledges it. A reply left pending by a worker
-//! that died is reclaimed after [`CLAIM_IDLE`] and its claim (its stream id)
-//! taken over, so it is sent by one job at a time.
+//! A reply worker: reads the reply stream a batch at a time, claims the
+//! whole batch in one call (`ClaimReplies`), sends the claimed replies
+//! concurrently (up to `concurrency` in flight, each with its own retries),
+//! and hands each platform answer to the recorder ([`super::record`]), which
+//! records, announces and acknowledges them in batches too. Per reply this
+//! is a share of two conversations transactions instead of two of its own.
+//!
+//! A reply left pending by a worker that died is reclaimed after
+//! [`CLAIM_IDLE`] and its claim (its stream id) taken over, so it is sent by
+//! one job at a time.
 
 use std::{sync::Arc, time::Duration};
 
-use faro_proto::conversations::v1::{
-    GetReplyDeliveryRequest, RecordReplyResultRequest, StoreEventsResponse,
+use faro_proto::{
+    conversations::v1::{ClaimRepliesRequest, GetReplyDeliveryRequest, ReplyDelivery},
+    ingest::v1::ReplyJob,
 };
 use fred::clients::Client;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     RepliesClient, SendConfig,
     platform::{self, Outcome},
     queue,
+    record::{Answer, Recorder},
 };
 use crate::{publish, queue::Keys};
 
 /// Longer than a reply's whole send (attempts, timeouts and backoff) usually takes.
 const CLAIM_IDLE: Duration = Duration::from_secs(300);
 const READ_BLOCK_MS: u64 = 1000;
-/// Calls recording a platform's answer gets (about 10 s in all).
-const RECORD_ATTEMPTS: u32 = 8;
+/// Entries one read takes (and one claim call carries).
+const READ_MAX: usize = 64;
+/// Calls claiming a batch gets before its jobs are left to the reclaim.
+pub(super) const RPC_ATTEMPTS: u32 = 8;
 
 #[derive(Clone)]
 pub(crate) struct ReplyWorker {
@@ -38,6 +47,20 @@ pub(crate) struct ReplyWorker {
     pub history: publish::HistoryBounds,
 }
 
+/// Whether a conversations error is worth asking again at once.
+pub(super) fn busy(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted
+    )
+}
+
+/// A job whose ids are not UUIDs names no reply: dropped, never sent to
+/// conversations, where it would fail its whole batch.
+fn well_formed(job: &ReplyJob) -> bool {
+    uuid::Uuid::parse_str(&job.tenant_id).is_ok() && uuid::Uuid::parse_str(&job.message_id).is_ok()
+}
+
 impl ReplyWorker {
     pub(crate) async fn run(self, stop: CancellationToken) {
         let mut pause = Duration::from_millis(100);
@@ -49,6 +72,13 @@ impl ReplyWorker {
             }
             pause = (pause * 2).min(Duration::from_secs(5));
         }
+        let (answers, recorder) = Recorder::start(
+            self.publisher.clone(),
+            self.replies.clone(),
+            self.keys.clone(),
+            self.history,
+            stop.clone(),
+        );
         let permits = Arc::new(Semaphore::new(self.send.concurrency));
         let tasks = TaskTracker::new();
         let mut last_claim = tokio::time::Instant::now();
@@ -60,9 +90,7 @@ impl ReplyWorker {
             let Ok(first) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let count = u64::try_from(permits.available_permits() + 1)
-                .unwrap_or(1)
-                .min(64);
+            let count = u64::try_from((permits.available_permits() + 1).min(READ_MAX)).unwrap_or(1);
             let read = if last_claim.elapsed() >= CLAIM_IDLE / 4 {
                 last_claim = tokio::time::Instant::now();
                 let idle = u64::try_from(CLAIM_IDLE.as_millis()).unwrap_or(u64::MAX);
@@ -91,8 +119,9 @@ impl ReplyWorker {
                     continue;
                 }
             };
+            let claimed = self.claim(entries, &answers, &stop).await;
             let mut first = Some(first);
-            for (id, job) in entries {
+            for (id, job, delivery) in claimed {
                 let permit = match first.take() {
                     Some(p) => p,
                     None => match permits.clone().acquire_owned().await {
@@ -102,8 +131,12 @@ impl ReplyWorker {
                 };
                 let w = self.clone();
                 let stop = stop.clone();
+                let answers = answers.clone();
                 tasks.spawn(async move {
-                    w.process(&id, job, &stop).await;
+                    if let Some(a) = w.send_one(id, job, delivery, &stop).await {
+                        // The recorder outlives every sender: it ends when they do.
+                        let _ = answers.send(a).await;
+                    }
                     drop(permit);
                 });
             }
@@ -111,70 +144,89 @@ impl ReplyWorker {
         // Replies in flight finish their current send; their retries stop.
         tasks.close();
         tasks.wait().await;
+        drop(answers);
+        let _ = recorder.await;
     }
 
-    async fn process(
+    /// Claims a read's replies in one call; the entries that are not this
+    /// job's to send (undecodable, naming no reply, held by another job, no
+    /// longer pending) are acknowledged through the recorder.
+    async fn claim(
         &self,
-        id: &str,
-        job: Option<faro_proto::ingest::v1::ReplyJob>,
+        entries: Vec<queue::Entry>,
+        answers: &mpsc::Sender<Answer>,
         stop: &CancellationToken,
-    ) {
-        let Some(job) = job else {
-            tracing::warn!(entry = id, "undecodable reply job dropped");
-            self.ack(id).await;
-            return;
+    ) -> Vec<(String, ReplyJob, ReplyDelivery)> {
+        let mut jobs = Vec::with_capacity(entries.len());
+        for (id, job) in entries {
+            match job {
+                Some(job) if well_formed(&job) => jobs.push((id, job)),
+                _ => {
+                    tracing::warn!(entry = id, "undecodable reply job dropped");
+                    let _ = answers.send(Answer::skip(id)).await;
+                }
+            }
+        }
+        if jobs.is_empty() {
+            return Vec::new();
+        }
+        let request = ClaimRepliesRequest {
+            claims: jobs
+                .iter()
+                .map(|(id, job)| GetReplyDeliveryRequest {
+                    tenant_id: job.tenant_id.clone(),
+                    message_id: job.message_id.clone(),
+                    claim: id.clone(),
+                })
+                .collect(),
         };
         let mut replies = self.replies.clone();
         // Conversations busy or restarting: asked again here, not after the
-        // job's reclaim minutes later.
+        // jobs' reclaim minutes later.
         let mut tries = 0;
-        let delivery = loop {
+        let answer = loop {
             tries += 1;
-            let answer = replies
-                .get_reply_delivery(GetReplyDeliveryRequest {
-                    tenant_id: job.tenant_id.clone(),
-                    message_id: job.message_id.clone(),
-                    claim: id.to_owned(),
-                })
-                .await;
-            match answer {
-                Err(s)
-                    if tries < RECORD_ATTEMPTS
-                        && !stop.is_cancelled()
-                        && matches!(
-                            s.code(),
-                            tonic::Code::Unavailable
-                                | tonic::Code::DeadlineExceeded
-                                | tonic::Code::ResourceExhausted
-                        ) =>
-                {
+            match replies.claim_replies(request.clone()).await {
+                Err(s) if tries < RPC_ATTEMPTS && !stop.is_cancelled() && busy(&s) => {
                     tokio::time::sleep(crate::retry::redis_backoff(tries)).await;
                 }
                 other => break other,
             }
         };
-        let delivery = match delivery {
-            Ok(d) => d.into_inner(),
-            Err(s)
-                if matches!(
-                    s.code(),
-                    tonic::Code::NotFound | tonic::Code::InvalidArgument
-                ) =>
-            {
-                tracing::warn!(entry = id, code = ?s.code(), "reply job names no reply; dropped");
-                self.ack(id).await;
-                return;
-            }
+        let deliveries = match answer {
+            Ok(a) => a.into_inner().deliveries,
             Err(s) => {
                 // Left pending: reclaimed after CLAIM_IDLE, when conversations is back.
-                tracing::warn!(entry = id, code = ?s.code(), "reply delivery not available");
-                return;
+                tracing::warn!(entries = jobs.len(), code = ?s.code(), "reply deliveries not available");
+                return Vec::new();
             }
         };
-        if !delivery.claimed {
-            self.ack(id).await;
-            return;
+        let mut out = Vec::with_capacity(jobs.len());
+        for ((id, job), delivery) in jobs.into_iter().zip(
+            deliveries
+                .into_iter()
+                .map(Some)
+                .chain(std::iter::repeat(None)),
+        ) {
+            match delivery {
+                Some(d) if d.claimed => out.push((id, job, d)),
+                _ => {
+                    let _ = answers.send(Answer::skip(id)).await;
+                }
+            }
         }
+        out
+    }
+
+    /// Sends one claimed reply, retrying transient failures; None when
+    /// stopping mid-retry (left pending, reclaimed and resumed elsewhere).
+    async fn send_one(
+        &self,
+        id: String,
+        job: ReplyJob,
+        delivery: ReplyDelivery,
+        stop: &CancellationToken,
+    ) -> Option<Answer> {
         let policy = self.send.retry();
         let mut attempt = 0;
         let outcome = loop {
@@ -193,66 +245,16 @@ impl ReplyWorker {
                 } if attempt < policy.attempts => {
                     let wait = policy.delay(attempt);
                     tokio::select! {
-                        // Stopping: left pending, reclaimed and resumed by another worker.
-                        () = stop.cancelled() => return,
+                        () = stop.cancelled() => return None,
                         () = tokio::time::sleep(wait) => {}
                     }
                 }
                 o => break o,
             }
         };
-        let record = match outcome {
-            Outcome::Sent(platform_id) => RecordReplyResultRequest {
-                tenant_id: job.tenant_id,
-                message_id: job.message_id,
-                platform_message_id: platform_id,
-                error_json: String::new(),
-            },
-            Outcome::Failed { error, .. } => {
-                tracing::info!(provider = delivery.provider, "reply failed");
-                RecordReplyResultRequest {
-                    tenant_id: job.tenant_id,
-                    message_id: job.message_id,
-                    platform_message_id: String::new(),
-                    error_json: error.to_string(),
-                }
-            }
-        };
-        // The platform has answered: recording it is retried here rather than
-        // by reclaiming the job, which would send the reply again.
-        let mut tries = 0;
-        let stored = loop {
-            tries += 1;
-            match replies.record_reply_result(record.clone()).await {
-                Ok(s) => break s.into_inner(),
-                Err(s) if tries < RECORD_ATTEMPTS && !stop.is_cancelled() => {
-                    tracing::warn!(entry = id, code = ?s.code(), "recording a reply's outcome failed; retrying");
-                    tokio::time::sleep(crate::retry::redis_backoff(tries)).await;
-                }
-                Err(s) => {
-                    tracing::warn!(entry = id, code = ?s.code(), "reply outcome not recorded");
-                    return;
-                }
-            }
-        };
-        let events = publish::events_of(
-            StoreEventsResponse {
-                updated: vec![stored],
-                ..Default::default()
-            },
-            false,
-        );
-        if let Err(e) =
-            publish::publish_all(&self.publisher, &self.keys, self.history, events).await
-        {
-            tracing::warn!(error = %e, "a reply's outcome was not announced live");
+        if matches!(outcome, Outcome::Failed { .. }) {
+            tracing::info!(provider = delivery.provider, "reply failed");
         }
-        self.ack(id).await;
-    }
-
-    async fn ack(&self, id: &str) {
-        if let Err(e) = queue::ack(&self.publisher, &self.keys, id).await {
-            tracing::warn!(error = %e, entry = id, "acknowledging a reply failed");
-        }
+        Some(Answer::outcome(id, job, outcome))
     }
 }

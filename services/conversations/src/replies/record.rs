@@ -1,0 +1,270 @@
+//! The platforms' answers, a reply worker's batch at once, in one transaction
+//! switching tenants (see [`super::delivery`]): with the platform's id
+//! (wamid / mid) a reply becomes `sent` and events parked for that id apply;
+//! with an error it becomes `failed`.
+//!
+//! An echo of the reply the platform delivered BEFORE answering the send
+//! (Instagram's name no app, so the parser stores them) is a row of its own
+//! holding the id. It is merged here, in the same transaction: its status
+//! and receipts move to the reply, read markers on it move to the reply, and
+//! it is deleted (`faro_merge_reply_echoes`, migration 0020). The reply
+//! keeps its id, so agents see one message.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use faro_proto::conversations::v1 as pb;
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::delivery::{MAX_BATCH, batch_tx, switch_tenant};
+use crate::{
+    Error,
+    db::parse_uuid,
+    events,
+    rows::{CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MessageRow},
+};
+
+/// One tenant's answers.
+#[derive(Default)]
+struct TenantResults {
+    sent: Vec<(Uuid, String)>,
+    failed: Vec<(Uuid, Value)>,
+}
+
+fn parse(req: &pb::RecordReplyResultRequest) -> Result<(Uuid, Uuid, Result<String, Value>), Error> {
+    let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
+    let id = parse_uuid("message_id", &req.message_id)?;
+    let platform_id = req.platform_message_id.as_str();
+    if platform_id.is_empty() == req.error_json.is_empty() {
+        return Err(Error::invalid(
+            "exactly one of platform_message_id and error_json is required",
+        ));
+    }
+    if platform_id.len() > 512 || platform_id.contains('\0') || platform_id.starts_with("faro:") {
+        return Err(Error::invalid("platform_message_id is not a platform's id"));
+    }
+    let outcome = if platform_id.is_empty() {
+        Err(serde_json::from_str(&req.error_json)
+            .unwrap_or_else(|_| Value::String(req.error_json.clone())))
+    } else {
+        Ok(platform_id.to_owned())
+    };
+    Ok((tenant, id, outcome))
+}
+
+/// The echoes stored under ids these replies were just given.
+async fn echoes(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    ids: &[Uuid],
+    platform_ids: &[&str],
+) -> Result<Vec<(Uuid, MessageRow)>, Error> {
+    #[derive(sqlx::FromRow)]
+    struct Echo {
+        reply_id: Uuid,
+        #[sqlx(flatten)]
+        message: MessageRow,
+    }
+    let sql = format!(
+        "SELECT j.id AS reply_id, {MESSAGE_COLUMNS}
+         FROM UNNEST($2::uuid[], $3::text[]) AS j(id, pid)
+         JOIN messages r ON r.tenant_id = $1 AND r.id = j.id
+         JOIN messages m ON m.tenant_id = $1 AND m.channel = r.channel
+                        AND m.channel_message_id = j.pid AND m.id <> r.id
+         JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id"
+    );
+    let rows: Vec<Echo> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(ids)
+        .bind(platform_ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(rows.into_iter().map(|e| (e.reply_id, e.message)).collect())
+}
+
+/// Records one tenant's answers; returns the replies (and other messages
+/// parked events changed) as they are now, and the echoes merged away.
+async fn record_tenant(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    results: &TenantResults,
+) -> Result<(Vec<MessageRow>, Vec<MessageRow>), Error> {
+    switch_tenant(tx, tenant).await?;
+    let mut rows: Vec<MessageRow> = Vec::new();
+    if !results.failed.is_empty() {
+        let (ids, errors): (Vec<Uuid>, Vec<Value>) = results.failed.iter().cloned().unzip();
+        let sql = format!(
+            "UPDATE messages m SET
+                 status = CASE WHEN m.status = 'pending' THEN 'failed' ELSE m.status END,
+                 status_error = CASE WHEN m.status = 'pending' THEN j.error ELSE m.status_error END,
+                 failed_at = CASE WHEN m.status = 'pending' THEN now() ELSE m.failed_at END
+             FROM UNNEST($2::uuid[], $3::jsonb[]) AS j(id, error), conversations c
+             WHERE m.tenant_id = $1 AND m.id = j.id
+               AND c.tenant_id = m.tenant_id AND c.id = m.conversation_id
+             RETURNING {MESSAGE_COLUMNS}"
+        );
+        rows.extend(
+            sqlx::query_as::<_, MessageRow>(&sql)
+                .bind(tenant)
+                .bind(&ids)
+                .bind(&errors)
+                .fetch_all(&mut **tx)
+                .await?,
+        );
+    }
+    let mut merged = Vec::new();
+    if !results.sent.is_empty() {
+        let ids: Vec<Uuid> = results.sent.iter().map(|s| s.0).collect();
+        let pids: Vec<&str> = results.sent.iter().map(|s| s.1.as_str()).collect();
+        let found = echoes(tx, tenant, &ids, &pids).await?;
+        if !found.is_empty() {
+            let (replies, echo_ids): (Vec<Uuid>, Vec<Uuid>) =
+                found.iter().map(|(r, e)| (*r, e.id)).unzip();
+            let gone: Vec<Uuid> =
+                sqlx::query_scalar("SELECT * FROM faro_merge_reply_echoes($1, $2)")
+                    .bind(&replies)
+                    .bind(&echo_ids)
+                    .fetch_all(&mut **tx)
+                    .await?;
+            let gone: HashSet<Uuid> = gone.into_iter().collect();
+            for (_, mut echo) in found {
+                if gone.contains(&echo.id) {
+                    echo.deleted_at = Some(chrono::Utc::now());
+                    merged.push(echo);
+                } else {
+                    // Not an echo of ours (another reply, an inbound message):
+                    // it keeps the id; the reply records it in metadata only.
+                    tracing::warn!(message_id = %echo.id, "a platform id of a reply is held by another message");
+                }
+            }
+        }
+        let sql = format!(
+            "UPDATE messages m SET
+                 channel_message_id = CASE WHEN EXISTS (
+                         SELECT 1 FROM messages x WHERE x.tenant_id = m.tenant_id
+                           AND x.channel = m.channel AND x.channel_message_id = j.pid AND x.id <> m.id)
+                     THEN m.channel_message_id ELSE j.pid END,
+                 status = CASE WHEN m.status = 'pending' THEN 'sent' ELSE m.status END,
+                 metadata = jsonb_set(m.metadata, '{{reply,platform_message_id}}', to_jsonb(j.pid))
+             FROM UNNEST($2::uuid[], $3::text[]) AS j(id, pid), conversations c
+             WHERE m.tenant_id = $1 AND m.id = j.id
+               AND c.tenant_id = m.tenant_id AND c.id = m.conversation_id
+             RETURNING {MESSAGE_COLUMNS}"
+        );
+        let sent: Vec<MessageRow> = sqlx::query_as(&sql)
+            .bind(tenant)
+            .bind(&ids)
+            .bind(&pids)
+            .fetch_all(&mut **tx)
+            .await?;
+        let keys: Vec<(String, String)> = sent
+            .iter()
+            .filter(|m| !m.channel_message_id.starts_with("faro:"))
+            .map(|m| (m.channel.clone(), m.channel_message_id.clone()))
+            .collect();
+        rows.extend(sent);
+        let changed = events::apply_pending(tx, tenant, &keys).await?;
+        if !changed.is_empty() {
+            // Parked statuses moved these: read them again.
+            let changed: Vec<Uuid> = changed.into_iter().collect();
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m
+                 JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
+                 WHERE m.tenant_id = $1 AND m.id = ANY($2)"
+            );
+            let again: Vec<MessageRow> = sqlx::query_as(&sql)
+                .bind(tenant)
+                .bind(&changed)
+                .fetch_all(&mut **tx)
+                .await?;
+            rows.retain(|r| !changed.contains(&r.id));
+            rows.extend(again);
+        }
+    }
+    Ok((rows, merged))
+}
+
+/// The threads of these messages, by id.
+async fn threads(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    rows: &[&MessageRow],
+) -> Result<HashMap<Uuid, ConversationRow>, Error> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.conversation_id).collect();
+    let sql = format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.tenant_id = $1 AND c.id = ANY($2)"
+    );
+    let found: Vec<ConversationRow> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(found.into_iter().map(|c| (c.id, c)).collect())
+}
+
+fn stored(m: MessageRow, threads: &HashMap<Uuid, ConversationRow>) -> pb::StoredMessage {
+    let conversation = threads.get(&m.conversation_id).map(|c| c.clone().into());
+    pb::StoredMessage {
+        message: Some(m.into()),
+        conversation,
+        inserted: false,
+    }
+}
+
+/// Records every answer in one transaction; the replies come back in the
+/// request's order, without those naming no message of their tenant.
+pub(crate) async fn record_batch(
+    pool: &PgPool,
+    results: Vec<pb::RecordReplyResultRequest>,
+) -> Result<pb::RecordReplyResultsResponse, Error> {
+    if results.len() > MAX_BATCH {
+        return Err(Error::invalid(format!(
+            "at most {MAX_BATCH} results in one call"
+        )));
+    }
+    let mut by_tenant: BTreeMap<Uuid, TenantResults> = BTreeMap::new();
+    let mut order = Vec::with_capacity(results.len());
+    for r in &results {
+        let (tenant, id, outcome) = parse(r)?;
+        let entry = by_tenant.entry(tenant).or_default();
+        match outcome {
+            Ok(pid) => entry.sent.push((id, pid)),
+            Err(e) => entry.failed.push((id, e)),
+        }
+        order.push(id);
+    }
+    let mut now: HashMap<Uuid, pb::StoredMessage> = HashMap::new();
+    let mut merged_echoes = Vec::new();
+    if !by_tenant.is_empty() {
+        let mut tx = batch_tx(pool).await?;
+        for (tenant, results) in &by_tenant {
+            let (rows, merged) = record_tenant(&mut tx, *tenant, results).await?;
+            let all: Vec<&MessageRow> = rows.iter().chain(merged.iter()).collect();
+            let threads = threads(&mut tx, *tenant, &all).await?;
+            for m in rows {
+                now.insert(m.id, stored(m, &threads));
+            }
+            merged_echoes.extend(merged.into_iter().map(|m| stored(m, &threads)));
+        }
+        tx.commit().await?;
+    }
+    let replies = order.iter().filter_map(|id| now.remove(id)).collect();
+    Ok(pb::RecordReplyResultsResponse {
+        replies,
+        merged_echoes,
+    })
+}
+
+/// One answer (`RecordReplyResult`): NOT_FOUND when it names no message.
+pub(crate) async fn record_result(
+    pool: &PgPool,
+    req: pb::RecordReplyResultRequest,
+) -> Result<pb::StoredMessage, Error> {
+    record_batch(pool, vec![req])
+        .await?
+        .replies
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::NotFound("no such message".into()))
+}

@@ -22,13 +22,6 @@ mod telemetry;
 
 use clap::{Parser, Subcommand};
 
-/// Every process of FARO allocates per webhook (bodies, protobufs, JSON);
-/// glibc's malloc and free were about 18 % of a loaded process's samples.
-/// mimalloc's thread-local free lists do the same work in fewer instructions
-/// (measured per webhook in docs/BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "faro", version, about = "Meta webhooks in, live inbox out")]
 struct Cli {

@@ -20,7 +20,7 @@ pub struct ProvisionArgs {
     #[arg(
         long = "conversations-url",
         env = "FARO_CONVERSATIONS_URL",
-        default_value = "http://127.0.0.1:7101"
+        default_value = "http://127.0.0.1:7102"
     )]
     conversations_url: String,
     #[command(flatten)]

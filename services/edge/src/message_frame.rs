@@ -51,6 +51,30 @@ struct ConversationJson<'a> {
     last_message_at: Option<String>,
     location_id: &'a str,
     status: &'a str,
+    window: Window,
+}
+
+/// [`crate::events::window`]'s shape; `null` when the thread has none.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Window {
+    None(()),
+    Open {
+        closes_at: Option<String>,
+        last_inbound_at: Option<String>,
+        seconds_left: i64,
+    },
+}
+
+fn window(c: &Conversation) -> Window {
+    let Some(closes) = c.window_closes_at.as_ref() else {
+        return Window::None(());
+    };
+    Window::Open {
+        closes_at: time(Some(closes)),
+        last_inbound_at: time(c.last_inbound_at.as_ref()),
+        seconds_left: (closes.seconds - chrono::Utc::now().timestamp()).max(0),
+    }
 }
 
 #[derive(Serialize)]
@@ -182,6 +206,7 @@ fn conversation(c: &Conversation) -> ConversationJson<'_> {
         last_message_at: time(c.last_message_at.as_ref()),
         location_id: &c.location_id,
         status: &c.status,
+        window: window(c),
     }
 }
 
@@ -277,6 +302,8 @@ mod tests {
             customer_name: "Ana".into(),
             last_message_at: ts(1_700_000_000),
             status: "open".into(),
+            last_inbound_at: ts(1_700_000_000),
+            window_closes_at: ts(1_700_086_400),
             ..Default::default()
         };
         Event {

@@ -130,7 +130,10 @@ pub(crate) const ROUTES: &[Spec] = &[
     // GET pages through a thread (`inbox`); POST is an agent's reply (`replies`).
     spec(
         "/api/v1/conversations/{id}/messages",
-        &[("GET", Route::Inbox(InboxRoute::Messages)), ("POST", Route::Reply)],
+        &[
+            ("GET", Route::Inbox(InboxRoute::Messages)),
+            ("POST", Route::Reply),
+        ],
     ),
     spec(
         "/api/v1/conversations/{id}/read",

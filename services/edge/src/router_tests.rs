@@ -49,10 +49,7 @@ fn every_route_is_documented_and_every_documented_operation_is_routed() {
     assert_eq!(doc["openapi"], "3.1.0");
     let served: BTreeSet<(String, String)> = ROUTES
         .iter()
-        .flat_map(|s| {
-            s.methods()
-                .map(|m| (s.path.to_owned(), m.to_owned()))
-        })
+        .flat_map(|s| s.methods().map(|m| (s.path.to_owned(), m.to_owned())))
         .collect();
     let documented = documented(&doc);
     let undocumented: Vec<_> = served.difference(&documented).collect();
@@ -201,6 +198,11 @@ fn each_method_of_a_path_serves_its_own_route() {
     for spec in ROUTES {
         let methods: Vec<_> = spec.methods().collect();
         let distinct: BTreeSet<_> = methods.iter().collect();
-        assert_eq!(distinct.len(), methods.len(), "{}: a method twice", spec.path);
+        assert_eq!(
+            distinct.len(),
+            methods.len(),
+            "{}: a method twice",
+            spec.path
+        );
     }
 }

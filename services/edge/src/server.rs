@@ -117,11 +117,9 @@ async fn handle_full(
         }
         Route::MessageStream => ws::handle(state.clone(), req).await,
         Route::Inbox(r) => inbox::handle(&state, r, param, req).await,
-        Route::MessagePoll | Route::MessageEvents | Route::Admin(_) | Route::Reply => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such route",
-        )),
+        Route::MessagePoll | Route::MessageEvents | Route::Admin(_) | Route::Reply => Err(
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route"),
+        ),
     }
 }
 

@@ -201,7 +201,7 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<()> {
             return done.context("services task")?.and(Err(anyhow::anyhow!("services stopped")));
         }
     };
-    let (token, _) = admin::issue(&admin::TokenArgs {
+    let (token, _) = crate::agent_cli::issue(&crate::agent_cli::TokenArgs {
         tenant: demo.tenant_id.parse()?,
         sub: "demo-agent".into(),
         locations: vec![],

@@ -10,6 +10,7 @@
 mod admin;
 mod admin_accounts;
 mod admin_directory;
+mod agent_cli;
 mod dev;
 mod dlq;
 mod limits;
@@ -65,9 +66,9 @@ enum Command {
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
     /// Issue an agent JWT for a tenant; prints JSON.
-    Token(admin::TokenArgs),
+    Token(agent_cli::TokenArgs),
     /// Print the live events of a tenant from the edge's WebSocket.
-    Watch(admin::WatchArgs),
+    Watch(agent_cli::WatchArgs),
     /// Write a development CA and certificates for every service and an operator.
     Certs(mtls::CertsArgs),
     /// Check a gRPC server's grpc.health.v1 status (a probe that can hold a client certificate).
@@ -112,8 +113,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(args).await,
         Command::Admin(cmd) => admin::run(cmd).await,
         Command::Dlq(cmd) => dlq::run(cmd).await,
-        Command::Token(args) => admin::token(args),
-        Command::Watch(args) => admin::watch(args).await,
+        Command::Token(args) => agent_cli::token(args),
+        Command::Watch(args) => agent_cli::watch(args).await,
         Command::Certs(args) => mtls::certs(&args),
         Command::Health(args) => mtls::health(&args).await,
         Command::Loadgen(cmd) => loadgen::run(cmd).await,

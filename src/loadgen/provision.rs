@@ -132,7 +132,7 @@ pub async fn provision(
         out.messenger.extend(ids.next());
         out.instagram.extend(ids.next());
         out.ycloud.extend(ids);
-        let (token, _) = crate::admin::issue(&crate::admin::TokenArgs {
+        let (token, _) = crate::agent_cli::issue(&crate::agent_cli::TokenArgs {
             tenant: tenant.parse()?,
             sub: "loadgen".into(),
             locations: vec![],

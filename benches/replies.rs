@@ -5,7 +5,9 @@
 //!
 //! `cargo bench --bench replies`; env: FARO_BENCH_RATE (replies a second,
 //! default 100), FARO_BENCH_N (replies, default 10 s worth), FARO_BENCH_THREADS
-//! (conversations the replies spread over, default 50). Everything shares
+//! (conversations the replies spread over, default 50), FARO_BENCH_IN_FLIGHT
+//! (requests open at once, default 256; latency is still timed from when each
+//! reply was due). Everything shares
 //! this machine's cores, so the figures are a floor, not a ceiling.
 //!
 //! It also prints the CPU each reply cost, which load on the machine
@@ -68,7 +70,7 @@ async fn cpu_now(db: &sqlx::PgPool) -> (f64, f64) {
     (cpu_ms("self"), pg)
 }
 
-async fn run(n: usize, rate: usize, threads: usize) {
+async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
     let s = replies_support::start().await;
     let mut open = Vec::new();
     for _ in 0..threads {
@@ -81,10 +83,11 @@ async fn run(n: usize, rate: usize, threads: usize) {
             .await,
         );
     }
-    let post = |i: usize| {
+    // Timed from when the reply was due, not when a connection was free:
+    // a server that falls behind shows its queue (no coordinated omission).
+    let post = |i: usize, t0: Instant| {
         let (s, t) = (&s, &open[i % threads]);
         async move {
-            let t0 = Instant::now();
             let (status, _) = s
                 .reply(
                     t,
@@ -101,15 +104,15 @@ async fn run(n: usize, rate: usize, threads: usize) {
     let mut next = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     let mut posted = Vec::with_capacity(n);
-    let mut due = 0.0_f64;
-    // Open loop: a fixed arrival rate, whatever the latency.
+    let due = |i: usize| start + Duration::from_secs_f64(i as f64 / rate as f64);
+    // Open loop: a fixed arrival rate, whatever the latency; at most
+    // `in_flight` requests (connections) at once, as an agent's browsers
+    // would not open thousands: the edge caps connections per address.
     while next < n || !pending.is_empty() {
         tokio::select! {
             _ = tick.tick(), if next < n => {
-                due += rate as f64 / 1000.0;
-                while due >= 1.0 && next < n {
-                    due -= 1.0;
-                    pending.push(post(next));
+                while next < n && due(next) <= Instant::now() && pending.len() < in_flight {
+                    pending.push(post(next, due(next)));
                     next += 1;
                 }
             }
@@ -171,6 +174,7 @@ fn main() {
         50
     };
     let threads = env("FARO_BENCH_THREADS", 50);
+    let in_flight = env("FARO_BENCH_IN_FLIGHT", 256).max(1);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(run(n, rate, threads.min(n).max(1)));
+    rt.block_on(run(n, rate, threads.min(n).max(1), in_flight));
 }

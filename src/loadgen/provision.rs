@@ -34,6 +34,12 @@ pub struct ProvisionArgs {
     /// The `aud` the edge requires (its FARO_JWT_AUDIENCE), if any.
     #[arg(long = "jwt-audience", env = "FARO_JWT_AUDIENCE")]
     audience: Option<String>,
+    /// `--provision-tenants`: also write what was provisioned here (JSON:
+    /// accounts per platform and the agents' tokens, mode 0600), so later
+    /// runs can load the same tenants (`--whatsapp`, …, `--token`) with
+    /// their threads already there and the planner's statistics warm.
+    #[arg(long = "provisioned-out")]
+    pub provisioned_out: Option<std::path::PathBuf>,
 }
 
 /// What was provisioned: accounts per platform and one token per tenant.
@@ -144,4 +150,26 @@ pub async fn provision(
         out.tokens.push(token);
     }
     Ok(out)
+}
+
+/// Writes `p` as JSON to `path`, readable by its owner only (it holds tokens).
+pub fn write(p: &Provisioned, path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("--provisioned-out {}", path.display()))?;
+    let json = serde_json::json!({
+        "whatsapp": p.whatsapp,
+        "messenger": p.messenger,
+        "instagram": p.instagram,
+        "ycloud": p.ycloud,
+        "tokens": p.tokens,
+    });
+    f.write_all(&serde_json::to_vec_pretty(&json)?)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -304,6 +304,9 @@ pub async fn run(mut args: WebhooksArgs) -> anyhow::Result<()> {
         )
         .await?;
         eprintln!("loadgen: provisioned {} tenants", p.tokens.len());
+        if let Some(path) = &args.provision.provisioned_out {
+            super::provision::write(&p, path)?;
+        }
         args.whatsapp.extend(p.whatsapp);
         args.messenger.extend(p.messenger);
         args.instagram.extend(p.instagram);

@@ -73,13 +73,31 @@ pub(crate) async fn resolve(
     .bind(&values)
     .execute(&mut **tx)
     .await?;
+    // One arm per id column, each an equality on the whole key of its own
+    // index: written as one `OR`, the planner walked every thread of the
+    // location per id (an index on (tenant, location, activity) matched the
+    // prefix), 3,000 rows per message at 3,000 threads, growing with the
+    // inbox (docs/BENCHMARKS.md, issue 15).
     let mut known: Vec<Known> = sqlx::query_as(
         "SELECT DISTINCT ON (c.id) c.location_id, c.channel, c.customer_id, c.customer_phone,
                 c.customer_user_id
          FROM UNNEST($2::uuid[], $3::text[], $4::text[]) AS i(loc, chan, v)
-         JOIN conversations c
-           ON c.tenant_id = $1 AND c.location_id = i.loc AND c.channel = i.chan
-          AND (c.customer_id = i.v OR c.customer_phone = i.v OR c.customer_user_id = i.v)
+         CROSS JOIN LATERAL (
+             SELECT id, location_id, channel, customer_id, customer_phone, customer_user_id
+             FROM conversations
+             WHERE tenant_id = $1 AND location_id = i.loc AND channel = i.chan
+               AND customer_id = i.v
+             UNION ALL
+             SELECT id, location_id, channel, customer_id, customer_phone, customer_user_id
+             FROM conversations
+             WHERE tenant_id = $1 AND location_id = i.loc AND channel = i.chan
+               AND customer_phone = i.v
+             UNION ALL
+             SELECT id, location_id, channel, customer_id, customer_phone, customer_user_id
+             FROM conversations
+             WHERE tenant_id = $1 AND location_id = i.loc AND channel = i.chan
+               AND customer_user_id = i.v
+         ) c
          ORDER BY c.id",
     )
     .bind(tenant)

@@ -6,6 +6,7 @@
 
 use faro_proto::conversations::v1::Channel;
 use serde_json::Value;
+use sqlx::{Connection, PgConnection};
 
 use crate::{
     cluster::{Cluster, fixture},
@@ -381,4 +382,82 @@ async fn a_customer_is_never_named_after_another_customers_contact() {
     assert_eq!(m["customer_name"], Value::Null);
     assert_eq!(m["customer_user_id"], Value::Null);
     c.stop().await;
+}
+
+/// The lookup by phone or BSUID reads the threads it finds, not the
+/// location's inbox: written as one `OR` across the three id columns, the
+/// planner walked every thread of the (tenant, location, channel) per id
+/// (found under load, issue 15; 2,000 threads here, 100,000 in a big inbox).
+#[tokio::test]
+async fn the_customer_lookup_probes_its_indexes_not_the_whole_inbox() {
+    let (c, (tenant, location)) = setup().await;
+    sqlx::query(
+        "INSERT INTO conversations (tenant_id, id, location_id, channel, customer_id,
+                                    customer_phone, customer_user_id, last_message_at)
+         SELECT $1::uuid, gen_random_uuid(), $2::uuid, 'whatsapp', '1650555' || n,
+                '1650555' || n, CASE WHEN n % 2 = 0 THEN 'US.' || n END,
+                now() - n * interval '1 second'
+         FROM generate_series(1000, 2999) AS n",
+    )
+    .bind(&tenant)
+    .bind(&location)
+    .execute(&c.db.owner)
+    .await
+    .expect("seed threads");
+    sqlx::query("ANALYZE conversations")
+        .execute(&c.db.owner)
+        .await
+        .expect("analyze");
+    let mut conn = PgConnection::connect_with(&c.db.app_options())
+        .await
+        .expect("connect as faro_app");
+    let mut tx = conn.begin().await.expect("begin");
+    sqlx::query("SELECT set_config('faro.tenant_id', $1, true)")
+        .bind(&tenant)
+        .execute(&mut *tx)
+        .await
+        .expect("set tenant");
+    let location: uuid::Uuid = location.parse().expect("location id");
+    // A known phone, a known BSUID and an id nobody has.
+    let ids = ["16505551500", "US.2000", "16505559999"];
+    let (plan,): (Value,) = sqlx::query_as(&format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) {}",
+        faro_conversations::CUSTOMER_LOOKUP_SQL
+    ))
+    .bind(uuid::Uuid::parse_str(&tenant).expect("tenant id"))
+    .bind(vec![location; ids.len()])
+    .bind(vec!["whatsapp"; ids.len()])
+    .bind(ids.to_vec())
+    .fetch_one(&mut *tx)
+    .await
+    .expect("explain the lookup");
+    // Rows the plan read from `conversations` plus rows any node threw away.
+    fn read(node: &Value) -> u64 {
+        let n = |k: &str| node.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let scanned = if node["Relation Name"] == "conversations" {
+            n("Actual Rows") * n("Actual Loops").max(1)
+        } else {
+            0
+        };
+        let thrown: u64 = node
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("Rows Removed by"))
+            .filter_map(|(_, v)| v.as_u64())
+            .sum();
+        scanned
+            + thrown
+            + node
+                .get("Plans")
+                .and_then(Value::as_array)
+                .map_or(0, |ps| ps.iter().map(read).sum())
+    }
+    let root = &plan[0]["Plan"];
+    assert_eq!(root["Actual Rows"], 2, "two threads found: {plan:#}");
+    let rows = read(root);
+    assert!(
+        rows < 20,
+        "the lookup read {rows} thread rows for 3 ids: {plan:#}"
+    );
 }

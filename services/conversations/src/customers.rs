@@ -42,6 +42,38 @@ pub(crate) struct Known {
     pub customer_user_id: Option<String>,
 }
 
+/// The threads some ids belong to: `$1` the tenant, then parallel arrays of
+/// `$2` locations, `$3` channels and `$4` ids (phone or BSUID).
+///
+/// One arm per id column, each an equality on the whole key of its own
+/// index: written as one `OR`, the planner walked every thread of the
+/// location per id (an index on (tenant, location, activity) matched the
+/// prefix), 3,000 rows per message at 3,000 threads, growing with the
+/// inbox (docs/BENCHMARKS.md, issue 15). Public (hidden) for the plan test
+/// in `tests/it/customers.rs`.
+#[doc(hidden)]
+pub const LOOKUP_SQL: &str =
+    "SELECT DISTINCT ON (c.id) c.location_id, c.channel, c.customer_id, c.customer_phone,
+            c.customer_user_id
+     FROM UNNEST($2::uuid[], $3::text[], $4::text[]) AS i(loc, chan, v)
+     CROSS JOIN LATERAL (
+         SELECT id, location_id, channel, customer_id, customer_phone, customer_user_id
+         FROM conversations
+         WHERE tenant_id = $1 AND location_id = i.loc AND channel = i.chan
+           AND customer_id = i.v
+         UNION ALL
+         SELECT id, location_id, channel, customer_id, customer_phone, customer_user_id
+         FROM conversations
+         WHERE tenant_id = $1 AND location_id = i.loc AND channel = i.chan
+           AND customer_phone = i.v
+         UNION ALL
+         SELECT id, location_id, channel, customer_id, customer_phone, customer_user_id
+         FROM conversations
+         WHERE tenant_id = $1 AND location_id = i.loc AND channel = i.chan
+           AND customer_user_id = i.v
+     ) c
+     ORDER BY c.id";
+
 /// For each message, the customer id of the thread it belongs in (`None`:
 /// the message carries neither id, and keeps the customer id it came with).
 pub(crate) async fn resolve(
@@ -73,39 +105,13 @@ pub(crate) async fn resolve(
     .bind(&values)
     .execute(&mut **tx)
     .await?;
-    // One arm per id column, each an equality on the whole key of its own
-    // index: written as one `OR`, the planner walked every thread of the
-    // location per id (an index on (tenant, location, activity) matched the
-    // prefix), 3,000 rows per message at 3,000 threads, growing with the
-    // inbox (docs/BENCHMARKS.md, issue 15).
-    let mut known: Vec<Known> = sqlx::query_as(
-        "SELECT DISTINCT ON (c.id) c.location_id, c.channel, c.customer_id, c.customer_phone,
-                c.customer_user_id
-         FROM UNNEST($2::uuid[], $3::text[], $4::text[]) AS i(loc, chan, v)
-         CROSS JOIN LATERAL (
-             SELECT id, location_id, channel, customer_id, customer_phone, customer_user_id
-             FROM conversations
-             WHERE tenant_id = $1 AND location_id = i.loc AND channel = i.chan
-               AND customer_id = i.v
-             UNION ALL
-             SELECT id, location_id, channel, customer_id, customer_phone, customer_user_id
-             FROM conversations
-             WHERE tenant_id = $1 AND location_id = i.loc AND channel = i.chan
-               AND customer_phone = i.v
-             UNION ALL
-             SELECT id, location_id, channel, customer_id, customer_phone, customer_user_id
-             FROM conversations
-             WHERE tenant_id = $1 AND location_id = i.loc AND channel = i.chan
-               AND customer_user_id = i.v
-         ) c
-         ORDER BY c.id",
-    )
-    .bind(tenant)
-    .bind(&locs)
-    .bind(&chans)
-    .bind(&values)
-    .fetch_all(&mut **tx)
-    .await?;
+    let mut known: Vec<Known> = sqlx::query_as(LOOKUP_SQL)
+        .bind(tenant)
+        .bind(&locs)
+        .bind(&chans)
+        .bind(&values)
+        .fetch_all(&mut **tx)
+        .await?;
     // In id order (UUID v7: creation order), so the oldest matching thread wins.
     Ok(ids
         .iter()

@@ -46,6 +46,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use crypto::SecretBox;
+#[doc(hidden)]
+pub use customers::LOOKUP_SQL as CUSTOMER_LOOKUP_SQL;
 pub use db::{
     APP_ROLE, OPERATOR_ROLE, SWEEPER_ROLE, app_connect_options, expire_pending, migrate,
     operator_connect_options, sweeper_connect_options,

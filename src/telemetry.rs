@@ -5,6 +5,8 @@
 //! code (and tests running many services in one process) never meets a
 //! global provider.
 
+use std::io::IsTerminal as _;
+
 use clap::{Args, ValueEnum};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -97,8 +99,14 @@ pub fn init(args: &LogArgs, service: &str) -> anyhow::Result<Guard> {
         LogFormat::Json => registry
             .with(fmt::layer().json().with_writer(std::io::stderr))
             .init(),
+        // Colours only for a terminal: a log file or a collector gets plain
+        // text, not escape codes around every field.
         LogFormat::Pretty => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .init(),
     }
     Ok(Guard(provider))

@@ -460,4 +460,7 @@ async fn the_customer_lookup_probes_its_indexes_not_the_whole_inbox() {
         rows < 20,
         "the lookup read {rows} thread rows for 3 ids: {plan:#}"
     );
+    tx.rollback().await.expect("rollback");
+    conn.close().await.expect("close");
+    c.stop().await;
 }

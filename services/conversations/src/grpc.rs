@@ -27,6 +27,8 @@ pub(crate) struct Service {
     pub operator: PgPool,
     pub secrets: Arc<SecretBox>,
     pub metrics: crate::metrics::Metrics,
+    /// Gathers concurrent `CreateReply` calls into one transaction.
+    pub replies: crate::replies::Creator,
 }
 
 fn limit(requested: u32, default: i64, max: i64) -> i64 {

@@ -93,6 +93,7 @@ pub async fn run_with_metrics(
         operator: operator_pool.clone(),
         secrets: Arc::new(secrets),
         metrics: recorded,
+        replies: replies::Creator::start(pool.clone()),
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "conversations service listening");
     let sweeper = tokio::spawn(sweep_pending(

@@ -13,7 +13,7 @@ impl RepliesService for Service {
         request: Request<pb::CreateReplyRequest>,
     ) -> Result<Response<pb::CreateReplyResponse>, Status> {
         Ok(Response::new(
-            super::create_reply(&self.pool, request.into_inner()).await?,
+            self.replies.create(request.into_inner()).await?,
         ))
     }
 

@@ -1,0 +1,585 @@
+//! Storing agents' replies, the replies that arrive together at once.
+//!
+//! Every reply needs the same transaction: its thread (within the agent's
+//! locations), its idempotency key's first use and its channel account, read
+//! in one statement; the rules; then the message, its key and the thread's
+//! activity written by one statement. Alone, that is a transaction of its
+//! own per reply, and at a few hundred replies a second Postgres spent more
+//! on beginning, switching tenant and committing than on the rows.
+//! [`Creator`] gathers the `CreateReply` calls that arrive while earlier
+//! ones are stored, as the reply workers' claims and records do, and stores
+//! them in ONE transaction that switches `faro.tenant_id` from tenant to
+//! tenant (RLS scopes every statement): a lone reply waits for nobody.
+//!
+//! One reply never fails another: a broken rule or a missing thread is that
+//! reply's answer; a batch the database refuses as a whole (a deadlock with
+//! another batch, a lost connection) is stored again one reply at a time.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
+
+use chrono::{DateTime, Utc};
+use faro_proto::conversations::v1 as pb;
+use serde_json::{Value, json};
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{
+    content_json, idempotency_key, message, request_hash,
+    rules::{self, Content},
+    stored,
+};
+use crate::{
+    Error,
+    db::parse_uuid,
+    rows::{CONVERSATION_COLUMNS, ConversationRow, MessageRow, RETURNED_MESSAGE_COLUMNS},
+};
+
+/// Replies one transaction stores at most.
+const BATCH_MAX: usize = 64;
+/// Batches being stored at once (each holds one pool connection).
+const IN_FLIGHT: usize = 4;
+/// Times a reply whose key another transaction took is looked at again.
+const KEY_RACE_TRIES: usize = 3;
+
+type Answer = Result<pb::CreateReplyResponse, Error>;
+type Call = (pb::CreateReplyRequest, oneshot::Sender<Answer>);
+
+/// A request as understood before any query.
+struct Parsed {
+    tenant: Uuid,
+    conversation: Uuid,
+    locations: Vec<Uuid>,
+    key: String,
+    content: Content,
+    content_value: Value,
+    hash: Vec<u8>,
+    reply_to: String,
+    agent_id: String,
+    now: DateTime<Utc>,
+}
+
+impl Parsed {
+    fn new(req: &pb::CreateReplyRequest) -> Result<Self, Error> {
+        let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
+        let conversation = parse_uuid("conversation_id", &req.conversation_id)?;
+        let locations = req
+            .location_ids
+            .iter()
+            .map(|l| parse_uuid("location_ids", l))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = idempotency_key(&req.idempotency_key)?.to_owned();
+        let pb_content = req
+            .content
+            .as_ref()
+            .ok_or_else(|| Error::invalid("content is required"))?;
+        let content = Content::from_pb(pb_content)?;
+        let content_value = content_json(&content);
+        let hash = request_hash(
+            conversation,
+            &content_value,
+            &pb_content.reply_to_message_id,
+        );
+        Ok(Self {
+            tenant,
+            conversation,
+            locations,
+            key,
+            content,
+            content_value,
+            hash,
+            reply_to: pb_content.reply_to_message_id.clone(),
+            agent_id: req.agent_id.clone(),
+            now: Utc::now(),
+        })
+    }
+
+    /// The replied-to message's id, if one is named and well formed (a
+    /// malformed one is refused after the rules, as it always was).
+    fn reply_to_id(&self) -> Option<Uuid> {
+        Uuid::parse_str(&self.reply_to).ok()
+    }
+}
+
+/// What became of one reply in a batch.
+enum Outcome {
+    Done(Answer),
+    /// Its key was taken by another reply meanwhile (in this batch or a
+    /// concurrent one): looked at again once that one is committed.
+    KeyTaken,
+}
+
+/// The thread, the key's first use and the channel account of one reply.
+#[derive(sqlx::FromRow)]
+struct Found {
+    ord: i32,
+    #[sqlx(flatten)]
+    thread: ConversationRow,
+    first_id: Option<Uuid>,
+    first_hash: Option<Vec<u8>>,
+    account_id: Option<Uuid>,
+    external_account_id: Option<String>,
+    human_agent: Option<bool>,
+    has_credential: Option<bool>,
+    reply_to_found: bool,
+    reply_to_pid: Option<String>,
+}
+
+/// Reads what every reply of one tenant needs, in one statement. The
+/// threads are locked in id order, so two batches never wait on each other
+/// in a circle. The account is the one the customer last wrote to, else
+/// the location's first on that channel.
+async fn lookup(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    replies: &[(usize, &Parsed)],
+) -> Result<Vec<Found>, Error> {
+    let ord: Vec<i32> = replies.iter().map(|(i, _)| *i as i32).collect();
+    let threads: Vec<Uuid> = replies.iter().map(|(_, p)| p.conversation).collect();
+    let keys: Vec<&str> = replies.iter().map(|(_, p)| p.key.as_str()).collect();
+    let reply_to: Vec<Option<Uuid>> = replies.iter().map(|(_, p)| p.reply_to_id()).collect();
+    let sql = format!(
+        "SELECT j.ord, {CONVERSATION_COLUMNS}, r.message_id AS first_id, r.request_hash AS first_hash,
+                a.id AS account_id, a.external_account_id, a.human_agent, a.has_credential,
+                rt.id IS NOT NULL AS reply_to_found, rt.channel_message_id AS reply_to_pid
+         FROM UNNEST($2::int4[], $3::uuid[], $4::text[], $5::uuid[]) AS j(ord, conversation_id, key, reply_to)
+         JOIN conversations c ON c.tenant_id = $1 AND c.id = j.conversation_id{}
+         LEFT JOIN reply_requests r ON r.tenant_id = $1 AND r.idempotency_key = j.key
+         LEFT JOIN LATERAL (
+             SELECT ca.id, ca.external_account_id, ca.human_agent,
+                    ca.send_credential_enc IS NOT NULL AS has_credential
+             FROM channel_accounts ca
+             WHERE ca.tenant_id = c.tenant_id AND ca.location_id = c.location_id
+               AND ca.channel = c.channel AND ca.kind = 'messaging'
+             ORDER BY (ca.external_account_id = (
+                          SELECT recipient_id FROM messages
+                          WHERE tenant_id = c.tenant_id AND conversation_id = c.id AND direction = 'inbound'
+                          ORDER BY \"timestamp\" DESC LIMIT 1)) DESC NULLS LAST,
+                      ca.created_at, ca.id
+             LIMIT 1) a ON true
+         LEFT JOIN messages rt ON rt.tenant_id = $1 AND rt.conversation_id = c.id AND rt.id = j.reply_to
+         ORDER BY c.id, j.ord
+         FOR UPDATE OF c",
+        crate::inbox::ENABLED_LOCATION
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(&ord)
+        .bind(&threads)
+        .bind(&keys)
+        .bind(&reply_to)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
+/// A reply that passed every rule, as it will be inserted.
+struct Fresh {
+    ord: usize,
+    id: Uuid,
+    thread: ConversationRow,
+    text: Option<String>,
+    media_urls: Value,
+    message_type: String,
+    sender_id: String,
+    reply_to: Option<String>,
+    metadata: Value,
+    human_agent: bool,
+}
+
+/// The first answer again, as the reply is now.
+async fn replay(
+    tx: &mut Transaction<'static, Postgres>,
+    thread: ConversationRow,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Answer {
+    let tenant = thread.tenant_id;
+    let m = message(tx, tenant, id).await?;
+    let human_agent: Option<bool> = sqlx::query_scalar(
+        "SELECT ca.human_agent FROM messages m
+         JOIN channel_accounts ca
+           ON ca.tenant_id = m.tenant_id AND ca.id = (m.metadata #>> '{reply,account}')::uuid
+         WHERE m.tenant_id = $1 AND m.id = $2",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let window = rules::window(
+        &thread.channel,
+        thread.last_inbound_at,
+        human_agent.unwrap_or(false),
+        now,
+    );
+    Ok(pb::CreateReplyResponse {
+        stored: Some(stored(m, thread, false)),
+        window: Some(window),
+        created: false,
+    })
+}
+
+/// Decides one reply from what was read: refused, replayed, or fresh.
+async fn decide(
+    tx: &mut Transaction<'static, Postgres>,
+    p: &Parsed,
+    ord: usize,
+    found: Option<Found>,
+    keys_seen: &mut HashSet<String>,
+) -> Result<Result<Fresh, Outcome>, Error> {
+    // Another location's thread is as absent as another tenant's.
+    let Some(f) =
+        found.filter(|f| p.locations.is_empty() || p.locations.contains(&f.thread.location_id))
+    else {
+        return Ok(Err(Outcome::Done(Err(Error::NotFound(
+            "no such conversation".into(),
+        )))));
+    };
+    if let (Some(id), Some(first_hash)) = (f.first_id, &f.first_hash) {
+        if *first_hash != p.hash {
+            return Ok(Err(Outcome::Done(Err(rules::broken(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for another request",
+            )))));
+        }
+        return Ok(Err(Outcome::Done(replay(tx, f.thread, id, p.now).await)));
+    }
+    if !keys_seen.insert(p.key.clone()) {
+        return Ok(Err(Outcome::KeyTaken));
+    }
+    let refuse = |e: Error| Ok(Err(Outcome::Done(Err(e))));
+    let (Some(account), Some(external_account_id)) = (f.account_id, f.external_account_id) else {
+        return refuse(rules::broken(
+            "no_channel_account",
+            "no channel account of this conversation's location and channel can send",
+        ));
+    };
+    if f.has_credential != Some(true) {
+        return refuse(rules::broken(
+            "no_send_credential",
+            "the channel account has no send credential (faro admin set-credential)",
+        ));
+    }
+    let human_agent = f.human_agent.unwrap_or(false);
+    let tag = match rules::check(
+        &f.thread.channel,
+        &p.content,
+        f.thread.last_inbound_at,
+        human_agent,
+        p.now,
+    ) {
+        Ok(tag) => tag,
+        Err(e) => return refuse(e),
+    };
+    let reply_to = if p.reply_to.is_empty() {
+        None
+    } else if p.reply_to_id().is_none() {
+        return refuse(Error::invalid("reply_to_message_id must be a UUID"));
+    } else {
+        match (f.reply_to_found, f.reply_to_pid) {
+            (true, Some(t)) if !t.starts_with("faro:") => Some(t),
+            (true, _) => {
+                return refuse(Error::invalid(
+                    "reply_to_message_id names a reply the platform has not accepted yet",
+                ));
+            }
+            (false, _) => {
+                return refuse(Error::invalid(
+                    "reply_to_message_id names no message of this conversation",
+                ));
+            }
+        }
+    };
+    let (text, media_urls) = match &p.content {
+        Content::Text(t) => (Some(t.clone()), json!([])),
+        Content::Template { name, .. } => (Some(format!("[template {name}]")), json!([])),
+        Content::Media { url, caption, .. } => {
+            ((!caption.is_empty()).then(|| caption.clone()), json!([url]))
+        }
+    };
+    Ok(Ok(Fresh {
+        ord,
+        id: Uuid::now_v7(),
+        text,
+        media_urls,
+        message_type: p.content.message_type().to_owned(),
+        sender_id: external_account_id,
+        reply_to,
+        metadata: json!({"reply": {
+            "agent_id": p.agent_id,
+            "account": account,
+            "tag": tag,
+            "content": p.content_value,
+        }}),
+        human_agent,
+        thread: f.thread,
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    #[sqlx(flatten)]
+    message: MessageRow,
+    thread_last_message_at: Option<DateTime<Utc>>,
+    thread_updated_at: DateTime<Utc>,
+}
+
+/// Inserts one tenant's fresh replies, their keys and their threads'
+/// activity in one statement. A key another transaction committed meanwhile
+/// is skipped (its reply is not inserted): the caller looks at it again.
+async fn insert(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    fresh: &[Fresh],
+    parsed: &[Parsed],
+) -> Result<Vec<Inserted>, Error> {
+    let sql = format!(
+        "WITH j AS (
+             SELECT * FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[],
+                                  $7::text[], $8::text[], $9::text[], $10::timestamptz[],
+                                  $11::text[], $12::jsonb[], $13::text[], $14::bytea[])
+                 AS j(id, conversation_id, text, media_urls, channel, message_type, sender_id,
+                      recipient_id, ts, reply_to, metadata, key, hash)),
+         k AS (
+             INSERT INTO reply_requests (tenant_id, idempotency_key, request_hash, message_id)
+             SELECT $1, j.key, j.hash, j.id FROM j ORDER BY j.key
+             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+             RETURNING message_id),
+         m AS (
+             INSERT INTO messages AS m (tenant_id, id, conversation_id, sender_type, text, media_urls,
+                                        direction, channel, channel_message_id, message_type, sender_id,
+                                        recipient_id, \"timestamp\", status, reply_to_channel_message_id,
+                                        metadata)
+             SELECT $1, j.id, j.conversation_id, 'agent', j.text,
+                    ARRAY(SELECT jsonb_array_elements_text(j.media_urls)), 'outbound', j.channel,
+                    'faro:' || j.id, j.message_type, j.sender_id, j.recipient_id, j.ts, 'pending',
+                    j.reply_to, j.metadata
+             FROM j JOIN k ON k.message_id = j.id
+             RETURNING {RETURNED_MESSAGE_COLUMNS}),
+         t AS (
+             UPDATE conversations c
+             SET last_message_at = GREATEST(c.last_message_at, x.ts), updated_at = now()
+             FROM (SELECT j.conversation_id, max(j.ts) AS ts FROM j JOIN k ON k.message_id = j.id
+                   GROUP BY j.conversation_id) x
+             WHERE c.tenant_id = $1 AND c.id = x.conversation_id
+             RETURNING c.id, c.last_message_at, c.updated_at)
+         SELECT m.*, t.last_message_at AS thread_last_message_at, t.updated_at AS thread_updated_at
+         FROM m JOIN t ON t.id = m.conversation_id"
+    );
+    let p = |f: &Fresh| &parsed[f.ord];
+    let ids: Vec<Uuid> = fresh.iter().map(|f| f.id).collect();
+    let threads: Vec<Uuid> = fresh.iter().map(|f| f.thread.id).collect();
+    let texts: Vec<Option<&str>> = fresh.iter().map(|f| f.text.as_deref()).collect();
+    let media: Vec<&Value> = fresh.iter().map(|f| &f.media_urls).collect();
+    let channels: Vec<&str> = fresh.iter().map(|f| f.thread.channel.as_str()).collect();
+    let types: Vec<&str> = fresh.iter().map(|f| f.message_type.as_str()).collect();
+    let senders: Vec<&str> = fresh.iter().map(|f| f.sender_id.as_str()).collect();
+    let recipients: Vec<&str> = fresh
+        .iter()
+        .map(|f| f.thread.customer_id.as_str())
+        .collect();
+    let times: Vec<DateTime<Utc>> = fresh.iter().map(|f| p(f).now).collect();
+    let reply_to: Vec<Option<&str>> = fresh.iter().map(|f| f.reply_to.as_deref()).collect();
+    let metadata: Vec<&Value> = fresh.iter().map(|f| &f.metadata).collect();
+    let keys: Vec<&str> = fresh.iter().map(|f| p(f).key.as_str()).collect();
+    let hashes: Vec<&[u8]> = fresh.iter().map(|f| p(f).hash.as_slice()).collect();
+    Ok(sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(&ids)
+        .bind(&threads)
+        .bind(&texts)
+        .bind(&media)
+        .bind(&channels)
+        .bind(&types)
+        .bind(&senders)
+        .bind(&recipients)
+        .bind(&times)
+        .bind(&reply_to)
+        .bind(&metadata)
+        .bind(&keys)
+        .bind(&hashes)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
+/// Stores one tenant's replies within the batch's transaction.
+async fn store_tenant(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    parsed: &[Parsed],
+    ords: &[usize],
+    outcomes: &mut [Option<Outcome>],
+) -> Result<(), Error> {
+    super::delivery::switch_tenant(tx, tenant).await?;
+    let replies: Vec<(usize, &Parsed)> = ords.iter().map(|&i| (i, &parsed[i])).collect();
+    let mut found: BTreeMap<usize, Found> = lookup(tx, tenant, &replies)
+        .await?
+        .into_iter()
+        .map(|f| (f.ord as usize, f))
+        .collect();
+    let mut keys_seen = HashSet::new();
+    let mut fresh = Vec::new();
+    for &i in ords {
+        match decide(tx, &parsed[i], i, found.remove(&i), &mut keys_seen).await? {
+            Ok(f) => fresh.push(f),
+            Err(o) => outcomes[i] = Some(o),
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let mut inserted: BTreeMap<Uuid, Inserted> = insert(tx, tenant, &fresh, parsed)
+        .await?
+        .into_iter()
+        .map(|r| (r.message.id, r))
+        .collect();
+    for f in fresh {
+        let Some(row) = inserted.remove(&f.id) else {
+            outcomes[f.ord] = Some(Outcome::KeyTaken);
+            continue;
+        };
+        let p = &parsed[f.ord];
+        let mut thread = f.thread;
+        let last_inbound = thread.last_inbound_at;
+        thread.last_message_at = row.thread_last_message_at;
+        thread.updated_at = row.thread_updated_at;
+        let window = rules::window(&thread.channel, last_inbound, f.human_agent, p.now);
+        outcomes[f.ord] = Some(Outcome::Done(Ok(pb::CreateReplyResponse {
+            window: Some(window),
+            stored: Some(stored(row.message, thread, true)),
+            created: true,
+        })));
+    }
+    Ok(())
+}
+
+/// Stores a batch in one transaction; one outcome per request, in order.
+async fn store(pool: &PgPool, parsed: &[Parsed]) -> Result<Vec<Outcome>, Error> {
+    let mut by_tenant: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
+    for (i, p) in parsed.iter().enumerate() {
+        by_tenant.entry(p.tenant).or_default().push(i);
+    }
+    let mut outcomes: Vec<Option<Outcome>> = parsed.iter().map(|_| None).collect();
+    let mut tx = super::delivery::batch_tx(pool).await?;
+    for (tenant, ords) in &by_tenant {
+        store_tenant(&mut tx, *tenant, parsed, ords, &mut outcomes).await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::KeyTaken))
+        .collect())
+}
+
+/// Checks and stores one reply in a transaction of its own, once per
+/// (tenant, idempotency key): a key another request holds is waited for and
+/// its reply answered.
+async fn create_alone(pool: &PgPool, req: pb::CreateReplyRequest) -> Answer {
+    let parsed = [Parsed::new(&req)?];
+    for _ in 0..KEY_RACE_TRIES {
+        if let Some(Outcome::Done(answer)) = store(pool, &parsed).await?.pop() {
+            return answer;
+        }
+    }
+    // The key's holder keeps being rolled back: the caller's retry decides.
+    Err(Error::Conflict(
+        "another request with this Idempotency-Key is being stored; retry".into(),
+    ))
+}
+
+/// Stores a gathered batch; what one transaction could not settle is stored
+/// again alone.
+async fn flush(pool: PgPool, calls: Vec<Call>) {
+    let mut parsed = Vec::with_capacity(calls.len());
+    let mut waiting = Vec::with_capacity(calls.len());
+    for (req, answer) in calls {
+        match Parsed::new(&req) {
+            Ok(p) => {
+                parsed.push(p);
+                waiting.push((req, answer));
+            }
+            Err(e) => {
+                let _ = answer.send(Err(e));
+            }
+        }
+    }
+    if parsed.is_empty() {
+        return;
+    }
+    let outcomes = match store(&pool, &parsed).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, replies = parsed.len(), "a batch of replies is stored one by one");
+            parsed.iter().map(|_| Outcome::KeyTaken).collect()
+        }
+    };
+    let again = waiting
+        .into_iter()
+        .zip(outcomes)
+        .filter_map(|((req, answer), outcome)| match outcome {
+            Outcome::Done(a) => {
+                let _ = answer.send(a);
+                None
+            }
+            Outcome::KeyTaken => Some((req, answer)),
+        });
+    let alone = again.map(|(req, answer)| {
+        let pool = pool.clone();
+        async move {
+            let _ = answer.send(create_alone(&pool, req).await);
+        }
+    });
+    futures::future::join_all(alone).await;
+}
+
+/// Gathers `CreateReply` calls into batches (see the module's docs).
+#[derive(Clone)]
+pub(crate) struct Creator {
+    calls: mpsc::Sender<Call>,
+}
+
+impl Creator {
+    /// Starts the gatherer; it ends when every handle is dropped, after
+    /// storing what it was given.
+    pub(crate) fn start(pool: PgPool) -> Self {
+        let (calls, rx) = mpsc::channel(1024);
+        tokio::spawn(gather(pool, rx));
+        Self { calls }
+    }
+
+    pub(crate) async fn create(&self, req: pb::CreateReplyRequest) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        self.calls
+            .send((req, tx))
+            .await
+            .map_err(|_| Error::Serve("the reply store has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Serve("the reply store dropped a reply".into()))?
+    }
+}
+
+async fn gather(pool: PgPool, mut rx: mpsc::Receiver<Call>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let tasks = tokio_util::task::TaskTracker::new();
+    while let Some(first) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        // Everything that arrived meanwhile joins this batch.
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX
+            && let Ok(c) = rx.try_recv()
+        {
+            batch.push(c);
+        }
+        let pool = pool.clone();
+        tasks.spawn(async move {
+            flush(pool, batch).await;
+            drop(slot);
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+}

@@ -60,6 +60,7 @@ mod redis_restart;
 mod replica_set;
 mod replicas;
 mod replies;
+mod replies_batch;
 mod replies_cli;
 mod replies_delivery;
 mod replies_rules;

@@ -109,10 +109,14 @@ impl Parsed {
 
 /// What became of one reply in a batch.
 enum Outcome {
-    Done(Answer),
+    Done(Box<Answer>),
     /// Its key was taken by another reply meanwhile (in this batch or a
     /// concurrent one): looked at again once that one is committed.
     KeyTaken,
+}
+
+fn done(answer: Answer) -> Outcome {
+    Outcome::Done(Box::new(answer))
 }
 
 /// The thread, the key's first use and the channel account of one reply.
@@ -236,23 +240,23 @@ async fn decide(
     let Some(f) =
         found.filter(|f| p.locations.is_empty() || p.locations.contains(&f.thread.location_id))
     else {
-        return Ok(Err(Outcome::Done(Err(Error::NotFound(
+        return Ok(Err(done(Err(Error::NotFound(
             "no such conversation".into(),
         )))));
     };
     if let (Some(id), Some(first_hash)) = (f.first_id, &f.first_hash) {
         if *first_hash != p.hash {
-            return Ok(Err(Outcome::Done(Err(rules::broken(
+            return Ok(Err(done(Err(rules::broken(
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for another request",
             )))));
         }
-        return Ok(Err(Outcome::Done(replay(tx, f.thread, id, p.now).await)));
+        return Ok(Err(done(replay(tx, f.thread, id, p.now).await)));
     }
     if !keys_seen.insert(p.key.clone()) {
         return Ok(Err(Outcome::KeyTaken));
     }
-    let refuse = |e: Error| Ok(Err(Outcome::Done(Err(e))));
+    let refuse = |e: Error| Ok(Err(done(Err(e))));
     let (Some(account), Some(external_account_id)) = (f.account_id, f.external_account_id) else {
         return refuse(rules::broken(
             "no_channel_account",
@@ -449,7 +453,7 @@ async fn store_tenant(
         thread.last_message_at = row.thread_last_message_at;
         thread.updated_at = row.thread_updated_at;
         let window = rules::window(&thread.channel, last_inbound, f.human_agent, p.now);
-        outcomes[f.ord] = Some(Outcome::Done(Ok(pb::CreateReplyResponse {
+        outcomes[f.ord] = Some(done(Ok(pb::CreateReplyResponse {
             window: Some(window),
             stored: Some(stored(row.message, thread, true)),
             created: true,
@@ -483,7 +487,7 @@ async fn create_alone(pool: &PgPool, req: pb::CreateReplyRequest) -> Answer {
     let parsed = [Parsed::new(&req)?];
     for _ in 0..KEY_RACE_TRIES {
         if let Some(Outcome::Done(answer)) = store(pool, &parsed).await?.pop() {
-            return answer;
+            return *answer;
         }
     }
     // The key's holder keeps being rolled back: the caller's retry decides.
@@ -523,7 +527,7 @@ async fn flush(pool: PgPool, calls: Vec<Call>) {
         .zip(outcomes)
         .filter_map(|((req, answer), outcome)| match outcome {
             Outcome::Done(a) => {
-                let _ = answer.send(a);
+                let _ = answer.send(*a);
                 None
             }
             Outcome::KeyTaken => Some((req, answer)),

@@ -1,30 +1,23 @@
-//! Storing agents' replies, the replies that arrive together at once.
+//! Storing agents' replies, many in one transaction.
 //!
-//! Every reply needs the same transaction: its thread (within the agent's
+//! Every reply needs the same work: its thread (within the agent's
 //! locations), its idempotency key's first use and its channel account, read
-//! in one statement; the rules; then the message, its key and the thread's
-//! activity written by one statement. Alone, that is a transaction of its
-//! own per reply, and at a few hundred replies a second Postgres spent more
-//! on beginning, switching tenant and committing than on the rows.
-//! [`Creator`] gathers the `CreateReply` calls that arrive while earlier
-//! ones are stored, as the reply workers' claims and records do, and stores
-//! them in ONE transaction that switches `faro.tenant_id` from tenant to
-//! tenant (RLS scopes every statement): a lone reply waits for nobody.
+//! in one statement per tenant; the rules; then the messages, their keys and
+//! their threads' activity written by one statement per tenant. [`store`]
+//! does it for a batch (see [`super::gather`]) in ONE transaction that
+//! switches `faro.tenant_id` from tenant to tenant, so RLS still scopes every
+//! statement.
 //!
 //! One reply never fails another: a broken rule or a missing thread is that
-//! reply's answer; a batch the database refuses as a whole (a deadlock with
-//! another batch, a lost connection) is stored again one reply at a time.
+//! reply's answer; a key another transaction took meanwhile is looked at
+//! again ([`create_alone`]) once that one is committed.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    sync::Arc,
-};
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use faro_proto::conversations::v1 as pb;
 use serde_json::{Value, json};
 use sqlx::{PgPool, Postgres, Transaction};
-use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
@@ -38,21 +31,13 @@ use crate::{
     rows::{CONVERSATION_COLUMNS, ConversationRow, MessageRow, RETURNED_MESSAGE_COLUMNS},
 };
 
-/// Replies one transaction stores at most.
-const BATCH_MAX: usize = 64;
-/// Batches being stored at once (each holds one pool connection). Two: one
-/// commits while the next is written. More would store the replies that
-/// arrive together side by side, one transaction each, which is what this
-/// module avoids (measured: with 4, batches of 1.1 at 1,000 replies/s).
-const IN_FLIGHT: usize = 2;
 /// Times a reply whose key another transaction took is looked at again.
 const KEY_RACE_TRIES: usize = 3;
 
-type Answer = Result<pb::CreateReplyResponse, Error>;
-type Call = (pb::CreateReplyRequest, oneshot::Sender<Answer>);
+pub(super) type Answer = Result<pb::CreateReplyResponse, Error>;
 
 /// A request as understood before any query.
-struct Parsed {
+pub(super) struct Parsed {
     tenant: Uuid,
     conversation: Uuid,
     locations: Vec<Uuid>,
@@ -66,7 +51,7 @@ struct Parsed {
 }
 
 impl Parsed {
-    fn new(req: &pb::CreateReplyRequest) -> Result<Self, Error> {
+    pub(super) fn new(req: &pb::CreateReplyRequest) -> Result<Self, Error> {
         let tenant = parse_uuid("tenant_id", &req.tenant_id)?;
         let conversation = parse_uuid("conversation_id", &req.conversation_id)?;
         let locations = req
@@ -108,7 +93,7 @@ impl Parsed {
 }
 
 /// What became of one reply in a batch.
-enum Outcome {
+pub(super) enum Outcome {
     Done(Box<Answer>),
     /// Its key was taken by another reply meanwhile (in this batch or a
     /// concurrent one): looked at again once that one is committed.
@@ -463,7 +448,7 @@ async fn store_tenant(
 }
 
 /// Stores a batch in one transaction; one outcome per request, in order.
-async fn store(pool: &PgPool, parsed: &[Parsed]) -> Result<Vec<Outcome>, Error> {
+pub(super) async fn store(pool: &PgPool, parsed: &[Parsed]) -> Result<Vec<Outcome>, Error> {
     let mut by_tenant: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
     for (i, p) in parsed.iter().enumerate() {
         by_tenant.entry(p.tenant).or_default().push(i);
@@ -483,7 +468,7 @@ async fn store(pool: &PgPool, parsed: &[Parsed]) -> Result<Vec<Outcome>, Error> 
 /// Checks and stores one reply in a transaction of its own, once per
 /// (tenant, idempotency key): a key another request holds is waited for and
 /// its reply answered.
-async fn create_alone(pool: &PgPool, req: pb::CreateReplyRequest) -> Answer {
+pub(super) async fn create_alone(pool: &PgPool, req: pb::CreateReplyRequest) -> Answer {
     let parsed = [Parsed::new(&req)?];
     for _ in 0..KEY_RACE_TRIES {
         if let Some(Outcome::Done(answer)) = store(pool, &parsed).await?.pop() {
@@ -494,99 +479,4 @@ async fn create_alone(pool: &PgPool, req: pb::CreateReplyRequest) -> Answer {
     Err(Error::Conflict(
         "another request with this Idempotency-Key is being stored; retry".into(),
     ))
-}
-
-/// Stores a gathered batch; what one transaction could not settle is stored
-/// again alone.
-async fn flush(pool: PgPool, calls: Vec<Call>) {
-    let mut parsed = Vec::with_capacity(calls.len());
-    let mut waiting = Vec::with_capacity(calls.len());
-    for (req, answer) in calls {
-        match Parsed::new(&req) {
-            Ok(p) => {
-                parsed.push(p);
-                waiting.push((req, answer));
-            }
-            Err(e) => {
-                let _ = answer.send(Err(e));
-            }
-        }
-    }
-    if parsed.is_empty() {
-        return;
-    }
-    let outcomes = match store(&pool, &parsed).await {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::warn!(error = %e, replies = parsed.len(), "a batch of replies is stored one by one");
-            parsed.iter().map(|_| Outcome::KeyTaken).collect()
-        }
-    };
-    let again = waiting
-        .into_iter()
-        .zip(outcomes)
-        .filter_map(|((req, answer), outcome)| match outcome {
-            Outcome::Done(a) => {
-                let _ = answer.send(*a);
-                None
-            }
-            Outcome::KeyTaken => Some((req, answer)),
-        });
-    let alone = again.map(|(req, answer)| {
-        let pool = pool.clone();
-        async move {
-            let _ = answer.send(create_alone(&pool, req).await);
-        }
-    });
-    futures::future::join_all(alone).await;
-}
-
-/// Gathers `CreateReply` calls into batches (see the module's docs).
-#[derive(Clone)]
-pub(crate) struct Creator {
-    calls: mpsc::Sender<Call>,
-}
-
-impl Creator {
-    /// Starts the gatherer; it ends when every handle is dropped, after
-    /// storing what it was given.
-    pub(crate) fn start(pool: PgPool) -> Self {
-        let (calls, rx) = mpsc::channel(1024);
-        tokio::spawn(gather(pool, rx));
-        Self { calls }
-    }
-
-    pub(crate) async fn create(&self, req: pb::CreateReplyRequest) -> Answer {
-        let (tx, rx) = oneshot::channel();
-        self.calls
-            .send((req, tx))
-            .await
-            .map_err(|_| Error::Serve("the reply store has stopped".into()))?;
-        rx.await
-            .map_err(|_| Error::Serve("the reply store dropped a reply".into()))?
-    }
-}
-
-async fn gather(pool: PgPool, mut rx: mpsc::Receiver<Call>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let tasks = tokio_util::task::TaskTracker::new();
-    while let Some(first) = rx.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        // Everything that arrived meanwhile joins this batch.
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX
-            && let Ok(c) = rx.try_recv()
-        {
-            batch.push(c);
-        }
-        let pool = pool.clone();
-        tasks.spawn(async move {
-            flush(pool, batch).await;
-            drop(slot);
-        });
-    }
-    tasks.close();
-    tasks.wait().await;
 }

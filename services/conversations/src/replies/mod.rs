@@ -8,6 +8,7 @@
 mod create;
 pub(crate) mod credentials;
 mod delivery;
+mod gather;
 mod record;
 pub(crate) mod rules;
 mod service;
@@ -18,9 +19,9 @@ use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-pub(crate) use create::Creator;
 pub(crate) use credentials::set_credential;
 pub(crate) use delivery::{claim_batch, get_delivery};
+pub(crate) use gather::Creator;
 pub(crate) use record::{record_batch, record_result};
 use rules::Content;
 

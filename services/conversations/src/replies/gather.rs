@@ -5,13 +5,17 @@
 //! opening the same relations and committing than on the rows.
 //! [`Creator`] gathers the calls that arrive while earlier ones are stored,
 //! as ingest's reply workers gather their claims and records, and stores
-//! each batch with [`super::create::store`]. A lone reply waits for nobody;
-//! under load a batch lingers [`LINGER`] for the replies on their way.
+//! each batch with [`super::create::store`]. A lone reply waits for nobody.
+//!
+//! What it buys is measured in docs/BENCHMARKS.md: at saturation the calls
+//! still reach this service nearly one by one (1.3 replies a batch), and a
+//! 2 ms linger under load caught nothing, so it was taken out; bounding the
+//! reply transactions to [`IN_FLIGHT`] at once is most of the gain.
 //!
 //! A batch the database refuses as a whole (a lost connection, a deadlock
 //! with a webhook's transaction) is stored again one reply at a time.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use faro_proto::conversations::v1 as pb;
 use sqlx::PgPool;
@@ -27,10 +31,6 @@ const BATCH_MAX: usize = 64;
 /// arrive together side by side, one transaction each, which is what this
 /// module avoids (measured: with 4, batches of 1.1 at 1,000 replies/s).
 const IN_FLIGHT: usize = 2;
-/// How long a batch waits for more replies when another batch is still
-/// being stored (under load): a few milliseconds against the 50 ms goal,
-/// for batches several times larger.
-const LINGER: Duration = Duration::from_millis(2);
 
 type Call = (pb::CreateReplyRequest, oneshot::Sender<Answer>);
 
@@ -118,16 +118,6 @@ async fn gather(pool: PgPool, mut rx: mpsc::Receiver<Call>) {
             && let Ok(c) = rx.try_recv()
         {
             batch.push(c);
-        }
-        // Another batch is being stored: replies are arriving together, and
-        // the ones on their way join this batch rather than start the next.
-        if slots.available_permits() + 1 < IN_FLIGHT {
-            let until = tokio::time::Instant::now() + LINGER;
-            while batch.len() < BATCH_MAX
-                && let Ok(Some(c)) = tokio::time::timeout_at(until, rx.recv()).await
-            {
-                batch.push(c);
-            }
         }
         let pool = pool.clone();
         tasks.spawn(async move {

@@ -7,10 +7,10 @@
 //! as ingest's reply workers gather their claims and records, and stores
 //! each batch with [`super::create::store`]. A lone reply waits for nobody.
 //!
-//! What it buys is measured in docs/BENCHMARKS.md: at saturation the calls
-//! still reach this service nearly one by one (1.3 replies a batch), and a
-//! 2 ms linger under load caught nothing, so it was taken out; bounding the
-//! reply transactions to [`IN_FLIGHT`] at once is most of the gain.
+//! What it buys is measured in docs/BENCHMARKS.md: even at saturation the
+//! calls reach this service nearly one by one (1.3 replies a batch), and a
+//! 2 ms linger under load caught nothing, so it was taken out; storing one
+//! batch at a time ([`IN_FLIGHT`]) is most of the gain.
 //!
 //! A batch the database refuses as a whole (a lost connection, a deadlock
 //! with a webhook's transaction) is stored again one reply at a time.
@@ -26,11 +26,12 @@ use crate::Error;
 
 /// Replies one transaction stores at most.
 const BATCH_MAX: usize = 64;
-/// Batches being stored at once (each holds one pool connection). Two: one
-/// commits while the next is written. More would store the replies that
-/// arrive together side by side, one transaction each, which is what this
-/// module avoids (measured: with 4, batches of 1.1 at 1,000 replies/s).
-const IN_FLIGHT: usize = 2;
+/// Batches being stored at once: one. The replies that arrive while a batch
+/// is stored form the next (a group commit). With more, they were stored
+/// side by side, one transaction each, queueing on each other's thread
+/// locks: in the replies benchmark at 1,000/s offered, 4 in flight sent
+/// 542/s, 2 sent 577–610/s, 1 sent 725/s (docs/BENCHMARKS.md).
+const IN_FLIGHT: usize = 1;
 
 type Call = (pb::CreateReplyRequest, oneshot::Sender<Answer>);
 

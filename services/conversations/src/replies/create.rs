@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     Error,
-    db::parse_uuid,
+    db::{TenantsTx, parse_uuid},
     rows::{CONVERSATION_COLUMNS, ConversationRow, MessageRow, RETURNED_MESSAGE_COLUMNS},
 };
 
@@ -404,7 +404,6 @@ async fn store_tenant(
     ords: &[usize],
     outcomes: &mut [Option<Outcome>],
 ) -> Result<(), Error> {
-    super::delivery::switch_tenant(tx, tenant).await?;
     let replies: Vec<(usize, &Parsed)> = ords.iter().map(|&i| (i, &parsed[i])).collect();
     let mut found: BTreeMap<usize, Found> = lookup(tx, tenant, &replies)
         .await?
@@ -454,9 +453,12 @@ pub(super) async fn store(pool: &PgPool, parsed: &[Parsed]) -> Result<Vec<Outcom
         by_tenant.entry(p.tenant).or_default().push(i);
     }
     let mut outcomes: Vec<Option<Outcome>> = parsed.iter().map(|_| None).collect();
-    let mut tx = super::delivery::batch_tx(pool).await?;
+    let Some(first) = by_tenant.keys().next() else {
+        return Ok(Vec::new());
+    };
+    let mut tx = TenantsTx::begin(pool, *first).await?;
     for (tenant, ords) in &by_tenant {
-        store_tenant(&mut tx, *tenant, parsed, ords, &mut outcomes).await?;
+        store_tenant(tx.of(*tenant).await?, *tenant, parsed, ords, &mut outcomes).await?;
     }
     tx.commit().await?;
     Ok(outcomes

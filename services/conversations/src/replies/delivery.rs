@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::credentials;
 use crate::{
     Error, SecretBox,
-    db::parse_uuid,
+    db::{TenantsTx, parse_uuid},
     rows::{MESSAGE_COLUMNS, MessageRow},
 };
 
@@ -69,23 +69,6 @@ fn content(v: &Value) -> pb::ReplyContent {
     }
 }
 
-/// Begins the batch's transaction (no tenant yet).
-pub(super) async fn batch_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>, Error> {
-    Ok(pool.begin().await?)
-}
-
-/// Makes `tenant` the one every following statement of `tx` sees.
-pub(super) async fn switch_tenant(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: Uuid,
-) -> Result<(), Error> {
-    sqlx::query("SELECT set_config('faro.tenant_id', $1, true)")
-        .bind(tenant.to_string())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 /// Claims, for one tenant, the pending replies named; returns the claimed.
 /// With two claims for one reply in the batch, one wins (its claim returned).
 async fn claim_tenant(
@@ -94,7 +77,6 @@ async fn claim_tenant(
     ids: &[Uuid],
     claims: &[&str],
 ) -> Result<Vec<Claimed>, Error> {
-    switch_tenant(tx, tenant).await?;
     let sql = format!(
         "UPDATE messages m SET metadata = jsonb_set(m.metadata, '{{reply,claim}}',
                  jsonb_build_object('by', j.claim, 'at', extract(epoch FROM now())))
@@ -177,10 +159,10 @@ pub(crate) async fn claim_batch(
         keys.push((id, c.claim.as_str()));
     }
     let mut claimed: Vec<Claimed> = Vec::new();
-    if !by_tenant.is_empty() {
-        let mut tx = batch_tx(pool).await?;
+    if let Some(first) = by_tenant.keys().next() {
+        let mut tx = TenantsTx::begin(pool, *first).await?;
         for (tenant, (ids, claims)) in &by_tenant {
-            claimed.extend(claim_tenant(&mut tx, *tenant, ids, claims).await?);
+            claimed.extend(claim_tenant(tx.of(*tenant).await?, *tenant, ids, claims).await?);
         }
         tx.commit().await?;
     }

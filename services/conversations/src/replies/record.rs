@@ -17,10 +17,10 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::delivery::{MAX_BATCH, batch_tx, switch_tenant};
+use super::delivery::MAX_BATCH;
 use crate::{
     Error,
-    db::parse_uuid,
+    db::{TenantsTx, parse_uuid},
     events,
     rows::{CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MessageRow},
 };
@@ -90,7 +90,6 @@ async fn record_tenant(
     tenant: Uuid,
     results: &TenantResults,
 ) -> Result<(Vec<MessageRow>, Vec<MessageRow>), Error> {
-    switch_tenant(tx, tenant).await?;
     let mut rows: Vec<MessageRow> = Vec::new();
     if !results.failed.is_empty() {
         let (ids, errors): (Vec<Uuid>, Vec<Value>) = results.failed.iter().cloned().unzip();
@@ -236,18 +235,19 @@ pub(crate) async fn record_batch(
     }
     let mut now: HashMap<Uuid, pb::StoredMessage> = HashMap::new();
     let mut merged_echoes = Vec::new();
-    if !by_tenant.is_empty() {
-        let mut tx = batch_tx(pool).await?;
+    if let Some(first) = by_tenant.keys().next() {
+        let mut txs = TenantsTx::begin(pool, *first).await?;
         for (tenant, results) in &by_tenant {
-            let (rows, merged) = record_tenant(&mut tx, *tenant, results).await?;
+            let tx = txs.of(*tenant).await?;
+            let (rows, merged) = record_tenant(tx, *tenant, results).await?;
             let all: Vec<&MessageRow> = rows.iter().chain(merged.iter()).collect();
-            let threads = threads(&mut tx, *tenant, &all).await?;
+            let threads = threads(tx, *tenant, &all).await?;
             for m in rows {
                 now.insert(m.id, stored(m, &threads));
             }
             merged_echoes.extend(merged.into_iter().map(|m| stored(m, &threads)));
         }
-        tx.commit().await?;
+        txs.commit().await?;
     }
     let replies = order.iter().filter_map(|id| now.remove(id)).collect();
     Ok(pb::RecordReplyResultsResponse {

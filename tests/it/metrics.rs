@@ -15,14 +15,14 @@ use crate::{
 /// A scrape: every sample by its name and labels (`name{a="1",b="2"}`,
 /// labels sorted), and the type declared for each metric family.
 #[derive(Debug)]
-struct Scrape {
+pub(crate) struct Scrape {
     samples: HashMap<String, f64>,
     types: HashMap<String, String>,
 }
 
 impl Scrape {
     /// The sample `name` with exactly these labels; absent reads as 0.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.samples.get(&key(name, labels)).copied().unwrap_or(0.0)
     }
 
@@ -182,7 +182,7 @@ fn check_histogram(scrape: &Scrape, family: &str) {
     }
 }
 
-async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Scrape {
+pub(crate) async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Scrape {
     let resp = http
         .get(format!("http://{addr}/metrics"))
         .send()

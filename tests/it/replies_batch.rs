@@ -223,5 +223,22 @@ async fn replies_stored_together_each_get_their_own_answer_and_are_sent_once() {
             .await
             .expect("count");
     assert_eq!(outbound, 14, "nothing refused was stored");
+
+    // The gatherer's batches, as an operator sees them: every call went
+    // through one (retries after a taken key are stored alone, not counted).
+    let m = crate::metrics::scrape(&s.cluster.http, s.cluster.metrics.conversations).await;
+    assert_eq!(
+        m.get("conversations_reply_batch_calls_sum", &[]),
+        calls.len() as f64
+    );
+    let batches = m.get("conversations_reply_batch_calls_count", &[]);
+    assert!(
+        (1.0..=calls.len() as f64).contains(&batches),
+        "{batches} batches"
+    );
+    assert_eq!(
+        m.get("conversations_reply_batch_duration_seconds_count", &[]),
+        batches
+    );
     s.cluster.stop().await;
 }

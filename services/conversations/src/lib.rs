@@ -92,8 +92,8 @@ pub async fn run_with_metrics(
         pool: pool.clone(),
         operator: operator_pool.clone(),
         secrets: Arc::new(secrets),
+        replies: replies::Creator::start(pool.clone(), recorded.clone()),
         metrics: recorded,
-        replies: replies::Creator::start(pool.clone()),
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "conversations service listening");
     let sweeper = tokio::spawn(sweep_pending(

@@ -1,15 +1,21 @@
 //! The conversations service's Prometheus metrics, in its own registry,
 //! served on its operator listener (`--conversations-metrics-listen`).
 
-use faro_proto::metrics::{Counter, Gauge, Histogram, Refresh, Registry, duration_histogram};
+use faro_proto::metrics::{
+    Counter, Gauge, Histogram, Refresh, Registry, duration_histogram, size_buckets,
+};
 use sqlx::PgPool;
 
-/// What `StoreEvents` records. Cloning shares the series.
+/// What `StoreEvents` and the reply store record. Cloning shares the series.
 #[derive(Clone)]
 pub(crate) struct Metrics {
     pub store_duration: Histogram,
     pub messages_stored: Counter,
     pub store_failures: Counter,
+    /// `CreateReply` calls per transaction: whether replies arriving
+    /// together are stored together (the gatherer's reason to exist).
+    pub reply_batch_size: Histogram,
+    pub reply_batch_duration: Histogram,
     /// False without a metrics listener: nothing is recorded.
     pub on: bool,
 }
@@ -20,6 +26,8 @@ impl Default for Metrics {
             store_duration: duration_histogram(),
             messages_stored: Counter::default(),
             store_failures: Counter::default(),
+            reply_batch_size: Histogram::new(size_buckets()),
+            reply_batch_duration: duration_histogram(),
             on: false,
         }
     }
@@ -47,6 +55,16 @@ impl Metrics {
             "conversations_store_failures",
             "StoreEvents calls that failed",
             m.store_failures.clone(),
+        );
+        registry.register(
+            "conversations_reply_batch_calls",
+            "CreateReply calls stored by one transaction (gathered while the previous batch was stored)",
+            m.reply_batch_size.clone(),
+        );
+        registry.register(
+            "conversations_reply_batch_duration_seconds",
+            "Duration of storing one batch of replies (its transaction)",
+            m.reply_batch_duration.clone(),
         );
         let (size, idle) = (Gauge::<i64>::default(), Gauge::<i64>::default());
         registry.register(
@@ -80,5 +98,14 @@ impl Metrics {
             Some(n) => self.messages_stored.inc_by(n as u64),
             None => self.store_failures.inc(),
         };
+    }
+
+    /// One batch of `calls` replies stored (or refused as a whole) in `took`.
+    pub(crate) fn reply_batch(&self, calls: usize, took: std::time::Duration) {
+        if !self.on {
+            return;
+        }
+        self.reply_batch_size.observe(calls as f64);
+        self.reply_batch_duration.observe(took.as_secs_f64());
     }
 }

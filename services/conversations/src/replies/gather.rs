@@ -22,7 +22,7 @@ use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::create::{Answer, Outcome, Parsed, create_alone, store};
-use crate::Error;
+use crate::{Error, metrics::Metrics};
 
 /// Replies one transaction stores at most.
 const BATCH_MAX: usize = 64;
@@ -37,7 +37,7 @@ type Call = (pb::CreateReplyRequest, oneshot::Sender<Answer>);
 
 /// Stores a gathered batch; what one transaction could not settle is stored
 /// again alone.
-async fn flush(pool: PgPool, calls: Vec<Call>) {
+async fn flush(pool: PgPool, metrics: Metrics, calls: Vec<Call>) {
     let mut parsed = Vec::with_capacity(calls.len());
     let mut waiting = Vec::with_capacity(calls.len());
     for (req, answer) in calls {
@@ -54,7 +54,10 @@ async fn flush(pool: PgPool, calls: Vec<Call>) {
     if parsed.is_empty() {
         return;
     }
-    let outcomes = match store(&pool, &parsed).await {
+    let started = std::time::Instant::now();
+    let stored = store(&pool, &parsed).await;
+    metrics.reply_batch(parsed.len(), started.elapsed());
+    let outcomes = match stored {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(error = %e, replies = parsed.len(), "a batch of replies is stored one by one");
@@ -89,9 +92,9 @@ pub(crate) struct Creator {
 impl Creator {
     /// Starts the gatherer; it ends when every handle is dropped, after
     /// storing what it was given.
-    pub(crate) fn start(pool: PgPool) -> Self {
+    pub(crate) fn start(pool: PgPool, metrics: Metrics) -> Self {
         let (calls, rx) = mpsc::channel(1024);
-        tokio::spawn(gather(pool, rx));
+        tokio::spawn(gather(pool, metrics, rx));
         Self { calls }
     }
 
@@ -106,7 +109,7 @@ impl Creator {
     }
 }
 
-async fn gather(pool: PgPool, mut rx: mpsc::Receiver<Call>) {
+async fn gather(pool: PgPool, metrics: Metrics, mut rx: mpsc::Receiver<Call>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let tasks = tokio_util::task::TaskTracker::new();
     while let Some(first) = rx.recv().await {
@@ -120,9 +123,9 @@ async fn gather(pool: PgPool, mut rx: mpsc::Receiver<Call>) {
         {
             batch.push(c);
         }
-        let pool = pool.clone();
+        let (pool, metrics) = (pool.clone(), metrics.clone());
         tasks.spawn(async move {
-            flush(pool, batch).await;
+            flush(pool, metrics, batch).await;
             drop(slot);
         });
     }

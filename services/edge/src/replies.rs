@@ -121,6 +121,9 @@ pub(crate) fn send_error(s: &tonic::Status) -> ApiError {
                 s.message(),
             )
         }
+        // Another request with the same Idempotency-Key kept being rolled
+        // back while this one waited for it: the client's retry decides.
+        Code::Aborted => ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_use", s.message()),
         _ => ApiError::upstream("ingest", s),
     }
 }
@@ -259,4 +262,22 @@ pub(crate) async fn handle(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_still_in_use_is_a_409_naming_it_not_an_upstream_failure() {
+        let e = send_error(&tonic::Status::aborted(
+            "another request with this Idempotency-Key is being stored; retry",
+        ));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::CONFLICT, "idempotency_key_in_use")
+        );
+        let e = send_error(&tonic::Status::internal("internal error"));
+        assert_ne!(e.status, StatusCode::CONFLICT);
+    }
 }

@@ -83,6 +83,67 @@ async fn echoes(
     Ok(rows.into_iter().map(|e| (e.reply_id, e.message)).collect())
 }
 
+/// Merges into their replies the echoes holding the ids these replies were
+/// just given (`held`: reply, platform id), gives the replies the ids, and
+/// puts the replies as they are now into `sent`; returns the echoes merged
+/// away. A holder that is not an echo of ours (another reply, an inbound
+/// message) keeps the id; the reply records it in metadata only.
+async fn merge_echoes(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    held: &[(Uuid, &str)],
+    sent: &mut Vec<MessageRow>,
+) -> Result<Vec<MessageRow>, Error> {
+    let (ids, pids): (Vec<Uuid>, Vec<&str>) = held.iter().copied().unzip();
+    let found = echoes(tx, tenant, &ids, &pids).await?;
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (replies, echo_ids): (Vec<Uuid>, Vec<Uuid>) = found.iter().map(|(r, e)| (*r, e.id)).unzip();
+    let gone: Vec<Uuid> = sqlx::query_scalar("SELECT * FROM faro_merge_reply_echoes($1, $2)")
+        .bind(&replies)
+        .bind(&echo_ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    let gone: HashSet<Uuid> = gone.into_iter().collect();
+    let mut merged = Vec::new();
+    let mut freed: Vec<(Uuid, &str)> = Vec::new();
+    for (reply, mut echo) in found {
+        if gone.contains(&echo.id) {
+            echo.deleted_at = Some(chrono::Utc::now());
+            merged.push(echo);
+            if let Some(h) = held.iter().find(|h| h.0 == reply) {
+                freed.push(*h);
+            }
+        } else {
+            tracing::warn!(message_id = %echo.id, "a platform id of a reply is held by another message");
+        }
+    }
+    if freed.is_empty() {
+        return Ok(merged);
+    }
+    let (ids, pids): (Vec<Uuid>, Vec<&str>) = freed.into_iter().unzip();
+    let sql = format!(
+        "UPDATE messages m SET channel_message_id = j.pid
+         FROM UNNEST($2::uuid[], $3::text[]) AS j(id, pid), conversations c
+         WHERE m.tenant_id = $1 AND m.id = j.id
+           AND c.tenant_id = m.tenant_id AND c.id = m.conversation_id
+           AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.tenant_id = m.tenant_id
+                           AND x.channel = m.channel AND x.channel_message_id = j.pid AND x.id <> m.id)
+         RETURNING {MESSAGE_COLUMNS}"
+    );
+    let now: Vec<MessageRow> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(&ids)
+        .bind(&pids)
+        .fetch_all(&mut **tx)
+        .await?;
+    // The merge moved the echoes' statuses onto these replies too.
+    sent.retain(|m| !ids.contains(&m.id));
+    sent.extend(now);
+    Ok(merged)
+}
+
 /// Records one tenant's answers; returns the replies (and other messages
 /// parked events changed) as they are now, and the echoes merged away.
 async fn record_tenant(
@@ -116,28 +177,9 @@ async fn record_tenant(
     if !results.sent.is_empty() {
         let ids: Vec<Uuid> = results.sent.iter().map(|s| s.0).collect();
         let pids: Vec<&str> = results.sent.iter().map(|s| s.1.as_str()).collect();
-        let found = echoes(tx, tenant, &ids, &pids).await?;
-        if !found.is_empty() {
-            let (replies, echo_ids): (Vec<Uuid>, Vec<Uuid>) =
-                found.iter().map(|(r, e)| (*r, e.id)).unzip();
-            let gone: Vec<Uuid> =
-                sqlx::query_scalar("SELECT * FROM faro_merge_reply_echoes($1, $2)")
-                    .bind(&replies)
-                    .bind(&echo_ids)
-                    .fetch_all(&mut **tx)
-                    .await?;
-            let gone: HashSet<Uuid> = gone.into_iter().collect();
-            for (_, mut echo) in found {
-                if gone.contains(&echo.id) {
-                    echo.deleted_at = Some(chrono::Utc::now());
-                    merged.push(echo);
-                } else {
-                    // Not an echo of ours (another reply, an inbound message):
-                    // it keeps the id; the reply records it in metadata only.
-                    tracing::warn!(message_id = %echo.id, "a platform id of a reply is held by another message");
-                }
-            }
-        }
+        // A reply whose platform id another row already holds keeps its
+        // placeholder here; that is rare (an echo that beat the platform's
+        // answer), so it is looked for only then, not before every record.
         let sql = format!(
             "UPDATE messages m SET
                  channel_message_id = CASE WHEN EXISTS (
@@ -151,12 +193,24 @@ async fn record_tenant(
                AND c.tenant_id = m.tenant_id AND c.id = m.conversation_id
              RETURNING {MESSAGE_COLUMNS}"
         );
-        let sent: Vec<MessageRow> = sqlx::query_as(&sql)
+        let mut sent: Vec<MessageRow> = sqlx::query_as(&sql)
             .bind(tenant)
             .bind(&ids)
             .bind(&pids)
             .fetch_all(&mut **tx)
             .await?;
+        let held: Vec<(Uuid, &str)> = results
+            .sent
+            .iter()
+            .filter(|(id, _)| {
+                sent.iter()
+                    .any(|m| m.id == *id && m.channel_message_id.starts_with("faro:"))
+            })
+            .map(|(id, pid)| (*id, pid.as_str()))
+            .collect();
+        if !held.is_empty() {
+            merged = merge_echoes(tx, tenant, &held, &mut sent).await?;
+        }
         let keys: Vec<(String, String)> = sent
             .iter()
             .filter(|m| !m.channel_message_id.starts_with("faro:"))

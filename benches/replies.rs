@@ -10,7 +10,8 @@
 //! reply was due). Everything shares
 //! this machine's cores, so the figures are a floor, not a ceiling.
 //!
-//! It also prints the CPU each reply cost, which load on the machine
+//! It prints how many replies each CreateReply transaction stored (from
+//! conversations' `/metrics`). It also prints the CPU each reply cost, which load on the machine
 //! barely changes (unlike latency): this process (edge, ingest,
 //! conversations, stream, the load generator and the fake platform, all
 //! in-process) and the Postgres backends serving this bench's database, from
@@ -156,7 +157,35 @@ async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
         (cpu_after.0 - cpu_before.0) / n as f64,
         (cpu_after.1 - cpu_before.1).max(0.0) / n as f64,
     );
+    if let Some((sum, count)) = batches(&s.cluster).await {
+        println!(
+            "replies per CreateReply transaction: {:.2} ({count} transactions)",
+            sum / count.max(1.0)
+        );
+    }
     s.cluster.stop().await;
+}
+
+/// conversations' reply batches (`conversations_reply_batch_calls` sum and
+/// count), from its metrics endpoint: whether replies were stored together.
+async fn batches(c: &cluster::Cluster) -> Option<(f64, f64)> {
+    let text = c
+        .http
+        .get(format!("http://{}/metrics", c.metrics.conversations))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    Some((
+        value("conversations_reply_batch_calls_sum")?,
+        value("conversations_reply_batch_calls_count")?,
+    ))
 }
 
 fn main() {

@@ -7,7 +7,8 @@
 //! default 100), FARO_BENCH_N (replies, default 10 s worth), FARO_BENCH_THREADS
 //! (conversations the replies spread over, default 50), FARO_BENCH_IN_FLIGHT
 //! (requests open at once, default 256; latency is still timed from when each
-//! reply was due). Everything shares
+//! reply was due), FARO_BENCH_HISTORY and FARO_BENCH_OTHER_THREADS (the past
+//! each tenant is given before the run, see `history`). Everything shares
 //! this machine's cores, so the figures are a floor, not a ceiling.
 //!
 //! It prints how many replies each CreateReply transaction stored (from
@@ -99,6 +100,7 @@ async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
             (i, t0, t0.elapsed(), status)
         }
     };
+    history(&s.cluster.db.owner).await;
     let cpu_before = cpu_now(&s.cluster.db.owner).await;
     let start = Instant::now();
     let mut pending = futures::stream::FuturesUnordered::new();
@@ -164,6 +166,46 @@ async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
         );
     }
     s.cluster.stop().await;
+}
+
+/// Gives every tenant a past, then analyses, so the bench measures a
+/// database in its steady state: each bench thread gets FARO_BENCH_HISTORY
+/// older messages (default 200) and each tenant FARO_BENCH_OTHER_THREADS
+/// other threads of ten messages (default 20). Without it every table holds
+/// one row a tenant when the statements are first planned, and the plans
+/// cached then (a tenant's whole thread scanned to update one message) are
+/// kept for the whole run, as they would be for a fresh deployment until
+/// autovacuum's first ANALYZE.
+async fn history(db: &sqlx::PgPool) {
+    let per_thread = env("FARO_BENCH_HISTORY", 200) as i32;
+    let others = env("FARO_BENCH_OTHER_THREADS", 20) as i32;
+    let statements = [
+        "INSERT INTO conversations (tenant_id, id, location_id, channel, customer_id, customer_name,
+                                    last_message_at, created_at, updated_at)
+         SELECT c.tenant_id, gen_random_uuid(), c.location_id, c.channel, c.customer_id || '-' || g,
+                'customer ' || g, now() - interval '3 days', now() - interval '9 days',
+                now() - interval '3 days'
+         FROM conversations c, generate_series(1, $1) g",
+        "INSERT INTO messages (tenant_id, id, conversation_id, sender_type, text, direction, channel,
+                               channel_message_id, message_type, sender_id, recipient_id, \"timestamp\",
+                               status)
+         SELECT c.tenant_id, gen_random_uuid(), c.id,
+                CASE WHEN g % 2 = 0 THEN 'customer' ELSE 'agent' END, 'earlier message ' || g,
+                CASE WHEN g % 2 = 0 THEN 'inbound' ELSE 'outbound' END, c.channel,
+                'history-' || c.id || '-' || g, 'text', NULL, NULL,
+                now() - interval '2 days' - g * interval '1 minute',
+                CASE WHEN g % 2 = 0 THEN NULL ELSE 'read' END
+         FROM conversations c,
+              generate_series(1, CASE WHEN c.customer_id LIKE '%-%' THEN 10 ELSE $1 END) g",
+        "ANALYZE",
+    ];
+    let [threads, messages, analyze] = statements;
+    let run = |q: sqlx::query::Query<'static, sqlx::Postgres, _>| async move {
+        q.execute(db).await.expect("bench history");
+    };
+    run(sqlx::query(threads).bind(others)).await;
+    run(sqlx::query(messages).bind(per_thread)).await;
+    run(sqlx::query(analyze)).await;
 }
 
 /// conversations' reply batches (`conversations_reply_batch_calls` sum and

@@ -120,15 +120,19 @@ struct Found {
     reply_to_pid: Option<String>,
 }
 
-/// Reads what every reply of one tenant needs, in one statement. The
-/// threads are locked in id order, so two batches never wait on each other
-/// in a circle. The account is the one the customer last wrote to, else
-/// the location's first on that channel.
+/// Reads what every reply of one tenant needs, in one statement. Each
+/// thread is read by its key (a lateral look-up), whatever the planner
+/// guesses of the tenant's size: a join let a generic plan scan a tenant's
+/// threads. The threads are locked as they are looked up, in the order of
+/// `replies`, which is by thread id, so two batches never wait on each
+/// other in a circle. The account is the one the customer last wrote to,
+/// else the location's first on that channel.
 async fn lookup(
     tx: &mut Transaction<'static, Postgres>,
     tenant: Uuid,
     replies: &[(usize, &Parsed)],
 ) -> Result<Vec<Found>, Error> {
+    debug_assert!(replies.is_sorted_by_key(|(_, p)| p.conversation));
     let ord: Vec<i32> = replies.iter().map(|(i, _)| *i as i32).collect();
     let threads: Vec<Uuid> = replies.iter().map(|(_, p)| p.conversation).collect();
     let keys: Vec<&str> = replies.iter().map(|(_, p)| p.key.as_str()).collect();
@@ -138,7 +142,8 @@ async fn lookup(
                 a.id AS account_id, a.external_account_id, a.human_agent, a.has_credential,
                 rt.id IS NOT NULL AS reply_to_found, rt.channel_message_id AS reply_to_pid
          FROM UNNEST($2::int4[], $3::uuid[], $4::text[], $5::uuid[]) AS j(ord, conversation_id, key, reply_to)
-         JOIN conversations c ON c.tenant_id = $1 AND c.id = j.conversation_id{}
+         JOIN LATERAL (SELECT * FROM conversations t WHERE t.tenant_id = $1 AND t.id = j.conversation_id
+                       LIMIT 1) c ON true{}
          LEFT JOIN reply_requests r ON r.tenant_id = $1 AND r.idempotency_key = j.key
          LEFT JOIN LATERAL (
              SELECT ca.id, ca.external_account_id, ca.human_agent,
@@ -404,7 +409,9 @@ async fn store_tenant(
     ords: &[usize],
     outcomes: &mut [Option<Outcome>],
 ) -> Result<(), Error> {
-    let replies: Vec<(usize, &Parsed)> = ords.iter().map(|&i| (i, &parsed[i])).collect();
+    let mut replies: Vec<(usize, &Parsed)> = ords.iter().map(|&i| (i, &parsed[i])).collect();
+    // The order the threads are locked in.
+    replies.sort_by_key(|(i, p)| (p.conversation, *i));
     let mut found: BTreeMap<usize, Found> = lookup(tx, tenant, &replies)
         .await?
         .into_iter()

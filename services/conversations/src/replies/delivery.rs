@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::credentials;
 use crate::{
     Error, SecretBox,
-    db::{TenantsTx, parse_uuid},
-    rows::{MESSAGE_COLUMNS, MessageRow},
+    db::{BATCH_SHARES, TenantsTx, parse_uuid, shares},
+    rows::{MessageRow, RETURNED_MESSAGE_COLUMNS},
 };
 
 /// A claim older than this is taken over: its worker died mid-send.
@@ -80,14 +80,13 @@ async fn claim_tenant(
     let sql = format!(
         "UPDATE messages m SET metadata = jsonb_set(m.metadata, '{{reply,claim}}',
                  jsonb_build_object('by', j.claim, 'at', extract(epoch FROM now())))
-         FROM UNNEST($2::uuid[], $3::text[]) AS j(id, claim), conversations c, channel_accounts ca
+         FROM UNNEST($2::uuid[], $3::text[]) AS j(id, claim), channel_accounts ca
          WHERE m.tenant_id = $1 AND m.id = j.id AND m.status = 'pending' AND m.metadata ? 'reply'
            AND (m.metadata #>> '{{reply,claim,by}}' IS NULL
                 OR m.metadata #>> '{{reply,claim,by}}' = j.claim
                 OR (m.metadata #>> '{{reply,claim,at}}')::float8 < extract(epoch FROM now()) - $4)
-           AND c.tenant_id = m.tenant_id AND c.id = m.conversation_id
            AND ca.tenant_id = m.tenant_id AND ca.id = (m.metadata #>> '{{reply,account}}')::uuid
-         RETURNING {MESSAGE_COLUMNS}, j.claim, m.metadata -> 'reply' AS reply,
+         RETURNING {RETURNED_MESSAGE_COLUMNS}, j.claim, m.metadata -> 'reply' AS reply,
                    ca.id AS account_id, ca.external_account_id, ca.send_key_id, ca.send_credential_enc"
     );
     Ok(sqlx::query_as(&sql)
@@ -132,7 +131,29 @@ fn delivery(secrets: &SecretBox, c: Claimed) -> Result<pb::ReplyDelivery, Error>
     })
 }
 
-/// Claims every pending reply named for its job, in one transaction; one
+/// One tenant's replies and the claims on them, in step.
+type TenantClaims<'a> = (Vec<Uuid>, Vec<&'a str>);
+
+/// Claims a share of a batch's tenants' replies in one transaction.
+async fn claim_share(
+    pool: &PgPool,
+    share: Vec<(Uuid, TenantClaims<'_>)>,
+) -> Result<Vec<Claimed>, Error> {
+    let mut claimed = Vec::new();
+    let Some((first, _)) = share.first() else {
+        return Ok(claimed);
+    };
+    let mut tx = TenantsTx::begin(pool, *first).await?;
+    for (tenant, (ids, claims)) in &share {
+        claimed.extend(claim_tenant(tx.of(*tenant).await?, *tenant, ids, claims).await?);
+    }
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// Claims every pending reply named for its job, in a few transactions
+/// side by side, each for a share of the tenants (a retried call claims
+/// again what it claimed: the same claim is let through); one
 /// answer per claim, in order. A claim naming no reply of its tenant (or
 /// one whose account is gone) is answered unclaimed, as one another job holds.
 pub(crate) async fn claim_batch(
@@ -145,7 +166,7 @@ pub(crate) async fn claim_batch(
             "at most {MAX_BATCH} claims in one call"
         )));
     }
-    let mut by_tenant: BTreeMap<Uuid, (Vec<Uuid>, Vec<&str>)> = BTreeMap::new();
+    let mut by_tenant: BTreeMap<Uuid, TenantClaims> = BTreeMap::new();
     let mut keys = Vec::with_capacity(claims.len());
     for c in &claims {
         let tenant = parse_uuid("tenant_id", &c.tenant_id)?;
@@ -158,14 +179,14 @@ pub(crate) async fn claim_batch(
         entry.1.push(&c.claim);
         keys.push((id, c.claim.as_str()));
     }
-    let mut claimed: Vec<Claimed> = Vec::new();
-    if let Some(first) = by_tenant.keys().next() {
-        let mut tx = TenantsTx::begin(pool, *first).await?;
-        for (tenant, (ids, claims)) in &by_tenant {
-            claimed.extend(claim_tenant(tx.of(*tenant).await?, *tenant, ids, claims).await?);
-        }
-        tx.commit().await?;
-    }
+    let shares = shares(by_tenant, BATCH_SHARES)
+        .into_iter()
+        .map(|share| claim_share(pool, share));
+    let claimed: Vec<Claimed> = futures::future::try_join_all(shares)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     let mut out: Vec<pb::ReplyDelivery> =
         keys.iter().map(|_| pb::ReplyDelivery::default()).collect();
     for c in claimed {

@@ -9,11 +9,12 @@
 //!
 //! What it buys is measured in docs/BENCHMARKS.md (and exported as
 //! `conversations_reply_batch_calls`): at 300 replies/s the calls come
-//! nearly one by one (1.2 a batch); at 1,000/s offered a backlog forms here
-//! and batches fill (62 a batch). Storing one batch at a time
-//! ([`IN_FLIGHT`]) is most of the gain; a 2 ms linger (tried with two in
-//! flight) caught nothing and was taken out. A batch is still per tenant
-//! inside (a switch, a read, a write each), which is what limits it now.
+//! nearly one by one (1.1 a batch); at 1,000/s offered a backlog forms and
+//! batches fill. Storing one batch at a time ([`IN_FLIGHT`]) is most of the
+//! gain; a 2 ms linger (tried with two in flight) caught nothing and was
+//! taken out. A batch is still per tenant inside (a switch, a read, a write
+//! each), so one gatherer's batches took ~2 ms a tenant in turn; [`SHARDS`]
+//! gatherers, each for its own tenants, store theirs side by side.
 //!
 //! A batch the database refuses as a whole (a lost connection, a deadlock
 //! with a webhook's transaction) is stored again one reply at a time.
@@ -35,6 +36,10 @@ const BATCH_MAX: usize = 64;
 /// locks: in the replies benchmark at 1,000/s offered, 4 in flight sent
 /// 542/s, 2 sent 577–610/s, 1 sent 725/s (docs/BENCHMARKS.md).
 const IN_FLIGHT: usize = 1;
+/// Gatherers, each for its own share of tenants (by tenant id), so their
+/// batches never touch the same threads or keys and never wait on each
+/// other's locks; each still stores one batch at a time.
+const SHARDS: usize = crate::db::BATCH_SHARES;
 
 type Call = (pb::CreateReplyRequest, oneshot::Sender<Answer>);
 
@@ -89,21 +94,31 @@ async fn flush(pool: PgPool, metrics: Metrics, calls: Vec<Call>) {
 /// Gathers `CreateReply` calls into batches (see the module's docs).
 #[derive(Clone)]
 pub(crate) struct Creator {
-    calls: mpsc::Sender<Call>,
+    /// One gatherer per shard of tenants.
+    shards: Arc<[mpsc::Sender<Call>]>,
 }
 
 impl Creator {
-    /// Starts the gatherer; it ends when every handle is dropped, after
-    /// storing what it was given.
+    /// Starts the gatherers; they end when every handle is dropped, after
+    /// storing what they were given.
     pub(crate) fn start(pool: PgPool, metrics: Metrics) -> Self {
-        let (calls, rx) = mpsc::channel(1024);
-        tokio::spawn(gather(pool, metrics, rx));
-        Self { calls }
+        let shards = (0..SHARDS)
+            .map(|_| {
+                let (calls, rx) = mpsc::channel(1024);
+                tokio::spawn(gather(pool.clone(), metrics.clone(), rx));
+                calls
+            })
+            .collect();
+        Self { shards }
     }
 
     pub(crate) async fn create(&self, req: pb::CreateReplyRequest) -> Answer {
+        // A malformed tenant id is refused by the batch's parse, on any shard.
+        let shard = uuid::Uuid::parse_str(&req.tenant_id)
+            .map(|t| (t.as_u128() % self.shards.len() as u128) as usize)
+            .unwrap_or(0);
         let (tx, rx) = oneshot::channel();
-        self.calls
+        self.shards[shard]
             .send((req, tx))
             .await
             .map_err(|_| Error::Serve("the reply store has stopped".into()))?;

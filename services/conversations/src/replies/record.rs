@@ -20,9 +20,9 @@ use uuid::Uuid;
 use super::delivery::MAX_BATCH;
 use crate::{
     Error,
-    db::{TenantsTx, parse_uuid},
+    db::{BATCH_SHARES, TenantsTx, parse_uuid, shares},
     events,
-    rows::{CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MessageRow},
+    rows::{CONVERSATION_COLUMNS, ConversationRow, MessageRow, RETURNED_MESSAGE_COLUMNS},
 };
 
 /// One tenant's answers.
@@ -67,12 +67,11 @@ async fn echoes(
         message: MessageRow,
     }
     let sql = format!(
-        "SELECT j.id AS reply_id, {MESSAGE_COLUMNS}
+        "SELECT j.id AS reply_id, {RETURNED_MESSAGE_COLUMNS}
          FROM UNNEST($2::uuid[], $3::text[]) AS j(id, pid)
          JOIN messages r ON r.tenant_id = $1 AND r.id = j.id
          JOIN messages m ON m.tenant_id = $1 AND m.channel = r.channel
-                        AND m.channel_message_id = j.pid AND m.id <> r.id
-         JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id"
+                        AND m.channel_message_id = j.pid AND m.id <> r.id"
     );
     let rows: Vec<Echo> = sqlx::query_as(&sql)
         .bind(tenant)
@@ -125,12 +124,11 @@ async fn merge_echoes(
     let (ids, pids): (Vec<Uuid>, Vec<&str>) = freed.into_iter().unzip();
     let sql = format!(
         "UPDATE messages m SET channel_message_id = j.pid
-         FROM UNNEST($2::uuid[], $3::text[]) AS j(id, pid), conversations c
+         FROM UNNEST($2::uuid[], $3::text[]) AS j(id, pid)
          WHERE m.tenant_id = $1 AND m.id = j.id
-           AND c.tenant_id = m.tenant_id AND c.id = m.conversation_id
            AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.tenant_id = m.tenant_id
                            AND x.channel = m.channel AND x.channel_message_id = j.pid AND x.id <> m.id)
-         RETURNING {MESSAGE_COLUMNS}"
+         RETURNING {RETURNED_MESSAGE_COLUMNS}"
     );
     let now: Vec<MessageRow> = sqlx::query_as(&sql)
         .bind(tenant)
@@ -159,10 +157,9 @@ async fn record_tenant(
                  status = CASE WHEN m.status = 'pending' THEN 'failed' ELSE m.status END,
                  status_error = CASE WHEN m.status = 'pending' THEN j.error ELSE m.status_error END,
                  failed_at = CASE WHEN m.status = 'pending' THEN now() ELSE m.failed_at END
-             FROM UNNEST($2::uuid[], $3::jsonb[]) AS j(id, error), conversations c
+             FROM UNNEST($2::uuid[], $3::jsonb[]) AS j(id, error)
              WHERE m.tenant_id = $1 AND m.id = j.id
-               AND c.tenant_id = m.tenant_id AND c.id = m.conversation_id
-             RETURNING {MESSAGE_COLUMNS}"
+             RETURNING {RETURNED_MESSAGE_COLUMNS}"
         );
         rows.extend(
             sqlx::query_as::<_, MessageRow>(&sql)
@@ -188,10 +185,9 @@ async fn record_tenant(
                      THEN m.channel_message_id ELSE j.pid END,
                  status = CASE WHEN m.status = 'pending' THEN 'sent' ELSE m.status END,
                  metadata = jsonb_set(m.metadata, '{{reply,platform_message_id}}', to_jsonb(j.pid))
-             FROM UNNEST($2::uuid[], $3::text[]) AS j(id, pid), conversations c
+             FROM UNNEST($2::uuid[], $3::text[]) AS j(id, pid)
              WHERE m.tenant_id = $1 AND m.id = j.id
-               AND c.tenant_id = m.tenant_id AND c.id = m.conversation_id
-             RETURNING {MESSAGE_COLUMNS}"
+             RETURNING {RETURNED_MESSAGE_COLUMNS}"
         );
         let mut sent: Vec<MessageRow> = sqlx::query_as(&sql)
             .bind(tenant)
@@ -222,8 +218,7 @@ async fn record_tenant(
             // Parked statuses moved these: read them again.
             let changed: Vec<Uuid> = changed.into_iter().collect();
             let sql = format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages m
-                 JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
+                "SELECT {RETURNED_MESSAGE_COLUMNS} FROM messages m
                  WHERE m.tenant_id = $1 AND m.id = ANY($2)"
             );
             let again: Vec<MessageRow> = sqlx::query_as(&sql)
@@ -244,9 +239,14 @@ async fn threads(
     tenant: Uuid,
     rows: &[&MessageRow],
 ) -> Result<HashMap<Uuid, ConversationRow>, Error> {
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.conversation_id).collect();
+    let mut ids: Vec<Uuid> = rows.iter().map(|r| r.conversation_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // Each thread by its key, whatever the planner guesses of a tenant's size.
     let sql = format!(
-        "SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.tenant_id = $1 AND c.id = ANY($2)"
+        "SELECT c.* FROM UNNEST($2::uuid[]) AS j(id)
+         CROSS JOIN LATERAL (SELECT {CONVERSATION_COLUMNS} FROM conversations c
+                             WHERE c.tenant_id = $1 AND c.id = j.id LIMIT 1) c"
     );
     let found: Vec<ConversationRow> = sqlx::query_as(&sql)
         .bind(tenant)
@@ -265,7 +265,32 @@ fn stored(m: MessageRow, threads: &HashMap<Uuid, ConversationRow>) -> pb::Stored
     }
 }
 
-/// Records every answer in one transaction; the replies come back in the
+/// Records a share of a batch's tenants' answers in one transaction;
+/// returns the replies as they are now and the echoes merged away.
+async fn record_share(
+    pool: &PgPool,
+    share: Vec<(Uuid, TenantResults)>,
+) -> Result<(Vec<(Uuid, pb::StoredMessage)>, Vec<pb::StoredMessage>), Error> {
+    let (mut now, mut merged_echoes) = (Vec::new(), Vec::new());
+    let Some((first, _)) = share.first() else {
+        return Ok((now, merged_echoes));
+    };
+    let mut txs = TenantsTx::begin(pool, *first).await?;
+    for (tenant, results) in &share {
+        let tx = txs.of(*tenant).await?;
+        let (rows, merged) = record_tenant(tx, *tenant, results).await?;
+        let all: Vec<&MessageRow> = rows.iter().chain(merged.iter()).collect();
+        let threads = threads(tx, *tenant, &all).await?;
+        now.extend(rows.into_iter().map(|m| (m.id, stored(m, &threads))));
+        merged_echoes.extend(merged.into_iter().map(|m| stored(m, &threads)));
+    }
+    txs.commit().await?;
+    Ok((now, merged_echoes))
+}
+
+/// Records every answer, in a few transactions side by side, each for a
+/// share of the tenants (a retried call records again what it recorded:
+/// the same id and error give the same row); the replies come back in the
 /// request's order, without those naming no message of their tenant.
 pub(crate) async fn record_batch(
     pool: &PgPool,
@@ -289,19 +314,12 @@ pub(crate) async fn record_batch(
     }
     let mut now: HashMap<Uuid, pb::StoredMessage> = HashMap::new();
     let mut merged_echoes = Vec::new();
-    if let Some(first) = by_tenant.keys().next() {
-        let mut txs = TenantsTx::begin(pool, *first).await?;
-        for (tenant, results) in &by_tenant {
-            let tx = txs.of(*tenant).await?;
-            let (rows, merged) = record_tenant(tx, *tenant, results).await?;
-            let all: Vec<&MessageRow> = rows.iter().chain(merged.iter()).collect();
-            let threads = threads(tx, *tenant, &all).await?;
-            for m in rows {
-                now.insert(m.id, stored(m, &threads));
-            }
-            merged_echoes.extend(merged.into_iter().map(|m| stored(m, &threads)));
-        }
-        txs.commit().await?;
+    let shares = shares(by_tenant, BATCH_SHARES)
+        .into_iter()
+        .map(|share| record_share(pool, share));
+    for (rows, merged) in futures::future::try_join_all(shares).await? {
+        now.extend(rows);
+        merged_echoes.extend(merged);
     }
     let replies = order.iter().filter_map(|id| now.remove(id)).collect();
     Ok(pb::RecordReplyResultsResponse {

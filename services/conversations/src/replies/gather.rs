@@ -30,7 +30,7 @@ use crate::{Error, metrics::Metrics};
 
 /// Replies one transaction stores at most.
 const BATCH_MAX: usize = 64;
-/// Batches being stored at once: one. The replies that arrive while a batch
+/// Batches one gatherer stores at once: one. The replies that arrive while a batch
 /// is stored form the next (a group commit). With more, they were stored
 /// side by side, one transaction each, queueing on each other's thread
 /// locks: in the replies benchmark at 1,000/s offered, 4 in flight sent
@@ -38,7 +38,9 @@ const BATCH_MAX: usize = 64;
 const IN_FLIGHT: usize = 1;
 /// Gatherers, each for its own share of tenants (by tenant id), so their
 /// batches never touch the same threads or keys and never wait on each
-/// other's locks; each still stores one batch at a time.
+/// other's locks; each still stores one batch at a time. With one
+/// gatherer at 1,000/s offered, 440–498/s were stored; with four, 598–653/s
+/// (docs/BENCHMARKS.md, third session of 2026-12-01).
 const SHARDS: usize = crate::db::BATCH_SHARES;
 
 type Call = (pb::CreateReplyRequest, oneshot::Sender<Answer>);

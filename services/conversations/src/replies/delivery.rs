@@ -182,8 +182,12 @@ pub(crate) async fn claim_batch(
     let shares = shares(by_tenant, BATCH_SHARES)
         .into_iter()
         .map(|share| claim_share(pool, share));
-    let claimed: Vec<Claimed> = futures::future::try_join_all(shares)
-        .await?
+    // Every share ends its transaction before the call answers (a failed
+    // share must not drop the others mid-commit, as try_join_all would).
+    let claimed: Vec<Claimed> = futures::future::join_all(shares)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, Error>>()?
         .into_iter()
         .flatten()
         .collect();

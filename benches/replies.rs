@@ -61,15 +61,32 @@ fn cpu_ms(pid: &str) -> f64 {
     ticks * 10.0 // USER_HZ is 100 on Linux
 }
 
-/// (this process, the bench database's Postgres backends) CPU so far.
-async fn cpu_now(db: &sqlx::PgPool) -> (f64, f64) {
+/// The machine's Redis servers (the bench's queues and pub/sub live in one
+/// of them; nothing else should be using them while it runs).
+fn redis_pids() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "redis-server")
+        })
+        .collect()
+}
+
+/// (this process, the bench database's Postgres backends, Redis) CPU so far.
+async fn cpu_now(db: &sqlx::PgPool) -> (f64, f64, f64) {
     let pids: Vec<i32> =
         sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
             .fetch_all(db)
             .await
             .unwrap_or_default();
     let pg = pids.iter().map(|p| cpu_ms(&p.to_string())).sum();
-    (cpu_ms("self"), pg)
+    let redis = redis_pids().iter().map(|p| cpu_ms(p)).sum();
+    (cpu_ms("self"), pg, redis)
 }
 
 async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
@@ -155,9 +172,10 @@ async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
     report("POST -> platform receives", &e2e);
     println!("throughput: {:.0} sent/s", n as f64 / elapsed.as_secs_f64());
     println!(
-        "cpu per reply: {:.2} ms this process, {:.2} ms postgres (this database's backends, summed at each end)",
+        "cpu per reply: {:.2} ms this process, {:.2} ms postgres (this database's backends, summed at each end), {:.2} ms redis",
         (cpu_after.0 - cpu_before.0) / n as f64,
         (cpu_after.1 - cpu_before.1).max(0.0) / n as f64,
+        (cpu_after.2 - cpu_before.2).max(0.0) / n as f64,
     );
     if let Some((sum, count)) = batches(&s.cluster).await {
         println!(
@@ -175,7 +193,9 @@ async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
 /// one row a tenant when the statements are first planned, and the plans
 /// cached then (a tenant's whole thread scanned to update one message) are
 /// kept for the whole run, as they would be for a fresh deployment until
-/// autovacuum's first ANALYZE.
+/// autovacuum's first ANALYZE. The past's agent messages were replies: their
+/// idempotency keys are kept too (an empty `reply_requests` was planned as a
+/// sequential scan, which every later look-up then paid as the table grew).
 async fn history(db: &sqlx::PgPool) {
     let per_thread = env("FARO_BENCH_HISTORY", 200) as i32;
     let others = env("FARO_BENCH_OTHER_THREADS", 20) as i32;
@@ -197,14 +217,17 @@ async fn history(db: &sqlx::PgPool) {
                 CASE WHEN g % 2 = 0 THEN NULL ELSE 'read' END
          FROM conversations c,
               generate_series(1, CASE WHEN c.customer_id LIKE '%-%' THEN 10 ELSE $1 END) g",
+        "INSERT INTO reply_requests (tenant_id, idempotency_key, request_hash, message_id)
+         SELECT tenant_id, 'history-' || id, '\\x00', id FROM messages WHERE direction = 'outbound'",
         "ANALYZE",
     ];
-    let [threads, messages, analyze] = statements;
+    let [threads, messages, keys, analyze] = statements;
     let run = |q: sqlx::query::Query<'static, sqlx::Postgres, _>| async move {
         q.execute(db).await.expect("bench history");
     };
     run(sqlx::query(threads).bind(others)).await;
     run(sqlx::query(messages).bind(per_thread)).await;
+    run(sqlx::query(keys)).await;
     run(sqlx::query(analyze)).await;
 }
 

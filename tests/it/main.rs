@@ -65,6 +65,7 @@ mod replies_cli;
 mod replies_delivery;
 mod replies_rules;
 mod replies_support;
+mod replies_tenants;
 mod replies_window;
 mod retry;
 mod security;

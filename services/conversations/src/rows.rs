@@ -23,7 +23,7 @@ pub(crate) const CONVERSATION_COLUMNS: &str = "c.id, c.tenant_id, c.location_id,
     c.source_type, c.status, c.assigned_to_user_id, c.lead_status, c.tags, c.last_message_at, \
     c.created_at, c.updated_at, c.customer_user_id, c.version, c.last_inbound_at";
 
-#[derive(Clone, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow, serde::Deserialize)]
 pub(crate) struct ConversationRow {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -89,6 +89,7 @@ macro_rules! message_fields {
          m.reply_to_channel_message_id, m.media, m.referral, m.forwarded, m.standby"
     };
 }
+pub(crate) use message_fields;
 
 /// Message columns, with the location taken from the joined thread (alias `c`).
 pub(crate) const MESSAGE_COLUMNS: &str = concat!("c.location_id, ", message_fields!());

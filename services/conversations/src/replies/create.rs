@@ -4,9 +4,10 @@
 //! locations), its idempotency key's first use and its channel account, read
 //! in one statement per tenant; the rules; then the messages, their keys and
 //! their threads' activity written by one statement per tenant. [`store`]
-//! does it for a batch (see [`super::gather`]) in ONE transaction that
-//! switches `faro.tenant_id` from tenant to tenant, so RLS still scopes every
-//! statement.
+//! does it for a batch (see [`super::gather`]) in ONE transaction and two
+//! calls, whatever its tenants: database functions (migration 0024) that
+//! switch `faro.tenant_id` before each tenant's statement, so RLS still
+//! scopes every statement to its tenant.
 //!
 //! One reply never fails another: a broken rule or a missing thread is that
 //! reply's answer; a key another transaction took meanwhile is looked at
@@ -28,7 +29,7 @@ use super::{
 use crate::{
     Error,
     db::{TenantsTx, parse_uuid},
-    rows::{CONVERSATION_COLUMNS, ConversationRow, MessageRow, RETURNED_MESSAGE_COLUMNS},
+    rows::{CONVERSATION_COLUMNS, ConversationRow, MessageRow, message_fields},
 };
 
 /// Times a reply whose key another transaction took is looked at again.
@@ -120,50 +121,34 @@ struct Found {
     reply_to_pid: Option<String>,
 }
 
-/// Reads what every reply of one tenant needs, in one statement. Each
+/// Reads what every reply needs, for every tenant of the batch in one call
+/// (`faro_lookup_replies`, migration 0024: per tenant, it switches
+/// `faro.tenant_id` and runs one statement, so RLS scopes each). Each
 /// thread is read by its key (a lateral look-up), whatever the planner
-/// guesses of the tenant's size: a join let a generic plan scan a tenant's
-/// threads. The threads are locked as they are looked up, in the order of
-/// `replies`, which is by thread id, so two batches never wait on each
-/// other in a circle. The account is the one the customer last wrote to,
-/// else the location's first on that channel.
+/// guesses of a tenant's size. The threads are locked as they are looked
+/// up, in the order of `replies`, which is by tenant and thread id, so two
+/// batches never wait on each other in a circle. The account is the one the
+/// customer last wrote to, else the location's first on that channel.
 async fn lookup(
     tx: &mut Transaction<'static, Postgres>,
-    tenant: Uuid,
     replies: &[(usize, &Parsed)],
 ) -> Result<Vec<Found>, Error> {
-    debug_assert!(replies.is_sorted_by_key(|(_, p)| p.conversation));
+    debug_assert!(replies.is_sorted_by_key(|(_, p)| (p.tenant, p.conversation)));
+    let tenants: Vec<Uuid> = replies.iter().map(|(_, p)| p.tenant).collect();
     let ord: Vec<i32> = replies.iter().map(|(i, _)| *i as i32).collect();
     let threads: Vec<Uuid> = replies.iter().map(|(_, p)| p.conversation).collect();
     let keys: Vec<&str> = replies.iter().map(|(_, p)| p.key.as_str()).collect();
     let reply_to: Vec<Option<Uuid>> = replies.iter().map(|(_, p)| p.reply_to_id()).collect();
     let sql = format!(
-        "SELECT j.ord, {CONVERSATION_COLUMNS}, r.message_id AS first_id, r.request_hash AS first_hash,
-                a.id AS account_id, a.external_account_id, a.human_agent, a.has_credential,
-                rt.id IS NOT NULL AS reply_to_found, rt.channel_message_id AS reply_to_pid
-         FROM UNNEST($2::int4[], $3::uuid[], $4::text[], $5::uuid[]) AS j(ord, conversation_id, key, reply_to)
-         JOIN LATERAL (SELECT * FROM conversations t WHERE t.tenant_id = $1 AND t.id = j.conversation_id
-                       LIMIT 1) c ON true{}
-         LEFT JOIN reply_requests r ON r.tenant_id = $1 AND r.idempotency_key = j.key
-         LEFT JOIN LATERAL (
-             SELECT ca.id, ca.external_account_id, ca.human_agent,
-                    ca.send_credential_enc IS NOT NULL AS has_credential
-             FROM channel_accounts ca
-             WHERE ca.tenant_id = c.tenant_id AND ca.location_id = c.location_id
-               AND ca.channel = c.channel AND ca.kind = 'messaging'
-             ORDER BY (ca.external_account_id = (
-                          SELECT recipient_id FROM messages
-                          WHERE tenant_id = c.tenant_id AND conversation_id = c.id AND direction = 'inbound'
-                          ORDER BY \"timestamp\" DESC LIMIT 1)) DESC NULLS LAST,
-                      ca.created_at, ca.id
-             LIMIT 1) a ON true
-         LEFT JOIN messages rt ON rt.tenant_id = $1 AND rt.conversation_id = c.id AND rt.id = j.reply_to
-         ORDER BY c.id, j.ord
-         FOR UPDATE OF c",
-        crate::inbox::ENABLED_LOCATION
+        "SELECT r.r_ord AS ord, {CONVERSATION_COLUMNS}, r.r_first_id AS first_id,
+                r.r_first_hash AS first_hash, r.r_account_id AS account_id,
+                r.r_external_account_id AS external_account_id, r.r_human_agent AS human_agent,
+                r.r_has_credential AS has_credential, r.r_reply_to_found AS reply_to_found,
+                r.r_reply_to_pid AS reply_to_pid
+         FROM faro_lookup_replies($1, $2, $3, $4, $5) r CROSS JOIN LATERAL (SELECT (r.r_thread).*) c"
     );
     Ok(sqlx::query_as(&sql)
-        .bind(tenant)
+        .bind(&tenants)
         .bind(&ord)
         .bind(&threads)
         .bind(&keys)
@@ -188,12 +173,13 @@ struct Fresh {
 
 /// The first answer again, as the reply is now.
 async fn replay(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut TenantsTx,
     thread: ConversationRow,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Answer {
     let tenant = thread.tenant_id;
+    let tx = tx.of(tenant).await?;
     let m = message(tx, tenant, id).await?;
     let human_agent: Option<bool> = sqlx::query_scalar(
         "SELECT ca.human_agent FROM messages m
@@ -220,11 +206,11 @@ async fn replay(
 
 /// Decides one reply from what was read: refused, replayed, or fresh.
 async fn decide(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut TenantsTx,
     p: &Parsed,
     ord: usize,
     found: Option<Found>,
-    keys_seen: &mut HashSet<String>,
+    keys_seen: &mut HashSet<(Uuid, String)>,
 ) -> Result<Result<Fresh, Outcome>, Error> {
     // Another location's thread is as absent as another tenant's.
     let Some(f) =
@@ -243,7 +229,7 @@ async fn decide(
         }
         return Ok(Err(done(replay(tx, f.thread, id, p.now).await)));
     }
-    if !keys_seen.insert(p.key.clone()) {
+    if !keys_seen.insert((p.tenant, p.key.clone())) {
         return Ok(Err(Outcome::KeyTaken));
     }
     let refuse = |e: Error| Ok(Err(done(Err(e))));
@@ -323,49 +309,26 @@ struct Inserted {
     thread_updated_at: DateTime<Utc>,
 }
 
-/// Inserts one tenant's fresh replies, their keys and their threads'
-/// activity in one statement. A key another transaction committed meanwhile
-/// is skipped (its reply is not inserted): the caller looks at it again.
+/// Inserts the fresh replies, their keys and their threads' activity, for
+/// every tenant of the batch in one call (`faro_insert_replies`, migration
+/// 0024: one statement a tenant, each scoped by RLS to it). A key another
+/// transaction committed meanwhile is skipped (its reply is not inserted):
+/// the caller looks at it again.
 async fn insert(
     tx: &mut Transaction<'static, Postgres>,
-    tenant: Uuid,
     fresh: &[Fresh],
     parsed: &[Parsed],
 ) -> Result<Vec<Inserted>, Error> {
-    let sql = format!(
-        "WITH j AS (
-             SELECT * FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[],
-                                  $7::text[], $8::text[], $9::text[], $10::timestamptz[],
-                                  $11::text[], $12::jsonb[], $13::text[], $14::bytea[])
-                 AS j(id, conversation_id, text, media_urls, channel, message_type, sender_id,
-                      recipient_id, ts, reply_to, metadata, key, hash)),
-         k AS (
-             INSERT INTO reply_requests (tenant_id, idempotency_key, request_hash, message_id)
-             SELECT $1, j.key, j.hash, j.id FROM j ORDER BY j.key
-             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-             RETURNING message_id),
-         m AS (
-             INSERT INTO messages AS m (tenant_id, id, conversation_id, sender_type, text, media_urls,
-                                        direction, channel, channel_message_id, message_type, sender_id,
-                                        recipient_id, \"timestamp\", status, reply_to_channel_message_id,
-                                        metadata)
-             SELECT $1, j.id, j.conversation_id, 'agent', j.text,
-                    ARRAY(SELECT jsonb_array_elements_text(j.media_urls)), 'outbound', j.channel,
-                    'faro:' || j.id, j.message_type, j.sender_id, j.recipient_id, j.ts, 'pending',
-                    j.reply_to, j.metadata
-             FROM j JOIN k ON k.message_id = j.id
-             RETURNING {RETURNED_MESSAGE_COLUMNS}),
-         t AS (
-             UPDATE conversations c
-             SET last_message_at = GREATEST(c.last_message_at, x.ts), updated_at = now()
-             FROM (SELECT j.conversation_id, max(j.ts) AS ts FROM j JOIN k ON k.message_id = j.id
-                   GROUP BY j.conversation_id) x
-             WHERE c.tenant_id = $1 AND c.id = x.conversation_id
-             RETURNING c.id, c.last_message_at, c.updated_at)
-         SELECT m.*, t.last_message_at AS thread_last_message_at, t.updated_at AS thread_updated_at
-         FROM m JOIN t ON t.id = m.conversation_id"
+    let sql = concat!(
+        "SELECT r.r_location_id AS location_id, ",
+        message_fields!(),
+        ", r.r_thread_last_message_at AS thread_last_message_at,
+           r.r_thread_updated_at AS thread_updated_at
+         FROM faro_insert_replies($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) r
+         CROSS JOIN LATERAL (SELECT (r.r_message).*) m"
     );
     let p = |f: &Fresh| &parsed[f.ord];
+    let tenants: Vec<Uuid> = fresh.iter().map(|f| p(f).tenant).collect();
     let ids: Vec<Uuid> = fresh.iter().map(|f| f.id).collect();
     let threads: Vec<Uuid> = fresh.iter().map(|f| f.thread.id).collect();
     let texts: Vec<Option<&str>> = fresh.iter().map(|f| f.text.as_deref()).collect();
@@ -382,8 +345,8 @@ async fn insert(
     let metadata: Vec<&Value> = fresh.iter().map(|f| &f.metadata).collect();
     let keys: Vec<&str> = fresh.iter().map(|f| p(f).key.as_str()).collect();
     let hashes: Vec<&[u8]> = fresh.iter().map(|f| p(f).hash.as_slice()).collect();
-    Ok(sqlx::query_as(&sql)
-        .bind(tenant)
+    Ok(sqlx::query_as(sql)
+        .bind(&tenants)
         .bind(&ids)
         .bind(&threads)
         .bind(&texts)
@@ -401,71 +364,53 @@ async fn insert(
         .await?)
 }
 
-/// Stores one tenant's replies within the batch's transaction.
-async fn store_tenant(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: Uuid,
-    parsed: &[Parsed],
-    ords: &[usize],
-    outcomes: &mut [Option<Outcome>],
-) -> Result<(), Error> {
-    let mut replies: Vec<(usize, &Parsed)> = ords.iter().map(|&i| (i, &parsed[i])).collect();
+/// Stores a batch in one transaction, every tenant's replies in the same
+/// two calls (look-up, insert); one outcome per request, in order.
+pub(super) async fn store(pool: &PgPool, parsed: &[Parsed]) -> Result<Vec<Outcome>, Error> {
+    let mut replies: Vec<(usize, &Parsed)> = parsed.iter().enumerate().collect();
     // The order the threads are locked in.
-    replies.sort_by_key(|(i, p)| (p.conversation, *i));
-    let mut found: BTreeMap<usize, Found> = lookup(tx, tenant, &replies)
+    replies.sort_by_key(|(i, p)| (p.tenant, p.conversation, *i));
+    let Some(first) = replies.first().map(|(_, p)| p.tenant) else {
+        return Ok(Vec::new());
+    };
+    let mut outcomes: Vec<Option<Outcome>> = parsed.iter().map(|_| None).collect();
+    let mut tx = TenantsTx::begin(pool, first).await?;
+    let mut found: BTreeMap<usize, Found> = lookup(tx.of(first).await?, &replies)
         .await?
         .into_iter()
         .map(|f| (f.ord as usize, f))
         .collect();
     let mut keys_seen = HashSet::new();
     let mut fresh = Vec::new();
-    for &i in ords {
-        match decide(tx, &parsed[i], i, found.remove(&i), &mut keys_seen).await? {
+    for (i, p) in parsed.iter().enumerate() {
+        match decide(&mut tx, p, i, found.remove(&i), &mut keys_seen).await? {
             Ok(f) => fresh.push(f),
             Err(o) => outcomes[i] = Some(o),
         }
     }
-    if fresh.is_empty() {
-        return Ok(());
-    }
-    let mut inserted: BTreeMap<Uuid, Inserted> = insert(tx, tenant, &fresh, parsed)
-        .await?
-        .into_iter()
-        .map(|r| (r.message.id, r))
-        .collect();
-    for f in fresh {
-        let Some(row) = inserted.remove(&f.id) else {
-            outcomes[f.ord] = Some(Outcome::KeyTaken);
-            continue;
-        };
-        let p = &parsed[f.ord];
-        let mut thread = f.thread;
-        let last_inbound = thread.last_inbound_at;
-        thread.last_message_at = row.thread_last_message_at;
-        thread.updated_at = row.thread_updated_at;
-        let window = rules::window(&thread.channel, last_inbound, f.human_agent, p.now);
-        outcomes[f.ord] = Some(done(Ok(pb::CreateReplyResponse {
-            window: Some(window),
-            stored: Some(stored(row.message, thread, true)),
-            created: true,
-        })));
-    }
-    Ok(())
-}
-
-/// Stores a batch in one transaction; one outcome per request, in order.
-pub(super) async fn store(pool: &PgPool, parsed: &[Parsed]) -> Result<Vec<Outcome>, Error> {
-    let mut by_tenant: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
-    for (i, p) in parsed.iter().enumerate() {
-        by_tenant.entry(p.tenant).or_default().push(i);
-    }
-    let mut outcomes: Vec<Option<Outcome>> = parsed.iter().map(|_| None).collect();
-    let Some(first) = by_tenant.keys().next() else {
-        return Ok(Vec::new());
-    };
-    let mut tx = TenantsTx::begin(pool, *first).await?;
-    for (tenant, ords) in &by_tenant {
-        store_tenant(tx.of(*tenant).await?, *tenant, parsed, ords, &mut outcomes).await?;
+    if !fresh.is_empty() {
+        let mut inserted: BTreeMap<Uuid, Inserted> = insert(tx.of(first).await?, &fresh, parsed)
+            .await?
+            .into_iter()
+            .map(|r| (r.message.id, r))
+            .collect();
+        for f in fresh {
+            let Some(row) = inserted.remove(&f.id) else {
+                outcomes[f.ord] = Some(Outcome::KeyTaken);
+                continue;
+            };
+            let p = &parsed[f.ord];
+            let mut thread = f.thread;
+            let last_inbound = thread.last_inbound_at;
+            thread.last_message_at = row.thread_last_message_at;
+            thread.updated_at = row.thread_updated_at;
+            let window = rules::window(&thread.channel, last_inbound, f.human_agent, p.now);
+            outcomes[f.ord] = Some(done(Ok(pb::CreateReplyResponse {
+                window: Some(window),
+                stored: Some(stored(row.message, thread, true)),
+                created: true,
+            })));
+        }
     }
     tx.commit().await?;
     Ok(outcomes

@@ -17,7 +17,7 @@ use super::credentials;
 use crate::{
     Error, SecretBox,
     db::{BATCH_SHARES, TenantsTx, parse_uuid, shares},
-    rows::{MessageRow, RETURNED_MESSAGE_COLUMNS},
+    rows::{MessageRow, message_fields},
 };
 
 /// A claim older than this is taken over: its worker died mid-send.
@@ -69,28 +69,26 @@ fn content(v: &Value) -> pb::ReplyContent {
     }
 }
 
-/// Claims, for one tenant, the pending replies named; returns the claimed.
-/// With two claims for one reply in the batch, one wins (its claim returned).
-async fn claim_tenant(
+/// Claims a share of a batch's pending replies, every tenant of it in ONE
+/// call (`faro_claim_replies`, migration 0023: it switches `faro.tenant_id`
+/// before each tenant's UPDATE, so RLS scopes each to its tenant). With two
+/// claims for one reply in the batch, one wins (its claim returned).
+async fn claim_tenants(
     tx: &mut Transaction<'static, Postgres>,
-    tenant: Uuid,
+    tenants: &[Uuid],
     ids: &[Uuid],
     claims: &[&str],
 ) -> Result<Vec<Claimed>, Error> {
-    let sql = format!(
-        "UPDATE messages m SET metadata = jsonb_set(m.metadata, '{{reply,claim}}',
-                 jsonb_build_object('by', j.claim, 'at', extract(epoch FROM now())))
-         FROM UNNEST($2::uuid[], $3::text[]) AS j(id, claim), channel_accounts ca
-         WHERE m.tenant_id = $1 AND m.id = j.id AND m.status = 'pending' AND m.metadata ? 'reply'
-           AND (m.metadata #>> '{{reply,claim,by}}' IS NULL
-                OR m.metadata #>> '{{reply,claim,by}}' = j.claim
-                OR (m.metadata #>> '{{reply,claim,at}}')::float8 < extract(epoch FROM now()) - $4)
-           AND ca.tenant_id = m.tenant_id AND ca.id = (m.metadata #>> '{{reply,account}}')::uuid
-         RETURNING {RETURNED_MESSAGE_COLUMNS}, j.claim, m.metadata -> 'reply' AS reply,
-                   ca.id AS account_id, ca.external_account_id, ca.send_key_id, ca.send_credential_enc"
+    let sql = concat!(
+        "SELECT r.r_location_id AS location_id, ",
+        message_fields!(),
+        ", r.r_claim AS claim, r.r_reply AS reply, r.r_account_id AS account_id,
+           r.r_external_account_id AS external_account_id, r.r_send_key_id AS send_key_id,
+           r.r_send_credential_enc AS send_credential_enc
+         FROM faro_claim_replies($1, $2, $3, $4) r CROSS JOIN LATERAL (SELECT (r.r_message).*) m"
     );
-    Ok(sqlx::query_as(&sql)
-        .bind(tenant)
+    Ok(sqlx::query_as(sql)
+        .bind(tenants)
         .bind(ids)
         .bind(claims)
         .bind(CLAIM_TTL_SECS as f64)
@@ -139,14 +137,17 @@ async fn claim_share(
     pool: &PgPool,
     share: Vec<(Uuid, TenantClaims<'_>)>,
 ) -> Result<Vec<Claimed>, Error> {
-    let mut claimed = Vec::new();
     let Some((first, _)) = share.first() else {
-        return Ok(claimed);
+        return Ok(Vec::new());
     };
-    let mut tx = TenantsTx::begin(pool, *first).await?;
-    for (tenant, (ids, claims)) in &share {
-        claimed.extend(claim_tenant(tx.of(*tenant).await?, *tenant, ids, claims).await?);
+    let (mut tenants, mut ids, mut claims) = (Vec::new(), Vec::new(), Vec::new());
+    for (tenant, (share_ids, share_claims)) in &share {
+        tenants.extend(std::iter::repeat_n(*tenant, share_ids.len()));
+        ids.extend_from_slice(share_ids);
+        claims.extend_from_slice(share_claims);
     }
+    let mut tx = TenantsTx::begin(pool, *first).await?;
+    let claimed = claim_tenants(tx.of(*first).await?, &tenants, &ids, &claims).await?;
     tx.commit().await?;
     Ok(claimed)
 }

@@ -22,7 +22,9 @@ use crate::{
     Error,
     db::{BATCH_SHARES, TenantsTx, parse_uuid, shares},
     events,
-    rows::{CONVERSATION_COLUMNS, ConversationRow, MessageRow, RETURNED_MESSAGE_COLUMNS},
+    rows::{
+        CONVERSATION_COLUMNS, ConversationRow, MessageRow, RETURNED_MESSAGE_COLUMNS, message_fields,
+    },
 };
 
 /// One tenant's answers.
@@ -142,8 +144,10 @@ async fn merge_echoes(
     Ok(merged)
 }
 
-/// Records one tenant's answers; returns the replies (and other messages
-/// parked events changed) as they are now, and the echoes merged away.
+/// Records one tenant's answers statement by statement; returns the
+/// replies (and other messages parked events changed) as they are now, and
+/// the echoes merged away. Only for replies given an id an echo holds (see
+/// [`record_share`]); the rest are recorded by `faro_record_replies`.
 async fn record_tenant(
     tx: &mut Transaction<'static, Postgres>,
     tenant: Uuid,
@@ -265,27 +269,105 @@ fn stored(m: MessageRow, threads: &HashMap<Uuid, ConversationRow>) -> pb::Stored
     }
 }
 
+/// A reply as recording left it, with its thread.
+#[derive(sqlx::FromRow)]
+struct Recorded {
+    #[sqlx(flatten)]
+    message: MessageRow,
+    thread: sqlx::types::Json<ConversationRow>,
+}
+
+/// Records a share's answers, every tenant of it in ONE call
+/// (`faro_record_replies`, migration 0025: per tenant it switches
+/// `faro.tenant_id`, so RLS scopes each statement to its tenant; it also
+/// applies the events parked for the new ids and reads the replies and
+/// their threads again).
+async fn record_tenants(
+    tx: &mut Transaction<'static, Postgres>,
+    share: &[(Uuid, TenantResults)],
+) -> Result<Vec<Recorded>, Error> {
+    let (mut tenants, mut ids, mut pids, mut errors) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (tenant, r) in share {
+        for (id, pid) in &r.sent {
+            tenants.push(*tenant);
+            ids.push(*id);
+            pids.push(Some(pid.as_str()));
+            errors.push(None);
+        }
+        for (id, error) in &r.failed {
+            tenants.push(*tenant);
+            ids.push(*id);
+            pids.push(None);
+            errors.push(Some(error));
+        }
+    }
+    let sql = concat!(
+        "SELECT r.r_location_id AS location_id, ",
+        message_fields!(),
+        ", to_jsonb(r.r_thread) AS thread
+         FROM faro_record_replies($1, $2, $3, $4) r CROSS JOIN LATERAL (SELECT (r.r_message).*) m"
+    );
+    Ok(sqlx::query_as(sql)
+        .bind(&tenants)
+        .bind(&ids)
+        .bind(&pids)
+        .bind(&errors)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
 /// Records a share of a batch's tenants' answers in one transaction;
 /// returns the replies as they are now and the echoes merged away.
 async fn record_share(
     pool: &PgPool,
     share: Vec<(Uuid, TenantResults)>,
 ) -> Result<(Vec<(Uuid, pb::StoredMessage)>, Vec<pb::StoredMessage>), Error> {
-    let (mut now, mut merged_echoes) = (Vec::new(), Vec::new());
+    let (mut now, mut merged_echoes) = (HashMap::new(), Vec::new());
     let Some((first, _)) = share.first() else {
-        return Ok((now, merged_echoes));
+        return Ok((Vec::new(), merged_echoes));
     };
     let mut txs = TenantsTx::begin(pool, *first).await?;
+    let recorded = record_tenants(txs.of(*first).await?, &share).await?;
+    let mut placeholders = HashSet::new();
+    for r in recorded {
+        let id = r.message.id;
+        if r.message.channel_message_id.starts_with("faro:") {
+            placeholders.insert(id);
+        }
+        let thread: pb::Conversation = r.thread.0.into();
+        let stored = pb::StoredMessage {
+            message: Some(r.message.into()),
+            conversation: Some(thread),
+            inserted: false,
+        };
+        now.insert(id, stored);
+    }
+    // A reply given an id another row holds kept its placeholder: the echo
+    // holding it is merged (rare), by the statements a tenant at a time.
     for (tenant, results) in &share {
+        let held: Vec<(Uuid, String)> = results
+            .sent
+            .iter()
+            .filter(|(id, _)| placeholders.contains(id))
+            .cloned()
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
         let tx = txs.of(*tenant).await?;
-        let (rows, merged) = record_tenant(tx, *tenant, results).await?;
+        let held = TenantResults {
+            sent: held,
+            failed: Vec::new(),
+        };
+        let (rows, merged) = record_tenant(tx, *tenant, &held).await?;
         let all: Vec<&MessageRow> = rows.iter().chain(merged.iter()).collect();
         let threads = threads(tx, *tenant, &all).await?;
         now.extend(rows.into_iter().map(|m| (m.id, stored(m, &threads))));
         merged_echoes.extend(merged.into_iter().map(|m| stored(m, &threads)));
     }
     txs.commit().await?;
-    Ok((now, merged_echoes))
+    Ok((now.into_iter().collect(), merged_echoes))
 }
 
 /// Records every answer, in a few transactions side by side, each for a

@@ -13,6 +13,7 @@ mod client_limits;
 mod clients;
 mod cluster;
 mod configs;
+mod conn_refusal;
 mod conversation_events;
 mod conversation_events_redelivery;
 mod crash;

@@ -1,15 +1,28 @@
 //! Bounds on open connections: in total (a semaphore the accept loop waits
-//! on) and per client IP (a count; the excess is told 429 and closed at
-//! once). Idle
+//! on) and per client IP (a count; the excess is told 429 once it has asked,
+//! and closed: [`ConnLimits::refuse`]). Idle
 //! connections that never send a byte are timed from accept by the server.
 
 use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
+
+/// Refused connections waiting at once for their request (see
+/// [`ConnLimits::refuse`]); past this, a refusal is written at once.
+const REFUSALS_WAITING: usize = 256;
+
+/// How long a refused connection is given to send its request, and then to
+/// read the answer.
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 
 /// What a connection over its address's cap is told before it is closed.
 pub(crate) const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
@@ -20,6 +33,7 @@ pub(crate) struct ConnLimits {
     total: Arc<Semaphore>,
     per_ip_max: usize,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    refusals: Arc<Semaphore>,
 }
 
 /// Held for as long as a connection is open; releases its slots on drop.
@@ -36,6 +50,30 @@ impl ConnLimits {
             total: Arc::new(Semaphore::new(total)),
             per_ip_max: per_ip,
             per_ip: Arc::default(),
+            refusals: Arc::new(Semaphore::new(REFUSALS_WAITING)),
+        }
+    }
+
+    /// Tells a connection over its address's cap why, then closes it. The
+    /// answer waits (up to [`REFUSAL_WAIT`]) for the client's request:
+    /// written before it, as it was, hyper- and reqwest-based clients
+    /// reported an unexpected message instead of reading it. What the client
+    /// still sends (a body) is read and dropped after the answer, so that
+    /// closing does not reset the connection before the client has read it.
+    /// At most [`REFUSALS_WAITING`] wait at once; past that the answer is
+    /// written at once, so an address over its cap never costs more than
+    /// that many sockets and tasks for about two seconds.
+    pub(crate) fn refuse(&self, stream: TcpStream) {
+        match self.refusals.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    refuse_after_request(stream).await;
+                });
+            }
+            Err(_) => {
+                let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            }
         }
     }
 
@@ -74,6 +112,19 @@ impl ConnLimits {
             per_ip: self.per_ip.clone(),
         }
     }
+}
+
+async fn refuse_after_request(mut stream: TcpStream) {
+    let mut buf = [0u8; 4096];
+    // The request's first bytes, or nothing in time: answered either way.
+    let _ = tokio::time::timeout(REFUSAL_WAIT, stream.read(&mut buf)).await;
+    let _ = tokio::time::timeout(REFUSAL_WAIT, async {
+        stream.write_all(TOO_MANY_CONNECTIONS).await?;
+        stream.shutdown().await?;
+        while stream.read(&mut buf).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
 
 fn lock(m: &Mutex<HashMap<IpAddr, usize>>) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {

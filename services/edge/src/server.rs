@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, State, admin,
-    conn_limits::{ConnLimits, TOO_MANY_CONNECTIONS},
+    conn_limits::ConnLimits,
     error::{ApiError, ErrorCode, json_response},
     inbox,
     limits::{HTTP1_MAX_HEAD_BYTES, HTTP1_MAX_HEADERS, headers_too_large},
@@ -182,10 +182,8 @@ pub(crate) async fn serve(
             limits.admit(slot, peer.ip())
         };
         let Some(slot) = admitted else {
-            tracing::debug!(ip = %peer.ip(), "too many connections from one address; closed");
-            // Said before the client asks (HTTP/1.1 allows it): a client that
-            // then sends its request reads why it was refused. Never waits.
-            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            tracing::debug!(ip = %peer.ip(), "too many connections from one address; refused");
+            limits.refuse(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);

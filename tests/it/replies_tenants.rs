@@ -4,7 +4,8 @@
 //! in one database call (migrations 0023 and 0025), which must switch the
 //! tenant RLS sees before each of them. Every tenant's reply is claimed and
 //! recorded in its own tenant, and a claim or an answer naming another
-//! tenant's reply changes nothing.
+//! tenant's reply changes nothing. And what a claim guarantees: one job at
+//! a time gets a reply to send.
 
 use faro_proto::{conversations::v1 as pb, mtls::Identity};
 use serde_json::Value;
@@ -158,4 +159,115 @@ async fn one_claim_call_and_one_record_call_serve_every_tenant_in_its_own_tenant
         .find(|r| r.0 == threads[1].tenant)
         .expect("the second tenant's reply");
     assert_eq!(second.1, "failed", "its own answer, not the foreign one");
+}
+
+/// The claim is what keeps a reply sent once when its job is read twice (a
+/// worker's retry, a reclaim from a worker thought dead, a repeated request
+/// queueing it again): only the job holding the claim gets the reply to
+/// send, until the claim is five minutes old or the reply is no longer
+/// pending.
+#[tokio::test]
+async fn a_reply_is_handed_to_one_job_at_a_time_until_its_claim_is_stale() {
+    let s = start().await;
+    let t = s
+        .thread(Platform::WhatsApp, false, chrono::Duration::hours(1))
+        .await;
+    let mut replies = faro_proto::client::replies(
+        s.cluster
+            .grpc(s.cluster.conversations, Identity::Ingest)
+            .await,
+    );
+    let id = replies
+        .create_reply(pb::CreateReplyRequest {
+            tenant_id: t.tenant.clone(),
+            location_ids: Vec::new(),
+            conversation_id: t.conversation.clone(),
+            idempotency_key: "claimed-once".into(),
+            content: Some(pb::ReplyContent {
+                text: "once".into(),
+                ..Default::default()
+            }),
+            agent_id: "agent-1".into(),
+        })
+        .await
+        .expect("stored")
+        .into_inner()
+        .stored
+        .and_then(|s| s.message)
+        .expect("a message")
+        .id;
+    // One call per list of jobs; which of them got the reply to send.
+    let mut claimer = replies.clone();
+    let mut claim = async |jobs: &[&str]| -> Vec<bool> {
+        let claims = jobs
+            .iter()
+            .map(|job| pb::GetReplyDeliveryRequest {
+                tenant_id: t.tenant.clone(),
+                message_id: id.clone(),
+                claim: (*job).to_owned(),
+            })
+            .collect();
+        claimer
+            .claim_replies(pb::ClaimRepliesRequest { claims })
+            .await
+            .expect("answered")
+            .into_inner()
+            .deliveries
+            .iter()
+            .map(|d| d.claimed)
+            .collect()
+    };
+    let both = claim(&["job-a", "job-b"]).await;
+    assert_eq!(
+        both.iter().filter(|c| **c).count(),
+        1,
+        "two jobs for one reply in one call: one gets it ({both:?})"
+    );
+    let (holder, other) = if both[0] {
+        ("job-a", "job-b")
+    } else {
+        ("job-b", "job-a")
+    };
+    assert_eq!(claim(&[other]).await, [false], "another job waits");
+    assert_eq!(
+        claim(&[holder]).await,
+        [true],
+        "the holder's retry gets it again"
+    );
+
+    // Five minutes pass (the claim's time is set back: the test's clock).
+    sqlx::query(
+        "UPDATE messages SET metadata = jsonb_set(metadata, '{reply,claim,at}',
+                 to_jsonb(extract(epoch FROM now()) - 301))
+         WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&s.cluster.db.owner)
+    .await
+    .expect("an old claim");
+    assert_eq!(claim(&[other]).await, [true], "a stale claim is taken over");
+    assert_eq!(
+        claim(&[holder]).await,
+        [false],
+        "and the old holder loses it"
+    );
+
+    // Once the platform answered, no job gets it again.
+    replies
+        .record_reply_results(pb::RecordReplyResultsRequest {
+            results: vec![pb::RecordReplyResultRequest {
+                tenant_id: t.tenant.clone(),
+                message_id: id.clone(),
+                platform_message_id: "wamid.once".into(),
+                error_json: String::new(),
+            }],
+        })
+        .await
+        .expect("recorded");
+    assert_eq!(
+        claim(&[other, holder]).await,
+        [false, false],
+        "sent: nobody"
+    );
+    s.cluster.stop().await;
 }

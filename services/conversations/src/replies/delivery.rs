@@ -2,9 +2,11 @@
 //! needs to be sent, claimed for one job at a time ([`claim_batch`]). The
 //! platform's answers are recorded by [`super::record`].
 //!
-//! A batch spans tenants; it runs in ONE transaction (one commit, one pool
-//! connection) that switches `faro.tenant_id` between tenants, so every
-//! statement still sees only its tenant's rows under RLS.
+//! A batch spans tenants; it runs in up to [`BATCH_SHARES`] transactions
+//! side by side, each for whole tenants and each ONE call of
+//! `faro_claim_replies` (migration 0023), which switches `faro.tenant_id`
+//! before each tenant's statement, so every statement still sees only its
+//! tenant's rows under RLS.
 
 use std::collections::BTreeMap;
 

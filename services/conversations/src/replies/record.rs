@@ -1,5 +1,6 @@
-//! The platforms' answers, a reply worker's batch at once, in one transaction
-//! switching tenants (see [`super::delivery`]): with the platform's id
+//! The platforms' answers, a reply worker's batch at once, in transactions
+//! of whole tenants each one call of `faro_record_replies` (see
+//! [`super::delivery`]; migration 0025): with the platform's id
 //! (wamid / mid) a reply becomes `sent` and events parked for that id apply;
 //! with an error it becomes `failed`.
 //!

@@ -145,97 +145,40 @@ async fn merge_echoes(
     Ok(merged)
 }
 
-/// Records one tenant's answers statement by statement; returns the
-/// replies (and other messages parked events changed) as they are now, and
-/// the echoes merged away. Only for replies given an id an echo holds (see
-/// [`record_share`]); the rest are recorded by `faro_record_replies`.
-async fn record_tenant(
+/// One tenant's replies `faro_record_replies` left holding their
+/// placeholder because an echo holds the id each was given (`held`: reply,
+/// platform id; `sent`: the replies as it left them): the echoes are merged
+/// into them, the replies take the ids, and the events parked for those ids
+/// apply. Returns the replies as they are now and the echoes merged away.
+async fn merge_held(
     tx: &mut Transaction<'static, Postgres>,
     tenant: Uuid,
-    results: &TenantResults,
+    held: &[(Uuid, &str)],
+    mut sent: Vec<MessageRow>,
 ) -> Result<(Vec<MessageRow>, Vec<MessageRow>), Error> {
-    let mut rows: Vec<MessageRow> = Vec::new();
-    if !results.failed.is_empty() {
-        let (ids, errors): (Vec<Uuid>, Vec<Value>) = results.failed.iter().cloned().unzip();
+    let merged = merge_echoes(tx, tenant, held, &mut sent).await?;
+    let keys: Vec<(String, String)> = sent
+        .iter()
+        .filter(|m| !m.channel_message_id.starts_with("faro:"))
+        .map(|m| (m.channel.clone(), m.channel_message_id.clone()))
+        .collect();
+    let changed = events::apply_pending(tx, tenant, &keys).await?;
+    if !changed.is_empty() {
+        // Parked statuses moved these: read them again.
+        let changed: Vec<Uuid> = changed.into_iter().collect();
         let sql = format!(
-            "UPDATE messages m SET
-                 status = CASE WHEN m.status = 'pending' THEN 'failed' ELSE m.status END,
-                 status_error = CASE WHEN m.status = 'pending' THEN j.error ELSE m.status_error END,
-                 failed_at = CASE WHEN m.status = 'pending' THEN now() ELSE m.failed_at END
-             FROM UNNEST($2::uuid[], $3::jsonb[]) AS j(id, error)
-             WHERE m.tenant_id = $1 AND m.id = j.id
-             RETURNING {RETURNED_MESSAGE_COLUMNS}"
+            "SELECT {RETURNED_MESSAGE_COLUMNS} FROM messages m
+             WHERE m.tenant_id = $1 AND m.id = ANY($2)"
         );
-        rows.extend(
-            sqlx::query_as::<_, MessageRow>(&sql)
-                .bind(tenant)
-                .bind(&ids)
-                .bind(&errors)
-                .fetch_all(&mut **tx)
-                .await?,
-        );
-    }
-    let mut merged = Vec::new();
-    if !results.sent.is_empty() {
-        let ids: Vec<Uuid> = results.sent.iter().map(|s| s.0).collect();
-        let pids: Vec<&str> = results.sent.iter().map(|s| s.1.as_str()).collect();
-        // A reply whose platform id another row already holds keeps its
-        // placeholder here; that is rare (an echo that beat the platform's
-        // answer), so it is looked for only then, not before every record.
-        let sql = format!(
-            "UPDATE messages m SET
-                 channel_message_id = CASE WHEN EXISTS (
-                         SELECT 1 FROM messages x WHERE x.tenant_id = m.tenant_id
-                           AND x.channel = m.channel AND x.channel_message_id = j.pid AND x.id <> m.id)
-                     THEN m.channel_message_id ELSE j.pid END,
-                 status = CASE WHEN m.status = 'pending' THEN 'sent' ELSE m.status END,
-                 metadata = jsonb_set(m.metadata, '{{reply,platform_message_id}}', to_jsonb(j.pid))
-             FROM UNNEST($2::uuid[], $3::text[]) AS j(id, pid)
-             WHERE m.tenant_id = $1 AND m.id = j.id
-             RETURNING {RETURNED_MESSAGE_COLUMNS}"
-        );
-        let mut sent: Vec<MessageRow> = sqlx::query_as(&sql)
+        let again: Vec<MessageRow> = sqlx::query_as(&sql)
             .bind(tenant)
-            .bind(&ids)
-            .bind(&pids)
+            .bind(&changed)
             .fetch_all(&mut **tx)
             .await?;
-        let held: Vec<(Uuid, &str)> = results
-            .sent
-            .iter()
-            .filter(|(id, _)| {
-                sent.iter()
-                    .any(|m| m.id == *id && m.channel_message_id.starts_with("faro:"))
-            })
-            .map(|(id, pid)| (*id, pid.as_str()))
-            .collect();
-        if !held.is_empty() {
-            merged = merge_echoes(tx, tenant, &held, &mut sent).await?;
-        }
-        let keys: Vec<(String, String)> = sent
-            .iter()
-            .filter(|m| !m.channel_message_id.starts_with("faro:"))
-            .map(|m| (m.channel.clone(), m.channel_message_id.clone()))
-            .collect();
-        rows.extend(sent);
-        let changed = events::apply_pending(tx, tenant, &keys).await?;
-        if !changed.is_empty() {
-            // Parked statuses moved these: read them again.
-            let changed: Vec<Uuid> = changed.into_iter().collect();
-            let sql = format!(
-                "SELECT {RETURNED_MESSAGE_COLUMNS} FROM messages m
-                 WHERE m.tenant_id = $1 AND m.id = ANY($2)"
-            );
-            let again: Vec<MessageRow> = sqlx::query_as(&sql)
-                .bind(tenant)
-                .bind(&changed)
-                .fetch_all(&mut **tx)
-                .await?;
-            rows.retain(|r| !changed.contains(&r.id));
-            rows.extend(again);
-        }
+        sent.retain(|r| !changed.contains(&r.id));
+        sent.extend(again);
     }
-    Ok((rows, merged))
+    Ok((sent, merged))
 }
 
 /// The threads of these messages, by id.
@@ -330,11 +273,11 @@ async fn record_share(
     };
     let mut txs = TenantsTx::begin(pool, *first).await?;
     let recorded = record_tenants(txs.of(*first).await?, &share).await?;
-    let mut placeholders = HashSet::new();
+    let mut placeholders: HashMap<Uuid, MessageRow> = HashMap::new();
     for r in recorded {
         let id = r.message.id;
         if r.message.channel_message_id.starts_with("faro:") {
-            placeholders.insert(id);
+            placeholders.insert(id, r.message.clone());
         }
         let thread: pb::Conversation = r.thread.0.into();
         let stored = pb::StoredMessage {
@@ -345,23 +288,23 @@ async fn record_share(
         now.insert(id, stored);
     }
     // A reply given an id another row holds kept its placeholder: the echo
-    // holding it is merged (rare), by the statements a tenant at a time.
+    // holding it is merged (rare), a tenant at a time.
     for (tenant, results) in &share {
-        let held: Vec<(Uuid, String)> = results
+        let held: Vec<(Uuid, &str)> = results
             .sent
             .iter()
-            .filter(|(id, _)| placeholders.contains(id))
-            .cloned()
+            .filter(|(id, _)| placeholders.contains_key(id))
+            .map(|(id, pid)| (*id, pid.as_str()))
             .collect();
         if held.is_empty() {
             continue;
         }
+        let sent = held
+            .iter()
+            .filter_map(|(id, _)| placeholders.remove(id))
+            .collect();
         let tx = txs.of(*tenant).await?;
-        let held = TenantResults {
-            sent: held,
-            failed: Vec::new(),
-        };
-        let (rows, merged) = record_tenant(tx, *tenant, &held).await?;
+        let (rows, merged) = merge_held(tx, *tenant, &held, sent).await?;
         let all: Vec<&MessageRow> = rows.iter().chain(merged.iter()).collect();
         let threads = threads(tx, *tenant, &all).await?;
         now.extend(rows.into_iter().map(|m| (m.id, stored(m, &threads))));

@@ -6,9 +6,10 @@
 -- tenant's statement so RLS scopes it to that tenant (they run as their
 -- caller), and restore the tenant seen before the call.
 --
--- The statements are services/conversations/src/replies/create.rs's, per
--- tenant, unchanged; the arrays are in step, one element a reply, sorted by
--- (tenant, thread, ord): the threads are locked in that order.
+-- The statements are the per-tenant ones create.rs ran before (called from
+-- services/conversations/src/replies/create.rs); the arrays are in step,
+-- one element a reply, sorted by (tenant, thread, ord): the threads are
+-- locked in that order.
 
 -- What every reply needs: its thread (locked; no row for a thread of another
 -- tenant or of a disabled location), the key's first use, the channel

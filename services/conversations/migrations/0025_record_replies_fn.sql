@@ -7,7 +7,8 @@
 --
 -- p_tenants, p_ids, p_pids and p_errors are in step, one element an answer:
 -- a platform id (p_errors NULL) or an error (p_pids NULL). The statements are
--- those of services/conversations/src/replies/record.rs. A reply whose
+-- the per-tenant ones record.rs ran before (called from
+-- services/conversations/src/replies/record.rs). A reply whose
 -- platform id another row already holds keeps its placeholder here and gets
 -- no parked events: the caller merges the echo holding it (rare).
 -- Returns every reply named, as it is now, with its location and thread.

@@ -411,7 +411,7 @@ async fn offsets_increase_by_one_per_tenant_with_concurrent_publishers() {
 #[tokio::test]
 async fn history_drops_events_older_than_its_age_bound() {
     let c = Cluster::start_with(Options {
-        history_max_age_secs: 2,
+        history_max_age_secs: 4,
         ..Options::default()
     })
     .await;
@@ -420,23 +420,30 @@ async fn history_drops_events_older_than_its_age_bound() {
         .await
         .latest
         .expect("latest");
-    // G0, then G1 once G0 is older than the bound: G1's publish trims G0.
-    // (Wall time passing is the point here, not a timing claim; G1 is read
-    // back at once, well inside its own 2 s.)
+    // G0; G1 once G0 is 2.2 s old (which keeps the history key alive: an
+    // idle history expires as a whole after the bound, and this test is
+    // about trimming the oldest entries of a live one); G2 once G0 is older
+    // than the bound and G1 is not: G2's publish trims G0 and keeps G1.
+    // (Wall time passing is the point here, not a timing claim; the reads
+    // come at once, well inside G1's own 4 s: a stall of up to 1.8 s
+    // changes nothing; a stall only makes G0 older.)
     post(&c, &a, "wamid.G0").await;
     c.drained().await;
     let g0 = history(&c, &a.id, &[], None, 0)
         .await
         .latest
         .expect("latest");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     post(&c, &a, "wamid.G1").await;
+    c.drained().await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    post(&c, &a, "wamid.G2").await;
     c.drained().await;
     let h = history(&c, &a.id, &[], Some(start), 0).await;
     assert!(!h.recovered, "the oldest event aged out");
     let h = history(&c, &a.id, &[], Some(g0), 0).await;
     assert!(h.recovered);
     let ids: Vec<String> = h.events.iter().map(message_id).collect();
-    assert_eq!(ids, ["wamid.G1"]);
+    assert_eq!(ids, ["wamid.G1", "wamid.G2"]);
     c.stop().await;
 }

@@ -39,6 +39,11 @@ mod replies_support;
 #[path = "../tests/it/test_db.rs"]
 mod test_db;
 
+/// The allocator the `faro` binary runs with (src/main.rs), so that the
+/// in-process services cost here what they cost there.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use figures::{env, report};
 use std::time::{Duration, Instant};
 
@@ -152,6 +157,9 @@ async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
         sent_at[*i] = Some(*t0);
     }
     let mut e2e = Histogram::<u64>::new(3).expect("histogram");
+    // The same by the second each reply was due: whether a tail is the
+    // warm-up, a stall, or spread over the run.
+    let mut by_second: Vec<Histogram<u64>> = Vec::new();
     for r in &got {
         let i: usize = r.body["text"]["body"]
             .as_str()
@@ -159,8 +167,13 @@ async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
             .and_then(|i| i.parse().ok())
             .expect("a bench reply");
         let t0 = sent_at[i].expect("posted");
-        e2e.record(r.at.saturating_duration_since(t0).as_micros() as u64)
-            .ok();
+        let us = r.at.saturating_duration_since(t0).as_micros() as u64;
+        e2e.record(us).ok();
+        let second = t0.saturating_duration_since(start).as_secs() as usize;
+        while by_second.len() <= second {
+            by_second.push(Histogram::new(3).expect("histogram"));
+        }
+        by_second[second].record(us).ok();
     }
     let mut answer = Histogram::<u64>::new(3).expect("histogram");
     for (_, _, d, _) in posted {
@@ -170,6 +183,14 @@ async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
     println!("refused (not 202, e.g. 503 when overloaded): {refused}");
     report("POST answer (202)", &answer);
     report("POST -> platform receives", &e2e);
+    let p99s: Vec<String> = by_second
+        .iter()
+        .map(|h| format!("{:.0}", h.value_at_quantile(0.99) as f64 / 1000.0))
+        .collect();
+    println!(
+        "POST -> platform p99 by the second due (ms): {}",
+        p99s.join(" ")
+    );
     println!("throughput: {:.0} sent/s", n as f64 / elapsed.as_secs_f64());
     println!(
         "cpu per reply: {:.2} ms this process, {:.2} ms postgres (this database's backends, summed at each end), {:.2} ms redis",

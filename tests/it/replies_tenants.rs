@@ -1,7 +1,6 @@
 //! One reply worker's claims and one recorder's answers span tenants (issue
-//! 14): a `ClaimReplies` or `RecordReplyResults` call naming more tenants
-//! than it has transactions (`db::BATCH_SHARES`, four) runs several tenants
-//! in one database call (migrations 0023 and 0025), which must switch the
+//! 14): a `ClaimReplies` or `RecordReplyResults` call naming several tenants
+//! runs them in one database call (migrations 0023 and 0025), which must switch the
 //! tenant RLS sees before each of them. Every tenant's reply is claimed and
 //! recorded in its own tenant, and a claim or an answer naming another
 //! tenant's reply changes nothing. And what a claim guarantees: one job at
@@ -281,7 +280,7 @@ async fn a_reply_is_handed_to_one_job_at_a_time_until_its_claim_is_stale() {
 #[tokio::test]
 async fn replays_in_batches_of_several_tenants_find_their_first_reply() {
     let s = start().await;
-    // Twelve tenants over four gatherers: batches hold several tenants.
+    // Twelve tenants over two gatherers: batches hold several tenants.
     let mut threads = Vec::new();
     for _ in 0..12 {
         threads.push(

@@ -1,6 +1,6 @@
 //! Connections, migrations and the per-transaction tenant.
 
-use std::{collections::BTreeMap, str::FromStr, time::Duration};
+use std::{str::FromStr, time::Duration};
 
 use sqlx::{
     PgPool, Postgres, Transaction,
@@ -189,25 +189,6 @@ impl TenantsTx {
     }
 }
 
-/// Transactions a batch spanning tenants is split into, to be stored side
-/// by side (replies' claims and records, and the gatherers of new replies).
-pub(crate) const BATCH_SHARES: usize = 4;
-
-/// Splits a batch's tenants into at most `n` shares of whole tenants, each
-/// to be stored in a transaction of its own, side by side: two shares never
-/// touch one tenant's rows, so they never wait on each other's locks, and
-/// a batch's statements (one or more a tenant, in turn) no longer wait for
-/// every tenant before them.
-pub(crate) fn shares<T>(by_tenant: BTreeMap<Uuid, T>, n: usize) -> Vec<Vec<(Uuid, T)>> {
-    let n = n.clamp(1, by_tenant.len().max(1));
-    let mut out: Vec<Vec<(Uuid, T)>> = (0..n).map(|_| Vec::new()).collect();
-    for (i, entry) in by_tenant.into_iter().enumerate() {
-        out[i % n].push(entry);
-    }
-    out.retain(|s| !s.is_empty());
-    out
-}
-
 pub(crate) fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(value).map_err(|_| Error::invalid(format!("{field} must be a UUID")))
 }
@@ -222,23 +203,4 @@ pub async fn expire_pending(pool: &PgPool, ttl: Duration) -> Result<i64, Error> 
             .fetch_one(pool)
             .await?,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shares_hold_every_tenant_once_and_none_is_empty() {
-        let tenants: BTreeMap<Uuid, usize> = (0..7).map(|i| (Uuid::now_v7(), i)).collect();
-        for n in [0, 1, 2, 4, 7, 20] {
-            let got = shares(tenants.clone(), n);
-            assert_eq!(got.len(), n.clamp(1, 7), "shares for n = {n}");
-            assert!(got.iter().all(|s| !s.is_empty()));
-            let mut seen: Vec<Uuid> = got.iter().flatten().map(|(t, _)| *t).collect();
-            seen.sort();
-            assert_eq!(seen, tenants.keys().copied().collect::<Vec<_>>());
-        }
-        assert!(shares(BTreeMap::<Uuid, ()>::new(), 4).is_empty());
-    }
 }

@@ -2,11 +2,13 @@
 //! needs to be sent, claimed for one job at a time ([`claim_batch`]). The
 //! platform's answers are recorded by [`super::record`].
 //!
-//! A batch spans tenants; it runs in up to [`BATCH_SHARES`] transactions
-//! side by side, each for whole tenants and each ONE call of
+//! A batch spans tenants; it runs in ONE transaction and ONE call of
 //! `faro_claim_replies` (migration 0023), which switches `faro.tenant_id`
 //! before each tenant's statement, so every statement still sees only its
-//! tenant's rows under RLS.
+//! tenant's rows under RLS. (It was split into up to four transactions side
+//! by side, from when each tenant cost round trips of its own; once the
+//! function took the tenants in one call, the split only multiplied the
+//! transactions: docs/BENCHMARKS.md, 2026-12-01, fifth session.)
 
 use std::collections::BTreeMap;
 
@@ -18,7 +20,7 @@ use uuid::Uuid;
 use super::credentials;
 use crate::{
     Error, SecretBox,
-    db::{BATCH_SHARES, TenantsTx, parse_uuid, shares},
+    db::{TenantsTx, parse_uuid},
     rows::{MessageRow, message_fields},
 };
 
@@ -71,7 +73,7 @@ fn content(v: &Value) -> pb::ReplyContent {
     }
 }
 
-/// Claims a share of a batch's pending replies, every tenant of it in ONE
+/// Claims a batch's pending replies, every tenant of it in ONE
 /// call (`faro_claim_replies`, migration 0023: it switches `faro.tenant_id`
 /// before each tenant's UPDATE, so RLS scopes each to its tenant). With two
 /// claims for one reply in the batch, one wins (its claim returned).
@@ -134,19 +136,19 @@ fn delivery(secrets: &SecretBox, c: Claimed) -> Result<pb::ReplyDelivery, Error>
 /// One tenant's replies and the claims on them, in step.
 type TenantClaims<'a> = (Vec<Uuid>, Vec<&'a str>);
 
-/// Claims a share of a batch's tenants' replies in one transaction.
-async fn claim_share(
+/// Claims a batch's replies, of all its tenants, in one transaction.
+async fn claim_all(
     pool: &PgPool,
-    share: Vec<(Uuid, TenantClaims<'_>)>,
+    batch: Vec<(Uuid, TenantClaims<'_>)>,
 ) -> Result<Vec<Claimed>, Error> {
-    let Some((first, _)) = share.first() else {
+    let Some((first, _)) = batch.first() else {
         return Ok(Vec::new());
     };
     let (mut tenants, mut ids, mut claims) = (Vec::new(), Vec::new(), Vec::new());
-    for (tenant, (share_ids, share_claims)) in &share {
-        tenants.extend(std::iter::repeat_n(*tenant, share_ids.len()));
-        ids.extend_from_slice(share_ids);
-        claims.extend_from_slice(share_claims);
+    for (tenant, (tenant_ids, tenant_claims)) in &batch {
+        tenants.extend(std::iter::repeat_n(*tenant, tenant_ids.len()));
+        ids.extend_from_slice(tenant_ids);
+        claims.extend_from_slice(tenant_claims);
     }
     let mut tx = TenantsTx::begin(pool, *first).await?;
     let claimed = claim_tenants(tx.of(*first).await?, &tenants, &ids, &claims).await?;
@@ -154,9 +156,9 @@ async fn claim_share(
     Ok(claimed)
 }
 
-/// Claims every pending reply named for its job, in a few transactions
-/// side by side, each for a share of the tenants (a retried call claims
-/// again what it claimed: the same claim is let through); one
+/// Claims every pending reply named for its job, in one transaction (a
+/// retried call claims again what it claimed: the same claim is let
+/// through); one
 /// answer per claim, in order. A claim naming no reply of its tenant (or
 /// one whose account is gone) is answered unclaimed, as one another job holds.
 pub(crate) async fn claim_batch(
@@ -182,18 +184,7 @@ pub(crate) async fn claim_batch(
         entry.1.push(&c.claim);
         keys.push((id, c.claim.as_str()));
     }
-    let shares = shares(by_tenant, BATCH_SHARES)
-        .into_iter()
-        .map(|share| claim_share(pool, share));
-    // Every share ends its transaction before the call answers (a failed
-    // share must not drop the others mid-commit, as try_join_all would).
-    let claimed: Vec<Claimed> = futures::future::join_all(shares)
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, Error>>()?
-        .into_iter()
-        .flatten()
-        .collect();
+    let claimed = claim_all(pool, by_tenant.into_iter().collect()).await?;
     let mut out: Vec<pb::ReplyDelivery> =
         keys.iter().map(|_| pb::ReplyDelivery::default()).collect();
     for c in claimed {

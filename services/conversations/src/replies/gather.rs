@@ -12,9 +12,8 @@
 //! nearly one by one (1.1 a batch); at 1,000/s offered a backlog forms and
 //! batches fill. Storing one batch at a time ([`IN_FLIGHT`]) is most of the
 //! gain; a 2 ms linger (tried with two in flight) caught nothing and was
-//! taken out. A batch is still per tenant inside (a switch, a read, a write
-//! each), so one gatherer's batches took ~2 ms a tenant in turn; [`SHARDS`]
-//! gatherers, each for its own tenants, store theirs side by side.
+//! taken out. [`SHARDS`] gatherers, each for its own tenants, store theirs
+//! side by side.
 //!
 //! A batch the database refuses as a whole (a lost connection, a deadlock
 //! with a webhook's transaction) is stored again one reply at a time.
@@ -40,8 +39,12 @@ const IN_FLIGHT: usize = 1;
 /// batches never touch the same threads or keys and never wait on each
 /// other's locks; each still stores one batch at a time. With one
 /// gatherer at 1,000/s offered, 440–498/s were stored; with four, 598–653/s
-/// (docs/BENCHMARKS.md, third session of 2026-12-01).
-const SHARDS: usize = crate::db::BATCH_SHARES;
+/// (docs/BENCHMARKS.md, third session of 2026-12-01), when each tenant of a
+/// batch cost round trips of its own. Since a batch's tenants are one call
+/// (migration 0024), two stored as many and cost less: at 1,000/s, 2.4–2.7
+/// replies a transaction instead of 1.5, Postgres CPU a reply 0.94 ms
+/// instead of 1.01 (docs/BENCHMARKS.md, fifth session of 2026-12-01).
+const SHARDS: usize = 2;
 
 type Call = (pb::CreateReplyRequest, oneshot::Sender<Answer>);
 

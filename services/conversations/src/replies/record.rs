@@ -1,5 +1,5 @@
-//! The platforms' answers, a reply worker's batch at once, in transactions
-//! of whole tenants each one call of `faro_record_replies` (see
+//! The platforms' answers, a reply worker's batch at once, in one
+//! transaction and one call of `faro_record_replies` for all its tenants (see
 //! [`super::delivery`]; migration 0025): with the platform's id
 //! (wamid / mid) a reply becomes `sent` and events parked for that id apply;
 //! with an error it becomes `failed`.
@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::delivery::MAX_BATCH;
 use crate::{
     Error,
-    db::{BATCH_SHARES, TenantsTx, parse_uuid, shares},
+    db::{TenantsTx, parse_uuid},
     events,
     rows::{
         CONVERSATION_COLUMNS, ConversationRow, MessageRow, RETURNED_MESSAGE_COLUMNS, message_fields,
@@ -221,18 +221,18 @@ struct Recorded {
     thread: sqlx::types::Json<ConversationRow>,
 }
 
-/// Records a share's answers, every tenant of it in ONE call
+/// Records a batch's answers, every tenant of it in ONE call
 /// (`faro_record_replies`, migration 0025: per tenant it switches
 /// `faro.tenant_id`, so RLS scopes each statement to its tenant; it also
 /// applies the events parked for the new ids and reads the replies and
 /// their threads again).
 async fn record_tenants(
     tx: &mut Transaction<'static, Postgres>,
-    share: &[(Uuid, TenantResults)],
+    batch: &[(Uuid, TenantResults)],
 ) -> Result<Vec<Recorded>, Error> {
     let (mut tenants, mut ids, mut pids, mut errors) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (tenant, r) in share {
+    for (tenant, r) in batch {
         for (id, pid) in &r.sent {
             tenants.push(*tenant);
             ids.push(*id);
@@ -261,23 +261,25 @@ async fn record_tenants(
         .await?)
 }
 
-/// Records a share of a batch's tenants' answers in one transaction;
+/// Records a batch's answers, of all its tenants, in one transaction;
 /// returns the replies as they are now and the echoes merged away.
-async fn record_share(
+async fn record_all(
     pool: &PgPool,
-    share: Vec<(Uuid, TenantResults)>,
+    batch: Vec<(Uuid, TenantResults)>,
 ) -> Result<(Vec<(Uuid, pb::StoredMessage)>, Vec<pb::StoredMessage>), Error> {
     let (mut now, mut merged_echoes) = (HashMap::new(), Vec::new());
-    let Some((first, _)) = share.first() else {
+    let Some((first, _)) = batch.first() else {
         return Ok((Vec::new(), merged_echoes));
     };
     let mut txs = TenantsTx::begin(pool, *first).await?;
-    let recorded = record_tenants(txs.of(*first).await?, &share).await?;
-    let mut placeholders: HashMap<Uuid, MessageRow> = HashMap::new();
+    let recorded = record_tenants(txs.of(*first).await?, &batch).await?;
+    // By tenant and id: an answer naming another tenant's reply (whose
+    // placeholder this call may also hold) must not reach its row.
+    let mut placeholders: HashMap<(Uuid, Uuid), MessageRow> = HashMap::new();
     for r in recorded {
         let id = r.message.id;
         if r.message.channel_message_id.starts_with("faro:") {
-            placeholders.insert(id, r.message.clone());
+            placeholders.insert((r.message.tenant_id, id), r.message.clone());
         }
         let thread: pb::Conversation = r.thread.0.into();
         let stored = pb::StoredMessage {
@@ -289,11 +291,11 @@ async fn record_share(
     }
     // A reply given an id another row holds kept its placeholder: the echo
     // holding it is merged (rare), a tenant at a time.
-    for (tenant, results) in &share {
+    for (tenant, results) in &batch {
         let held: Vec<(Uuid, &str)> = results
             .sent
             .iter()
-            .filter(|(id, _)| placeholders.contains_key(id))
+            .filter(|(id, _)| placeholders.contains_key(&(*tenant, *id)))
             .map(|(id, pid)| (*id, pid.as_str()))
             .collect();
         if held.is_empty() {
@@ -301,7 +303,7 @@ async fn record_share(
         }
         let sent = held
             .iter()
-            .filter_map(|(id, _)| placeholders.remove(id))
+            .filter_map(|(id, _)| placeholders.remove(&(*tenant, *id)))
             .collect();
         let tx = txs.of(*tenant).await?;
         let (rows, merged) = merge_held(tx, *tenant, &held, sent).await?;
@@ -314,8 +316,8 @@ async fn record_share(
     Ok((now.into_iter().collect(), merged_echoes))
 }
 
-/// Records every answer, in a few transactions side by side, each for a
-/// share of the tenants (a retried call records again what it recorded:
+/// Records every answer, in one transaction (a retried call records again
+/// what it recorded:
 /// the same id and error give the same row); the replies come back in the
 /// request's order, without those naming no message of their tenant.
 pub(crate) async fn record_batch(
@@ -338,18 +340,8 @@ pub(crate) async fn record_batch(
         }
         order.push(id);
     }
-    let mut now: HashMap<Uuid, pb::StoredMessage> = HashMap::new();
-    let mut merged_echoes = Vec::new();
-    let shares = shares(by_tenant, BATCH_SHARES)
-        .into_iter()
-        .map(|share| record_share(pool, share));
-    // Every share ends its transaction before the call answers (see
-    // `delivery::claim_batch`).
-    let recorded = futures::future::join_all(shares).await;
-    for (rows, merged) in recorded.into_iter().collect::<Result<Vec<_>, Error>>()? {
-        now.extend(rows);
-        merged_echoes.extend(merged);
-    }
+    let (rows, merged_echoes) = record_all(pool, by_tenant.into_iter().collect()).await?;
+    let mut now: HashMap<Uuid, pb::StoredMessage> = rows.into_iter().collect();
     let replies = order.iter().filter_map(|id| now.remove(id)).collect();
     Ok(pb::RecordReplyResultsResponse {
         replies,

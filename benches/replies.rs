@@ -7,7 +7,9 @@
 //! default 100), FARO_BENCH_N (replies, default 10 s worth), FARO_BENCH_THREADS
 //! (conversations the replies spread over, default 50), FARO_BENCH_IN_FLIGHT
 //! (requests open at once, default 256; latency is still timed from when each
-//! reply was due), FARO_BENCH_HISTORY and FARO_BENCH_OTHER_THREADS (the past
+//! reply was due), FARO_BENCH_WARMUP (replies sent at the same rate before
+//! the measured ones, default 2 s worth, reported apart: see `run`),
+//! FARO_BENCH_HISTORY and FARO_BENCH_OTHER_THREADS (the past
 //! each tenant is given before the run, see `history`). Everything shares
 //! this machine's cores, so the figures are a floor, not a ceiling.
 //!
@@ -82,6 +84,15 @@ fn redis_pids() -> Vec<String> {
         .collect()
 }
 
+/// Which reply a request to the fake platform sends ("reply {i}").
+fn index_of(r: &fake_platform::Recorded) -> usize {
+    r.body["text"]["body"]
+        .as_str()
+        .and_then(|b| b.strip_prefix("reply "))
+        .and_then(|i| i.parse().ok())
+        .expect("a bench reply")
+}
+
 /// (this process, the bench database's Postgres backends, Redis) CPU so far.
 async fn cpu_now(db: &sqlx::PgPool) -> (f64, f64, f64) {
     let pids: Vec<i32> =
@@ -94,7 +105,7 @@ async fn cpu_now(db: &sqlx::PgPool) -> (f64, f64, f64) {
     (cpu_ms("self"), pg, redis)
 }
 
-async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
+async fn run(n: usize, warm_up: usize, rate: usize, threads: usize, in_flight: usize) {
     let s = replies_support::start().await;
     let mut open = Vec::new();
     for _ in 0..threads {
@@ -123,33 +134,65 @@ async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
         }
     };
     history(&s.cluster.db.owner).await;
-    let cpu_before = cpu_now(&s.cluster.db.owner).await;
-    let start = Instant::now();
-    let mut pending = futures::stream::FuturesUnordered::new();
-    let mut next = 0;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let mut posted = Vec::with_capacity(n);
-    let due = |i: usize| start + Duration::from_secs_f64(i as f64 / rate as f64);
-    // Open loop: a fixed arrival rate, whatever the latency; at most
-    // `in_flight` requests (connections) at once, as an agent's browsers
+    // Open loop over `range`: a fixed arrival rate, whatever the latency; at
+    // most `in_flight` requests (connections) at once, as an agent's browsers
     // would not open thousands: the edge caps connections per address.
-    while next < n || !pending.is_empty() {
-        tokio::select! {
-            _ = tick.tick(), if next < n => {
-                while next < n && due(next) <= Instant::now() && pending.len() < in_flight {
-                    pending.push(post(next, due(next)));
-                    next += 1;
+    let drive = |range: std::ops::Range<usize>| {
+        let post = &post;
+        async move {
+            let start = Instant::now();
+            let first = range.start;
+            let due = |i: usize| start + Duration::from_secs_f64((i - first) as f64 / rate as f64);
+            let mut pending = futures::stream::FuturesUnordered::new();
+            let mut next = range.start;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let mut posted = Vec::with_capacity(range.len());
+            while next < range.end || !pending.is_empty() {
+                tokio::select! {
+                    _ = tick.tick(), if next < range.end => {
+                        while next < range.end && due(next) <= Instant::now() && pending.len() < in_flight {
+                            pending.push(post(next, due(next)));
+                            next += 1;
+                        }
+                    }
+                    Some(r) = pending.next(), if !pending.is_empty() => posted.push(r),
                 }
             }
-            Some(r) = pending.next(), if !pending.is_empty() => posted.push(r),
+            (start, posted)
+        }
+    };
+    // The warm-up: the same load for `warm_up` replies first (numbered after
+    // the measured ones), all sent before the run starts, so that the run
+    // measures the steady state, not pools filling, connections opening and
+    // each new database connection planning the reply functions' statements.
+    let (_, warm) = drive(n..n + warm_up).await;
+    let warm_refused = warm.iter().filter(|p| p.3 != 202).count();
+    let warm_got = s
+        .fake
+        .wait_requests_for(warm_up - warm_refused, Duration::from_secs(300))
+        .await;
+    let mut warm_e2e = Histogram::<u64>::new(3).expect("histogram");
+    for r in &warm_got {
+        if let Some((_, t0, _, _)) = warm.iter().find(|p| p.0 == index_of(r)) {
+            warm_e2e
+                .record(r.at.saturating_duration_since(*t0).as_micros() as u64)
+                .ok();
         }
     }
-    drop(pending);
+    let batches_before = batches(&s.cluster).await;
+    let cpu_before = cpu_now(&s.cluster.db.owner).await;
+    let (start, posted) = drive(0..n).await;
     let refused = posted.iter().filter(|p| p.3 != 202).count();
-    let got = s
+    let got: Vec<_> = s
         .fake
-        .wait_requests_for(n - refused, Duration::from_secs(300))
-        .await;
+        .wait_requests_for(
+            warm_up - warm_refused + n - refused,
+            Duration::from_secs(300),
+        )
+        .await
+        .into_iter()
+        .filter(|r| index_of(r) < n)
+        .collect();
     let elapsed = start.elapsed();
     let cpu_after = cpu_now(&s.cluster.db.owner).await;
     let mut sent_at = vec![None; n];
@@ -161,11 +204,7 @@ async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
     // warm-up, a stall, or spread over the run.
     let mut by_second: Vec<Histogram<u64>> = Vec::new();
     for r in &got {
-        let i: usize = r.body["text"]["body"]
-            .as_str()
-            .and_then(|b| b.strip_prefix("reply "))
-            .and_then(|i| i.parse().ok())
-            .expect("a bench reply");
+        let i = index_of(r);
         let t0 = sent_at[i].expect("posted");
         let us = r.at.saturating_duration_since(t0).as_micros() as u64;
         e2e.record(us).ok();
@@ -179,10 +218,13 @@ async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
     for (_, _, d, _) in posted {
         answer.record(d.as_micros() as u64).ok();
     }
-    println!("\nreplies: {n} at a fixed {rate}/s over {threads} conversations");
+    println!(
+        "\nreplies: {n} at a fixed {rate}/s over {threads} conversations, after {warm_up} to warm up (refused: {warm_refused})"
+    );
     println!("refused (not 202, e.g. 503 when overloaded): {refused}");
     report("POST answer (202)", &answer);
     report("POST -> platform receives", &e2e);
+    report("(the warm-up's, apart)", &warm_e2e);
     let p99s: Vec<String> = by_second
         .iter()
         .map(|h| format!("{:.0}", h.value_at_quantile(0.99) as f64 / 1000.0))
@@ -198,7 +240,10 @@ async fn run(n: usize, rate: usize, threads: usize, in_flight: usize) {
         (cpu_after.1 - cpu_before.1).max(0.0) / n as f64,
         (cpu_after.2 - cpu_before.2).max(0.0) / n as f64,
     );
-    if let Some((sum, count)) = batches(&s.cluster).await {
+    if let (Some((sum0, count0)), Some((sum1, count1))) =
+        (batches_before, batches(&s.cluster).await)
+    {
+        let (sum, count) = (sum1 - sum0, count1 - count0);
         println!(
             "replies per CreateReply transaction: {:.2} ({count} transactions)",
             sum / count.max(1.0)
@@ -290,6 +335,11 @@ fn main() {
     };
     let threads = env("FARO_BENCH_THREADS", 50);
     let in_flight = env("FARO_BENCH_IN_FLIGHT", 256).max(1);
+    let warm_up = if benching {
+        env("FARO_BENCH_WARMUP", rate * 2)
+    } else {
+        0
+    };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(run(n, rate, threads.min(n).max(1), in_flight));
+    rt.block_on(run(n, warm_up, rate, threads.min(n).max(1), in_flight));
 }

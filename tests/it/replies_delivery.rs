@@ -187,3 +187,53 @@ async fn an_echo_that_beats_the_platforms_answer_is_merged_into_the_reply() {
     assert_eq!(s.fake.requests().len(), 1, "sent once");
     s.cluster.stop().await;
 }
+
+/// A Messenger watermark says every message the page sent before it was
+/// delivered (or read). A reply still `pending` was not sent (or the send is
+/// not recorded yet): the watermark does not cover it. Before migration 0026
+/// it did, and the reply showed `delivered`; its send then failing left it
+/// `delivered`, since a failure is recorded on a pending reply only.
+#[tokio::test]
+async fn a_messenger_watermark_does_not_mark_a_pending_reply() {
+    let s = start().await;
+    let t = s
+        .thread(Platform::Messenger, false, Duration::hours(1))
+        .await;
+    let refused = json!({"error": {"message": "(#551) This person isn't available right now.",
+                                   "type": "OAuthException", "code": 551, "fbtrace_id": "Az"}});
+    s.fake.script([(400, refused)]);
+    let gate = s.fake.hold_answers();
+    let (status, body) = s.reply(&t, "k", json!({"text": "hi"})).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["message"]["id"].as_str().expect("id").to_owned();
+    s.fake.wait_requests(1).await;
+    // Delivered and read up to now: after the reply was stored.
+    let ms = chrono::Utc::now().timestamp_millis() + 1_000;
+    for (kind, field) in [("delivery", "watermark"), ("read", "watermark")] {
+        let mark = json!({"object": "page", "entry": [{"id": t.account, "time": ms, "messaging": [{
+            "sender": {"id": t.customer}, "recipient": {"id": t.account}, "timestamp": ms,
+            kind: {field: ms}}]}]});
+        let code = s
+            .cluster
+            .post_meta("facebook", mark.to_string().as_bytes(), &t.secret)
+            .await;
+        assert_eq!(code, 200, "{kind}");
+    }
+    s.cluster.drained().await;
+    let (still,): (Option<String>,) =
+        sqlx::query_as("SELECT status FROM messages WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&s.cluster.db.owner)
+            .await
+            .expect("the reply");
+    assert_eq!(
+        still.as_deref(),
+        Some("pending"),
+        "not sent yet: not delivered"
+    );
+    gate.open();
+    let (_, error, _) = s.wait_status(&id, "failed").await;
+    assert_eq!(error.expect("the platform's error")["error"]["code"], 551);
+    s.replies_drained().await;
+    s.cluster.stop().await;
+}

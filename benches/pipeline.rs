@@ -34,11 +34,6 @@ mod otlp_sink;
 #[path = "../tests/it/test_db.rs"]
 mod test_db;
 
-/// The allocator the `faro` binary runs with (src/main.rs), so that the
-/// in-process services cost here what they cost there.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use figures::env;
 
 /// One latency line from the loadgen's JSON summary (milliseconds).

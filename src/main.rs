@@ -23,13 +23,6 @@ mod telemetry;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc rather than glibc's malloc: the services allocate and free many
-/// small buffers a request (HTTP/2 frames, protobuf, rows), and in the replies
-/// benchmark glibc's malloc was ~8 % of the process's CPU; with mimalloc the
-/// process spent ~8 % less a reply (docs/BENCHMARKS.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "faro", version, about = "Meta webhooks in, live inbox out")]
 struct Cli {

@@ -158,8 +158,7 @@ async fn claim_all(
 
 /// Claims every pending reply named for its job, in one transaction (a
 /// retried call claims again what it claimed: the same claim is let
-/// through); one
-/// answer per claim, in order. A claim naming no reply of its tenant (or
+/// through); one answer per claim, in order. A claim naming no reply of its tenant (or
 /// one whose account is gone) is answered unclaimed, as one another job holds.
 pub(crate) async fn claim_batch(
     pool: &PgPool,

@@ -36,6 +36,7 @@ async fn info_logs_hold_no_secret_token_or_message_text() {
     let (conv, edge, ingest, stream) = (free_addr(), free_addr(), free_addr(), free_addr());
     let url = |a: std::net::SocketAddr| format!("http://{a}");
     let prefix = format!("faro-logs-{}:", uuid::Uuid::new_v4().simple());
+    let _keys = crate::test_db::KeysGuard(prefix.clone());
     let keys = encryption_keys().join(",");
     let faro = Faro::spawn(
         "log-hygiene",

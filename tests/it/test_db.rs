@@ -70,6 +70,23 @@ pub(crate) async fn delete_keys(redis: &Redis, prefix: &str) {
     }
 }
 
+/// Deletes a test's Redis keys (`prefix*`) when dropped, passed or failed:
+/// for tests that run FARO as a process under a prefix of their own rather
+/// than a [`crate::cluster::Cluster`]. Declare it before the process, so
+/// that the process is stopped first.
+pub(crate) struct KeysGuard(pub String);
+
+impl Drop for KeysGuard {
+    fn drop(&mut self) {
+        let prefix = self.0.clone();
+        clean_up_aside(async move {
+            let redis = redis(&redis_url()).await;
+            delete_keys(&redis, &prefix).await;
+            redis.quit().await.ok();
+        });
+    }
+}
+
 /// A fresh database with FARO's schema; dropped by [`TestDb::drop_db`], or
 /// when dropped (a failing test).
 pub struct TestDb {

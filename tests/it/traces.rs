@@ -163,6 +163,7 @@ async fn one_webhook_is_one_trace_from_the_edge_to_the_websocket() {
     let (conv, edge, ingest, stream) = (free_addr(), free_addr(), free_addr(), free_addr());
     let url = |a: SocketAddr| format!("http://{a}");
     let prefix = format!("faro-traces-{}:", uuid::Uuid::new_v4().simple());
+    let _keys = crate::test_db::KeysGuard(prefix.clone());
     let keys = encryption_keys().join(",");
     let (listen, urls) = (
         [conv, edge, ingest, stream].map(|a| a.to_string()),

@@ -34,7 +34,12 @@ async fn limiter_on_redis(c: &Cluster, edge: std::net::SocketAddr) {
     use fred::interfaces::KeysInterface;
     let key = format!("{}{{ip:127.0.0.3}}:rl:unverified", c.prefix);
     for _ in 0..100 {
-        bad_post(edge, "127.0.0.3", "").await;
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            bad_post(edge, "127.0.0.3", ""),
+        )
+        .await
+        .expect("the edge answers a probe within 5 s");
         let n: i64 = c.redis.exists(&key).await.expect("redis");
         if n == 1 {
             return;
